@@ -1,0 +1,34 @@
+"""toklab: a tokeniser and compression-analysis laboratory.
+
+The public Python API mirrors the command line: every command is a function here
+that returns plain data (dataclasses or DataFrames).
+"""
+
+__version__ = "0.1.0"
+
+from toklab.errors import ToklabError
+from toklab.corpus import (
+    Corpus,
+    CorpusInfo,
+    CorpusOptions,
+    Document,
+    ReadStats,
+    build_default_corpus,
+    corpus_info,
+    open_corpus,
+    split_of,
+)
+
+__all__ = [
+    "__version__",
+    "ToklabError",
+    "Corpus",
+    "CorpusInfo",
+    "CorpusOptions",
+    "Document",
+    "ReadStats",
+    "build_default_corpus",
+    "corpus_info",
+    "open_corpus",
+    "split_of",
+]

@@ -1,0 +1,3 @@
+from toklab.cli import main
+
+main()

@@ -1,0 +1,247 @@
+"""The `toklab` command: parse options, call the Python API, render the result with rich.
+
+No logic lives here beyond that. Any `ToklabError` (a user's mistake) becomes a one-line
+message on stderr and exit code 2.
+"""
+
+import functools
+import heapq
+import inspect
+import json
+import sys
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from toklab import __version__
+from toklab.errors import ToklabError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="toklab",
+    help="toklab: a tokeniser and compression-analysis laboratory.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+corpus_app = typer.Typer(help="Inspect, sample and build corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"toklab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the toklab version and exit.")] = False,
+) -> None:
+    """toklab measures how densely segmenters (BPE, unigram, bytes, pretrained tokenisers, ...)
+    represent text, against classic compressors, and what that buys in training FLOPs."""
+
+
+# --- shared corpus options ----------------------------------------------------------------
+
+PANEL = "Corpus"
+CORPUS_PARAMETERS = [
+    ("corpus", str, "default", typer.Option("--corpus", "-c", rich_help_panel=PANEL, help="What to read: a shard file (.parquet, .jsonl, .jsonl.gz, .jsonl.zst, .txt), a folder or glob of shards, a folder written by datasets' save_to_disk, a hub dataset id (org/name, or hf:ID), or a recipe name from corpora/ (e.g. default, the embedded corpus).")),
+    ("text_field", str, "text", typer.Option("--text-field", rich_help_panel=PANEL, help="Field or column that holds the text.")),
+    ("id_field", Optional[str], None, typer.Option("--id-field", rich_help_panel=PANEL, help="Field that holds a stable document id. Default: 'id' when present, else the document's file and row.")),
+    ("source_field", str, "source", typer.Option("--source-field", rich_help_panel=PANEL, help="Field naming the kind of text (used for per-source tables). Default source: the sub-folder or file name.")),
+    ("lines", bool, False, typer.Option("--lines", rich_help_panel=PANEL, help=".txt inputs: one document per line instead of one per file.")),
+    ("name", Optional[str], None, typer.Option("--name", rich_help_panel=PANEL, help="Hugging Face dataset config name (hub ids).")),
+    ("split", Optional[str], None, typer.Option("--split", rich_help_panel=PANEL, help="Hugging Face dataset split to read (hub ids and saved DatasetDicts). Default: train.")),
+    ("max_docs", Optional[int], None, typer.Option("--max-docs", min=1, rich_help_panel=PANEL, help="Stop after this many documents.")),
+    ("max_bytes", Optional[int], None, typer.Option("--max-bytes", min=1, rich_help_panel=PANEL, help="Stop before the document that would take the total past this many UTF-8 bytes.")),
+    ("sample", float, 1.0, typer.Option("--sample", rich_help_panel=PANEL, help="Keep this fraction of documents, chosen by a hash of (seed, id): deterministic and streaming.")),
+    ("seed", int, 0, typer.Option("--seed", rich_help_panel=PANEL, help="Seed for --sample.")),
+    ("val_fraction", float, 0.1, typer.Option("--val-fraction", rich_help_panel=PANEL, help="Share of documents in the validation split, chosen by a hash of the document id alone.")),
+    ("strict", bool, False, typer.Option("--strict", rich_help_panel=PANEL, help="Make malformed JSON lines an error instead of skipping and counting them.")),
+]
+
+
+def corpus_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command every shared corpus option; it receives an opened `corpus` argument."""
+    from toklab.corpus import CorpusOptions, open_corpus
+
+    own = [p for p in inspect.signature(func).parameters.values() if p.name != "corpus"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+        for name, kind, default, option in CORPUS_PARAMETERS
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, *_ in CORPUS_PARAMETERS}
+        spec = values.pop("corpus")
+        corpus = open_corpus(spec, CorpusOptions(**values), progress=True)
+        return func(corpus=corpus, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+    del wrapper.__wrapped__  # typer must read the new signature, not the original one
+    return wrapper
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _mb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e6:,.2f} MB"
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        err_console.print(Text.assemble(("note: ", "yellow"), note))
+
+
+def _per_source_table(per_source: Any, top: int) -> Table:
+    """Sources largest first; past `top` rows the rest are summed into one row."""
+    rows = per_source.sort_values("bytes", ascending=False, kind="stable")
+    shown, rest = (rows, rows.iloc[0:0]) if top == 0 else (rows.iloc[:top], rows.iloc[top:])
+    table = Table(title=f"per source ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=28)
+    for column in ("docs", "MB", "mean B", "max B", "val", "share"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def add(label: Text, docs: int, n_bytes: int, longest: int, val: int, share: float) -> None:
+        table.add_row(label, f"{docs:,}", f"{n_bytes / 1e6:,.2f}", f"{n_bytes / max(docs, 1):,.0f}", f"{longest:,}", f"{val:,}", f"{share:.1%}")
+
+    for row in shown.itertuples(index=False):
+        add(Text(row.source), row.documents, row.bytes, row.max_bytes, row.val_documents, row.share_of_bytes)
+    if len(rest):
+        label = Text(f"({len(rest)} more: --top 0)", style="dim")
+        add(label, int(rest["documents"].sum()), int(rest["bytes"].sum()), int(rest["max_bytes"].max()), int(rest["val_documents"].sum()), float(rest["share_of_bytes"].sum()))
+    return table
+
+
+# --- corpus commands ------------------------------------------------------------------------
+
+
+@corpus_app.command("info")
+@corpus_command
+def corpus_info_command(
+    corpus: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
+    top: Annotated[int, typer.Option("--top", min=0, help="Show the N largest sources by bytes and fold the rest into one row (0: show all).")] = 25,
+) -> None:
+    """Count documents, bytes and characters, overall and per source, in one streaming pass."""
+    from toklab.corpus import corpus_info
+
+    info = corpus_info(corpus, progress=True)
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2, default=str))
+        return
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for label, value in [
+        ("corpus", f"{info.spec}  ({info.description})"),
+        ("documents", f"{info.documents:,}  (train {info.train_documents:,}, val {info.val_documents:,})"),
+        ("bytes", f"{info.bytes:,}  ({_mb(info.bytes)})"),
+        ("characters", f"{info.chars:,}"),
+        ("mean length", f"{info.mean_bytes:,.0f} bytes"),
+        ("max length", f"{info.max_bytes:,} bytes  ({info.max_doc_id})"),
+    ]:
+        summary.add_row(label, Text(value))
+    console.print(summary)
+    console.print(_per_source_table(info.per_source, top))
+    _print_notes(info.stats.notes())
+
+
+@corpus_app.command("sample")
+@corpus_command
+def corpus_sample_command(
+    corpus: Any,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many documents to show.")] = 3,
+    chars: Annotated[int, typer.Option("--chars", min=0, help="Show at most this many characters of each (0: all).")] = 600,
+    part: Annotated[str, typer.Option("--part", help="Which split to draw from: all, train or val.")] = "all",
+    pick_seed: Annotated[int, typer.Option("--pick-seed", help="Seed for which documents are shown.")] = 0,
+) -> None:
+    """Print a few documents, picked by a hash of their id so they spread over the whole corpus."""
+    from toklab.corpus.document import unit_hash
+
+    if part not in {"all", "train", "val"}:
+        raise ToklabError(f"--part must be all, train or val, not '{part}'")
+    # Keep the `count` documents with the smallest hash: a uniform pick in one pass and O(count) memory.
+    heap: list[tuple[float, int, Any]] = []
+    for i, doc in enumerate(corpus.documents(None if part == "all" else part)):
+        key = -unit_hash(doc.id, f"show{pick_seed}")
+        if len(heap) < count:
+            heapq.heappush(heap, (key, i, doc))
+        elif key > heap[0][0]:
+            heapq.heapreplace(heap, (key, i, doc))
+    docs = [doc for _, _, doc in sorted(heap, key=lambda item: item[1])]
+    if not docs:
+        raise ToklabError(f"no documents in {'the corpus' if part == 'all' else 'the ' + part + ' split'}")
+    for doc in docs:
+        text = doc.text if chars == 0 or len(doc.text) <= chars else doc.text[:chars] + " …"
+        console.rule(Text(f"{doc.id}  ·  {doc.source}  ·  {doc.n_bytes:,} bytes"))
+        console.print(Text(text))
+    _print_notes(corpus.stats.notes())
+
+
+@corpus_app.command("build")
+def corpus_build_command(
+    name: Annotated[str, typer.Argument(help="Recipe name in corpora/ (or a path to a recipe .toml).")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cached build is up to date.")] = False,
+) -> None:
+    """Build a corpus recipe into the user cache. Commands build what they need on first use anyway."""
+    from toklab.corpus import build_corpus
+
+    result = build_corpus(name, force=force, progress=True)
+    state = "built" if result.rebuilt else "up to date"
+    console.print(f"corpus '{result.name}' {state}: {result.documents:,} documents, {_mb(result.bytes)} in {result.path}")
+    table = Table(title="parts", title_justify="left")
+    table.add_column("source")
+    table.add_column("docs", justify="right")
+    table.add_column("bytes", justify="right")
+    for source, counts in result.per_part.items():
+        table.add_row(source, f"{counts['documents']:,}", f"{counts['bytes']:,}")
+    console.print(table)
+
+
+@corpus_app.command("list")
+def corpus_list_command() -> None:
+    """List the named corpus recipes and whether each is built."""
+    from toklab.corpus import find_recipe, load_recipe, recipe_names
+    from toklab.corpus.recipes import read_manifest
+
+    table = Table()
+    table.add_column("recipe")
+    table.add_column("built")
+    table.add_column("description")
+    for name in recipe_names():
+        recipe = load_recipe(find_recipe(name))  # type: ignore[arg-type]
+        manifest = read_manifest(recipe.cache_path()) if recipe.built_parts else None
+        built = "in place" if not recipe.built_parts else (_mb(manifest["bytes"]) if manifest else "no")
+        table.add_row(name, built, recipe.description)
+    console.print(table)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the app; a user's mistake is one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="toklab")
+    except ToklabError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. `toklab corpus sample | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""`open_corpus(spec)`: one way to open any corpus from a single `--corpus` string."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from toklab.corpus.document import Document, Part, in_sample, split_of
+from toklab.corpus.readers import (
+    FILE_READERS,
+    SHARD_SUFFIXES,
+    CorpusOptions,
+    ReadStats,
+    _Context,
+    is_saved_dataset,
+    read_saved_dataset,
+    read_streaming_dataset,
+    shard_kind,
+)
+from toklab.errors import ToklabError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One readable unit of a corpus: a shard file, a saved dataset, or a streamed dataset."""
+
+    kind: str  # "parquet" | "jsonl" | "text" | "saved" | "stream"
+    target: str  # a path, or a hub id for "stream"
+    location: str  # prefix of generated document ids, relative to the corpus root
+    default_source: str  # the source of documents that carry no source field
+
+    def read(self, options: CorpusOptions, stats: ReadStats) -> Iterator[Document]:
+        ctx = _Context(options=options, stats=stats, label=self.target, default_source=self.default_source)
+        if self.kind == "saved":
+            return read_saved_dataset(Path(self.target), ctx, self.location)
+        if self.kind == "stream":
+            return read_streaming_dataset(self.target, ctx, self.location)
+        return FILE_READERS[self.kind](Path(self.target), ctx, self.location)
+
+    def signature(self) -> list[Any]:
+        """What identifies this input's content cheaply: path, size and modification time."""
+        path = Path(self.target)
+        if self.kind == "stream" or not path.exists():
+            return [self.kind, self.target]
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return [self.kind, self.target] + [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+class Corpus:
+    """A re-iterable stream of Documents with sampling, caps and a deterministic train/val split.
+
+    Each pass re-reads the inputs; `stats` describes the most recent pass.
+    """
+
+    def __init__(self, spec: str, inputs: list[Input], options: CorpusOptions, description: str = "") -> None:
+        self.spec = spec
+        self.inputs = inputs
+        self.options = options
+        self.description = description
+        self.stats = ReadStats()
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.spec!r}, {len(self.inputs)} inputs)"
+
+    def __iter__(self) -> Iterator[Document]:
+        return self.documents()
+
+    def documents(self, part: Part | None = None) -> Iterator[Document]:
+        """Documents after sampling and the --max-docs/--max-bytes caps; `part` keeps one split.
+
+        Caps apply to the whole stream before the split, so train and val of a capped corpus
+        always partition the same documents.
+        """
+        if part not in (None, "train", "val"):
+            raise ToklabError(f"unknown split part '{part}' (use train or val)")
+        opts = self.options
+        stats = self.stats = ReadStats()
+        for item in self.inputs:
+            stats.files += 1
+            for doc in item.read(opts, stats):
+                if not in_sample(doc.id, opts.sample, opts.seed):
+                    continue
+                if opts.max_docs is not None and stats.documents >= opts.max_docs:
+                    return
+                n_bytes = doc.n_bytes
+                if opts.max_bytes is not None and stats.bytes + n_bytes > opts.max_bytes:
+                    return
+                stats.documents += 1
+                stats.bytes += n_bytes
+                if part is None or split_of(doc.id, opts.val_fraction) == part:
+                    yield doc
+
+    def train(self) -> Iterator[Document]:
+        return self.documents("train")
+
+    def val(self) -> Iterator[Document]:
+        return self.documents("val")
+
+    def fingerprint(self) -> str:
+        """A short hash of what this corpus reads and how; it changes when an input file changes."""
+        reading = {k: v for k, v in asdict(self.options).items() if k not in {"val_fraction", "strict"}}
+        payload = json.dumps([reading] + [item.signature() for item in self.inputs], default=str)
+        return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+
+
+def open_corpus(spec: str = "default", options: CorpusOptions | None = None, *, progress: bool = False, **overrides: Any) -> Corpus:
+    """Open a corpus from one string.
+
+    `spec` is a shard file (.parquet, .jsonl, .jsonl.gz, .jsonl.zst, .txt), a directory of
+    shards, a glob, a folder written by `datasets`' save_to_disk, a hub id (`org/name`, or
+    `hf:ID-or-folder` to go through `datasets.load_dataset(streaming=True)`), or a recipe
+    (a name in corpora/ such as `default`, or a .toml file). Keyword overrides set fields of
+    `CorpusOptions`, e.g. `open_corpus("data/", max_docs=100, val_fraction=0.05)`.
+    """
+    options = options or CorpusOptions()
+    valid = {f.name for f in fields(CorpusOptions)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise TypeError(f"unknown corpus options: {', '.join(sorted(unknown))}")
+    options = replace(options, **overrides) if overrides else options
+    inputs, description = resolve(spec, progress=progress)
+    return Corpus(spec, inputs, options, description)
+
+
+def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> tuple[list[Input], str]:
+    """Turn a corpus spec into the inputs it reads, and a one-line description."""
+    from toklab.corpus import recipes
+
+    spec = spec.strip()
+    if not spec:
+        raise ToklabError("--corpus must not be empty")
+    if spec.startswith("hf:"):
+        target = spec[3:]
+        return [Input("stream", target, target, target.rstrip("/").split("/")[-1])], f"datasets stream {target}"
+    path = Path(spec).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if path.is_file() and path.suffix == ".toml":
+        return recipes.resolve_recipe(path, progress=progress)
+    if path.is_file():
+        kind = shard_kind(path)
+        if kind is None:
+            raise ToklabError(f"{path}: unsupported format (use .parquet, .jsonl, .jsonl.gz, .jsonl.zst or .txt)")
+        return [Input(kind, str(path), path.name, _stem(path))], f"{kind} file {path}"
+    if path.is_dir():
+        if is_saved_dataset(path):
+            return [Input("saved", str(path), path.name, path.name)], f"saved dataset {path}"
+        return _shards_under(path), f"shards under {path}"
+    if GLOB_CHARS & set(spec):
+        pattern = str(path)
+        matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+        shards = [p for p in matches if shard_kind(p) is not None]
+        if not shards:
+            raise ToklabError(f"no shards match {spec} (looked for .parquet, .jsonl, .jsonl.gz, .jsonl.zst, .txt)")
+        return [_file_input(p, _glob_root(pattern)) for p in shards], f"{len(shards)} shards matching {spec}"
+    recipe = recipes.find_recipe(spec)
+    if recipe is not None:
+        return recipes.resolve_recipe(recipe, progress=progress)
+    if HUB_ID.match(spec):
+        return [Input("stream", spec, spec, spec.split("/")[-1])], f"hub dataset {spec}"
+    if "/" in spec or shard_kind(path) is not None or path.suffix == ".toml":
+        raise ToklabError(f"no such file or directory: {spec}")
+    known = ", ".join(recipes.recipe_names()) or "none"
+    raise ToklabError(f"no such file, directory or recipe: {spec} (recipes: {known})")
+
+
+def _stem(path: Path) -> str:
+    """The file name without its format suffix (".jsonl.zst" counts as one)."""
+    name = path.name
+    suffix = next((s for s, _ in SHARD_SUFFIXES if name.lower().endswith(s)), path.suffix)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def _glob_root(pattern: str) -> Path:
+    """The deepest directory of a glob pattern that has no wildcard in it."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _file_input(path: Path, root: Path) -> Input:
+    """A shard under `root`; its first sub-folder (if any) names the source of unlabelled text."""
+    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    default_source = rel.parts[0] if len(rel.parts) > 1 else (root.name or _stem(path))
+    return Input(shard_kind(path) or "text", str(path), rel.as_posix(), default_source)
+
+
+def _shards_under(root: Path) -> list[Input]:
+    shards = sorted(p for p in root.rglob("*") if p.is_file() and shard_kind(p) is not None and not p.name.startswith("."))
+    if not shards:
+        raise ToklabError(f"no shards under {root} (looked for .parquet, .jsonl, .jsonl.gz, .jsonl.zst, .txt)")
+    return [_file_input(p, root) for p in shards]

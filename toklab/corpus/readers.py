@@ -1,0 +1,363 @@
+"""Streaming readers: one generator per storage format, each yielding `Document`s.
+
+Every reader streams (a batch of rows or one line at a time), so memory stays bounded
+whatever the size of the input. Bad data is counted in `ReadStats` rather than crashing;
+what cannot be read at all raises `ToklabError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlparse
+
+from toklab.corpus.document import Document
+from toklab.errors import ToklabError
+
+# Suffix -> reader kind. Longer suffixes first so ".jsonl.gz" is not taken for ".gz".
+SHARD_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".jsonl.zst", "jsonl"),
+    (".jsonl.gz", "jsonl"),
+    (".jsonl", "jsonl"),
+    (".parquet", "parquet"),
+    (".txt", "text"),
+)
+MALFORMED_EXAMPLES = 5
+PARQUET_BATCH_ROWS = 512
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """How to read a corpus. Every command that reads one takes these options."""
+
+    text_field: str = "text"
+    id_field: str | None = None  # None: the "id" field when present, else the document's location
+    source_field: str = "source"
+    lines: bool = False  # .txt: one document per line instead of one per file
+    name: str | None = None  # Hugging Face dataset config
+    split: str | None = None  # Hugging Face dataset split (default "train")
+    max_docs: int | None = None
+    max_bytes: int | None = None
+    sample: float = 1.0  # keep this fraction of documents, chosen by a hash of (seed, id)
+    seed: int = 0
+    val_fraction: float = 0.1
+    strict: bool = False  # malformed JSON lines are an error instead of being skipped
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ToklabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.sample <= 1.0:
+            raise ToklabError(f"--sample must be in (0, 1], got {self.sample}")
+        for name in ("max_docs", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ToklabError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not self.text_field:
+            raise ToklabError("--text-field must not be empty")
+
+
+@dataclass
+class ReadStats:
+    """What a pass over a corpus saw, including everything it skipped or repaired."""
+
+    documents: int = 0
+    bytes: int = 0
+    files: int = 0
+    empty_skipped: int = 0
+    invalid_utf8: int = 0  # documents decoded with U+FFFD replacement
+    malformed_lines: int = 0
+    malformed_examples: list[str] = field(default_factory=list)  # "file:line" of the first few
+
+    def notes(self) -> list[str]:
+        """One human-readable line per kind of problem seen; empty when the input was clean."""
+        notes = []
+        if self.empty_skipped:
+            notes.append(f"{self.empty_skipped:,} empty documents skipped")
+        if self.invalid_utf8:
+            notes.append(f"{self.invalid_utf8:,} documents had invalid UTF-8, decoded with replacement")
+        if self.malformed_lines:
+            where = ", ".join(self.malformed_examples)
+            more = "" if self.malformed_lines <= len(self.malformed_examples) else ", ..."
+            notes.append(f"{self.malformed_lines:,} malformed lines skipped (at {where}{more})")
+        return notes
+
+
+@dataclass
+class _Context:
+    """Per-file state shared by the record-to-document conversion."""
+
+    options: CorpusOptions
+    stats: ReadStats
+    label: str  # how errors name the input
+    default_source: str
+
+
+def decode_text(data: bytes, stats: ReadStats) -> str:
+    """UTF-8 decode; invalid sequences become U+FFFD and the document is counted."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.invalid_utf8 += 1
+        return data.decode("utf-8", errors="replace")
+
+
+def _malformed(ctx: _Context, line: int, why: str) -> None:
+    if ctx.options.strict:
+        raise ToklabError(f"{ctx.label}:{line}: {why} (drop --strict to skip such lines)")
+    ctx.stats.malformed_lines += 1
+    if len(ctx.stats.malformed_examples) < MALFORMED_EXAMPLES:
+        ctx.stats.malformed_examples.append(f"{ctx.label}:{line}")
+
+
+def _missing_field(ctx: _Context, kind: str, wanted: str, present: Iterable[str], flag: str) -> ToklabError:
+    fields = ", ".join(present) or "(none)"
+    return ToklabError(f"{ctx.label}: no {kind} field '{wanted}'; fields are: {fields} (choose one with {flag})")
+
+
+def check_fields(ctx: _Context, columns: list[str]) -> None:
+    """Fail early, naming what exists, when the configured text or id field is absent."""
+    if ctx.options.text_field not in columns:
+        raise _missing_field(ctx, "text", ctx.options.text_field, columns, "--text-field")
+    if ctx.options.id_field is not None and ctx.options.id_field not in columns:
+        raise _missing_field(ctx, "id", ctx.options.id_field, columns, "--id-field")
+
+
+def to_document(record: dict[str, Any], location: str, ctx: _Context, line: int | None = None) -> Document | None:
+    """Turn one raw record into a Document, or None when it is empty or malformed (and counted)."""
+    opts = ctx.options
+    if opts.text_field not in record or (opts.id_field is not None and opts.id_field not in record):
+        check_fields(ctx, list(record))
+    text = record[opts.text_field]
+    if isinstance(text, (bytes, bytearray)):
+        text = decode_text(bytes(text), ctx.stats)
+    elif text is None:
+        text = ""
+    elif not isinstance(text, str):
+        _malformed(ctx, line or 0, f"field '{opts.text_field}' holds {type(text).__name__}, not text")
+        return None
+    if not text:
+        ctx.stats.empty_skipped += 1
+        return None
+    id_key = opts.id_field or ("id" if record.get("id") is not None else None)
+    doc_id = str(record[id_key]) if id_key is not None else location
+    source = record.get(opts.source_field)
+    source = str(source) if source is not None else ctx.default_source
+    skip = {opts.text_field, opts.source_field, id_key}
+    meta = {k: v for k, v in record.items() if k not in skip}
+    return Document(id=doc_id, text=text, source=source, meta=meta)
+
+
+# --- file formats ------------------------------------------------------------------------
+
+
+def shard_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, kind in SHARD_SUFFIXES:
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt footer
+        raise ToklabError(f"cannot read parquet shard {ctx.label}: {_first_line(exc)}") from None
+    check_fields(ctx, parquet.schema_arrow.names)
+    row = 0
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise ToklabError(f"cannot read parquet shard {ctx.label}: {_first_line(exc)}") from None
+        for record in batch.to_pylist():
+            doc = to_document(record, f"{location}:{row}", ctx)
+            row += 1
+            if doc is not None:
+                yield doc
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
+def _lines(path: Path, ctx: _Context) -> Iterator[tuple[int, bytes]]:
+    """Numbered raw lines, read a buffer at a time; decompression errors name the file."""
+    try:
+        with _open_binary(path) as stream:
+            for number, line in enumerate(stream, start=1):
+                yield number, line
+    except ToklabError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:
+        raise ToklabError(f"cannot read {ctx.label}: {_first_line(exc)}") from None
+    except Exception as exc:  # zstandard.ZstdError and friends
+        if type(exc).__module__.startswith("zstd"):
+            raise ToklabError(f"cannot read {ctx.label}: {_first_line(exc)}") from None
+        raise
+
+
+def _json_text(line: bytes, ctx: _Context) -> str:
+    """Decode one line; JSON may also smuggle in lone surrogates, which UTF-8 cannot hold."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        ctx.stats.invalid_utf8 += 1
+        return line.decode("utf-8", errors="replace")
+
+
+def _scrub_surrogates(text: str, ctx: _Context) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        ctx.stats.invalid_utf8 += 1
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+    for number, raw in _lines(path, ctx):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(_json_text(raw, ctx))
+        except json.JSONDecodeError as exc:
+            _malformed(ctx, number, f"malformed JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            _malformed(ctx, number, f"a JSON line must be an object, not {type(record).__name__}")
+            continue
+        text = record.get(ctx.options.text_field)
+        if isinstance(text, str):
+            record[ctx.options.text_field] = _scrub_surrogates(text, ctx)
+        doc = to_document(record, f"{location}:{number}", ctx, line=number)
+        if doc is not None:
+            yield doc
+
+
+def read_text(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+    if not ctx.options.lines:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ToklabError(f"cannot read {ctx.label}: {exc.strerror}") from None
+        doc = to_document({ctx.options.text_field: decode_text(data, ctx.stats)}, location, ctx)
+        if doc is not None:
+            yield doc
+        return
+    for number, raw in _lines(path, ctx):
+        text = decode_text(raw.rstrip(b"\r\n"), ctx.stats)
+        doc = to_document({ctx.options.text_field: text}, f"{location}:{number}", ctx)
+        if doc is not None:
+            yield doc
+
+
+FILE_READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
+
+
+# --- Hugging Face datasets -----------------------------------------------------------------
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by `datasets`' `save_to_disk` (a Dataset or a DatasetDict)."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _iter_rows(dataset: Any, ctx: _Context, location: str) -> Iterator[Document]:
+    row = 0
+    for record in dataset:
+        doc = to_document(record, f"{location}:{row}", ctx)
+        row += 1
+        if doc is not None:
+            yield doc
+
+
+def read_saved_dataset(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise ToklabError(f"cannot load saved dataset {ctx.label}: {_first_line(exc)}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        split = ctx.options.split or ("train" if "train" in loaded else None)
+        if split not in loaded:
+            raise ToklabError(f"{ctx.label}: choose a split with --split; it has: {', '.join(loaded)}")
+        loaded = loaded[split]
+    check_fields(ctx, list(loaded.column_names))
+    # Arrow-backed and memory-mapped: iterating touches one batch at a time.
+    yield from _iter_rows(loaded, ctx, location)
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None if it can."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{var} is set"
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except Exception:
+        endpoint = "https://huggingface.co"
+    host = urlparse(endpoint).hostname or endpoint
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return f"cannot reach {host}"
+    return None
+
+
+def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Iterator[Document]:
+    """A dataset read through `datasets.load_dataset(..., streaming=True)`: a hub id or a local folder."""
+    import datasets
+
+    if not Path(path_or_id).exists():
+        reason = hub_offline_reason()
+        if reason is not None:
+            raise ToklabError(
+                f"cannot stream hub dataset '{path_or_id}': this machine is offline ({reason}); "
+                "download its parquet/jsonl shards elsewhere and pass --corpus PATH (a file, folder or glob)"
+            )
+    split = ctx.options.split or "train"
+    try:
+        stream = datasets.load_dataset(path_or_id, ctx.options.name, split=split, streaming=True)
+        rows = iter(stream)
+        first = next(rows, None)
+    except Exception as exc:
+        raise ToklabError(f"cannot stream dataset '{path_or_id}': {_first_line(exc)}") from None
+    if first is None:
+        return
+    check_fields(ctx, list(first))
+
+    def chained() -> Iterator[dict[str, Any]]:
+        yield first
+        yield from rows
+
+    yield from _iter_rows(chained(), ctx, location)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

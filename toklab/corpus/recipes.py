@@ -1,0 +1,180 @@
+"""Corpus recipes: TOML files in corpora/ that name the parts a corpus is made of.
+
+A part is either built from what is installed (`builder = "..."`, cached as parquet shards
+under the user cache directory) or read in place (`corpus = "path/or/glob"`, relative to the
+recipe file). `toklab corpus build NAME` builds a recipe; it is also built on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from toklab.corpus.builders import BUILDERS
+from toklab.errors import ToklabError
+from toklab.files import cache_dir, temp_name
+
+MANIFEST = "manifest.json"
+BUILT_SHARD_BYTES = 4 * 2**20
+
+
+def recipe_dirs() -> list[Path]:
+    """Where named recipes are looked up: $TOKLAB_CORPORA, the installed package, the source checkout."""
+    dirs = [Path(p) for p in os.environ.get("TOKLAB_CORPORA", "").split(os.pathsep) if p]
+    package = Path(__file__).resolve().parent.parent
+    dirs += [package / "_recipes", package.parent / "corpora"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def recipe_names() -> list[str]:
+    return sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
+
+
+def find_recipe(name: str) -> Path | None:
+    if "/" in name or os.sep in name:
+        return None
+    for directory in recipe_dirs():
+        candidate = directory / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    description: str
+    parts: list[dict[str, Any]]
+    digest: str  # hash of the recipe text: a changed recipe is rebuilt
+
+    @property
+    def built_parts(self) -> list[dict[str, Any]]:
+        return [p for p in self.parts if "builder" in p]
+
+    def cache_path(self) -> Path:
+        return cache_dir() / "corpora" / self.name
+
+
+def load_recipe(path: Path) -> Recipe:
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ToklabError(f"cannot read recipe {path}: {exc}") from None
+    parts = data.get("parts", [])
+    if not parts:
+        raise ToklabError(f"recipe {path} has no [[parts]]")
+    for i, part in enumerate(parts):
+        if ("builder" in part) == ("corpus" in part):
+            raise ToklabError(f"recipe {path}: part {i + 1} needs exactly one of 'builder' or 'corpus'")
+        if "builder" in part and part["builder"] not in BUILDERS:
+            raise ToklabError(f"recipe {path}: unknown builder '{part['builder']}' (known: {', '.join(BUILDERS)})")
+        if "builder" in part and "source" not in part:
+            raise ToklabError(f"recipe {path}: part {i + 1} ({part['builder']}) needs a 'source'")
+    digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
+    return Recipe(data.get("name", path.stem), path, data.get("description", ""), parts, digest)
+
+
+@dataclass
+class BuildResult:
+    """What `build_recipe` produced: where, how much, and a hash of every document's id and text."""
+
+    name: str
+    path: Path
+    documents: int
+    bytes: int
+    content_hash: str
+    per_part: dict[str, dict[str, int]] = field(default_factory=dict)
+    rebuilt: bool = True
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_recipe(recipe: Recipe, *, force: bool = False, progress: bool = False) -> BuildResult:
+    """Build the recipe's builder parts into parquet shards in the cache (skipped when up to date)."""
+    from toklab import __version__
+    from toklab.corpus.writers import ParquetShardWriter
+    from toklab.progress import document_progress
+
+    target = recipe.cache_path()
+    manifest = read_manifest(target)
+    if manifest and manifest.get("recipe_digest") == recipe.digest and not force:
+        return BuildResult(recipe.name, target, manifest["documents"], manifest["bytes"], manifest["content_hash"], manifest["parts"], rebuilt=False)
+
+    tmp = temp_name(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    content = hashlib.blake2b(digest_size=16)
+    per_part: dict[str, dict[str, int]] = {}
+    try:
+        with document_progress(f"building corpus '{recipe.name}'", enabled=progress) as advance, ParquetShardWriter(tmp, prefix="part", max_shard_bytes=BUILT_SHARD_BYTES) as writer:
+            for part in recipe.built_parts:
+                params = {k: v for k, v in part.items() if k not in {"builder", "max_bytes"}}
+                cap = part.get("max_bytes")
+                counts = per_part.setdefault(part["source"], {"documents": 0, "bytes": 0})
+                for doc in BUILDERS[part["builder"]](**params):
+                    n_bytes = doc.n_bytes
+                    if cap is not None and counts["bytes"] + n_bytes > cap:
+                        break
+                    writer.write(doc)
+                    content.update(f"{doc.id}\0{doc.source}\0{doc.text}\0".encode("utf-8", "replace"))
+                    counts["documents"] += 1
+                    counts["bytes"] += n_bytes
+                    advance(n_bytes)
+        documents = sum(c["documents"] for c in per_part.values())
+        n_bytes = sum(c["bytes"] for c in per_part.values())
+        manifest = {
+            "recipe": recipe.name,
+            "recipe_digest": recipe.digest,
+            "documents": documents,
+            "bytes": n_bytes,
+            "content_hash": content.hexdigest(),
+            "parts": per_part,
+            "toklab_version": __version__,
+            "python": platform.python_version(),
+        }
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if read_manifest(target) is None:  # not a concurrent build that won the race
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(recipe.name, target, documents, n_bytes, manifest["content_hash"], per_part)
+
+
+def resolve_recipe(path: Path, *, progress: bool = False) -> tuple[list[Any], str]:
+    """The inputs of a recipe: its built shards (building them if needed) and its in-place corpora."""
+    from toklab.corpus.corpus import Input, resolve
+
+    recipe = load_recipe(path)
+    inputs: list[Input] = []
+    if recipe.built_parts:
+        built = build_recipe(recipe, progress=progress)
+        shards = sorted(built.path.glob("part-*.parquet"))
+        inputs += [Input("parquet", str(p), f"{recipe.name}/{p.name}", recipe.name) for p in shards]
+    for part in recipe.parts:
+        if "corpus" in part:
+            inputs += resolve(part["corpus"], base=path.parent, progress=progress)[0]
+    return inputs, recipe.description or f"recipe {recipe.name}"
