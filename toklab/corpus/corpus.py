@@ -164,9 +164,11 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
     recipe = recipes.find_recipe(spec)
     if recipe is not None:
         return recipes.resolve_recipe(recipe, progress=progress)
+    if shard_kind(path) is not None or path.suffix == ".toml":
+        raise ToklabError(f"no such file or directory: {spec}")
     if HUB_ID.match(spec):
         return [Input("stream", spec, spec, spec.split("/")[-1])], f"hub dataset {spec}"
-    if "/" in spec or shard_kind(path) is not None or path.suffix == ".toml":
+    if "/" in spec:
         raise ToklabError(f"no such file or directory: {spec}")
     known = ", ".join(recipes.recipe_names()) or "none"
     raise ToklabError(f"no such file, directory or recipe: {spec} (recipes: {known})")

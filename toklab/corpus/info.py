@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from toklab.corpus.corpus import Corpus
 from toklab.corpus.document import split_of
 from toklab.corpus.readers import ReadStats
 from toklab.progress import document_progress
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PER_SOURCE_COLUMNS = ["source", "documents", "bytes", "chars", "mean_bytes", "max_bytes", "val_documents", "share_of_bytes"]
 
@@ -40,6 +42,8 @@ class CorpusInfo:
 
 def corpus_info(corpus: Corpus, *, progress: bool = False) -> CorpusInfo:
     """One streaming pass over `corpus`, counting documents, bytes and code points per source."""
+    import pandas as pd  # imported here so the CLI starts fast
+
     rows: dict[str, dict[str, int]] = {}
     longest, longest_id = 0, ""
     val = 0

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ SHARD_SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 MALFORMED_EXAMPLES = 5
 PARQUET_BATCH_ROWS = 512
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -188,36 +190,71 @@ def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]
                 yield doc
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Decompress every zstd frame of a file, and fail on a truncated one.
+
+    zstandard's own stream reader ends quietly at a cut frame; a cut shard must be an error.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        self._raw = open(path, "rb")
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("compressed file ended before the end of its last zstd frame")
+                return 0
+            while chunk:
+                self._in_frame = True
+                self._pending += self._obj.decompress(chunk)
+                if not self._obj.eof:
+                    break
+                chunk, self._in_frame = self._obj.unused_data, False
+                self._obj = self._dctx.decompressobj()
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open_binary(path: Path) -> io.BufferedIOBase:
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard
-
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdFrames(path), buffer_size=1 << 20)
     return open(path, "rb")
 
 
 def _lines(path: Path, ctx: _Context) -> Iterator[tuple[int, bytes]]:
     """Numbered raw lines, read a buffer at a time; decompression errors name the file."""
+    import zstandard
+
     try:
         with _open_binary(path) as stream:
             for number, line in enumerate(stream, start=1):
                 yield number, line
-    except ToklabError:
-        raise
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
         raise ToklabError(f"cannot read {ctx.label}: {_first_line(exc)}") from None
-    except Exception as exc:  # zstandard.ZstdError and friends
-        if type(exc).__module__.startswith("zstd"):
-            raise ToklabError(f"cannot read {ctx.label}: {_first_line(exc)}") from None
-        raise
 
 
 def _json_text(line: bytes, ctx: _Context) -> str:
-    """Decode one line; JSON may also smuggle in lone surrogates, which UTF-8 cannot hold."""
+    """Decode one line of JSON; invalid UTF-8 becomes U+FFFD and is counted."""
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
@@ -226,12 +263,11 @@ def _json_text(line: bytes, ctx: _Context) -> str:
 
 
 def _scrub_surrogates(text: str, ctx: _Context) -> str:
-    try:
-        text.encode("utf-8")
+    """JSON escapes can encode lone surrogates, which UTF-8 cannot hold: make them U+FFFD."""
+    if not LONE_SURROGATE.search(text):
         return text
-    except UnicodeEncodeError:
-        ctx.stats.invalid_utf8 += 1
-        return text.encode("utf-8", errors="replace").decode("utf-8")
+    ctx.stats.invalid_utf8 += 1
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
@@ -337,8 +373,8 @@ def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Ite
         reason = hub_offline_reason()
         if reason is not None:
             raise ToklabError(
-                f"cannot stream hub dataset '{path_or_id}': this machine is offline ({reason}); "
-                "download its parquet/jsonl shards elsewhere and pass --corpus PATH (a file, folder or glob)"
+                f"cannot stream hub dataset '{path_or_id}' (no local path of that name exists): this machine is "
+                f"offline ({reason}); download its parquet/jsonl shards elsewhere and pass --corpus PATH (a file, folder or glob)"
             )
     split = ctx.options.split or "train"
     try:
