@@ -11,7 +11,8 @@ import toklab
 @pytest.mark.parametrize("name", ["sotu", "email", "code", "udhr"])
 def test_reader_agrees_with_pyarrow(shared_corpora, name):
     folder = shared_corpora / name
-    table = pq.read_table(sorted(folder.glob("*.parquet"))[0] if len(list(folder.glob("*.parquet"))) == 1 else folder)
+    shards = sorted(folder.glob("*.parquet"))
+    table = pq.read_table(shards[0]) if len(shards) == 1 else pq.read_table(folder)
     rows = [r for r in table.to_pylist() if r["text"]]
     corpus = toklab.open_corpus(str(folder))
     docs = list(corpus)

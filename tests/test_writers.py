@@ -185,3 +185,11 @@ def test_bad_writer_arguments(tmp_path):
         shard_writer(tmp_path, "csv")
     with pytest.raises(ToklabError, match="positive"):
         ParquetShardWriter(tmp_path, max_shard_bytes=0)
+
+
+def test_key_order_does_not_start_a_new_parquet_shard(tmp_path):
+    with ParquetShardWriter(tmp_path / "out") as writer:
+        writer.write({"id": "a", "text": "x", "source": "s"})
+        writer.write({"source": "s", "text": "y", "id": "b"})
+    assert len(writer.paths) == 1
+    assert [d.text for d in toklab.open_corpus(str(tmp_path / "out"))] == ["x", "y"]

@@ -1,32 +1,9 @@
-"""Filesystem helpers: atomic writes and the user cache directory."""
+"""Filesystem helpers: temporary names for atomic writes, and the user cache directory."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from pathlib import Path
-from typing import Iterator
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it to `final` only if the block succeeds.
-
-    An interrupted write therefore never leaves a half-written file under its final name.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
 
 
 def temp_name(final: Path) -> Path:

@@ -203,28 +203,31 @@ class _ZstdFrames(io.RawIOBase):
         self._dctx = zstandard.ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
         self._in_frame = False
-        self._pending = b""
+        self._pending = b""  # decompressed bytes not yet handed out, from self._offset on
+        self._offset = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._pending:
+        while self._offset == len(self._pending):
             chunk = self._raw.read(1 << 20)
             if not chunk:
                 if self._in_frame:
                     raise EOFError("compressed file ended before the end of its last zstd frame")
                 return 0
+            out = []
             while chunk:
                 self._in_frame = True
-                self._pending += self._obj.decompress(chunk)
+                out.append(self._obj.decompress(chunk))
                 if not self._obj.eof:
                     break
                 chunk, self._in_frame = self._obj.unused_data, False
                 self._obj = self._dctx.decompressobj()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+            self._pending, self._offset = b"".join(out), 0
+        n = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:n] = memoryview(self._pending)[self._offset : self._offset + n]
+        self._offset += n
         return n
 
     def close(self) -> None:
@@ -264,15 +267,18 @@ def _json_text(line: bytes, ctx: _Context) -> str:
 
 def _scrub_surrogates(text: str, ctx: _Context) -> str:
     """JSON escapes can encode lone surrogates, which UTF-8 cannot hold: make them U+FFFD."""
-    if not LONE_SURROGATE.search(text):
+    try:
+        text.encode("utf-8")  # fast in C; fails only on a surrogate
         return text
+    except UnicodeEncodeError:
+        pass
     ctx.stats.invalid_utf8 += 1
     return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
     for number, raw in _lines(path, ctx):
-        if not raw.strip():
+        if raw.isspace() or not raw:  # isspace() does not copy a long line, strip() would
             continue
         try:
             record = json.loads(_json_text(raw, ctx))
@@ -283,7 +289,7 @@ def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
             _malformed(ctx, number, f"a JSON line must be an object, not {type(record).__name__}")
             continue
         text = record.get(ctx.options.text_field)
-        if isinstance(text, str):
+        if isinstance(text, str) and (b"\\ud" in raw or b"\\uD" in raw):  # only escapes make lone surrogates
             record[ctx.options.text_field] = _scrub_surrogates(text, ctx)
         doc = to_document(record, f"{location}:{number}", ctx, line=number)
         if doc is not None:

@@ -126,7 +126,7 @@ class ParquetShardWriter(ShardWriter):
 
     def write(self, item: Document | Mapping[str, Any]) -> None:
         record = _record(item)
-        if self._tmp is not None and self._columns is not None and list(record) != self._columns:
+        if self._tmp is not None and self._columns is not None and set(record) != set(self._columns):
             self._finish()  # a new set of columns gets a shard of its own rather than being dropped
         super().write(record)
 
