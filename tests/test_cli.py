@@ -69,8 +69,8 @@ def test_corpus_info_notes_what_it_skipped(capsys, tmp_path):
     path.write_text('{"text": "fine"}\nnot json\n{"text": ""}\n')
     code, out, err = run(capsys, "corpus", "info", "-c", str(path))
     assert code == 0
-    assert "1 empty documents skipped" in err
-    assert f"1 malformed lines skipped (at {path}:2)" in err.replace("\n", "")
+    assert "1 empty document skipped" in err
+    assert f"1 malformed line skipped (at {path}:2)" in err.replace("\n", "")
 
 
 def test_corpus_sample_picks_documents_deterministically(capsys, tmp_path):

@@ -80,14 +80,18 @@ class ReadStats:
         """One human-readable line per kind of problem seen; empty when the input was clean."""
         notes = []
         if self.empty_skipped:
-            notes.append(f"{self.empty_skipped:,} empty documents skipped")
+            notes.append(f"{_count(self.empty_skipped, 'empty document')} skipped")
         if self.invalid_utf8:
-            notes.append(f"{self.invalid_utf8:,} documents had invalid UTF-8, decoded with replacement")
+            notes.append(f"{_count(self.invalid_utf8, 'document')} with invalid UTF-8, decoded with replacement")
         if self.malformed_lines:
             where = ", ".join(self.malformed_examples)
             more = "" if self.malformed_lines <= len(self.malformed_examples) else ", ..."
-            notes.append(f"{self.malformed_lines:,} malformed lines skipped (at {where}{more})")
+            notes.append(f"{_count(self.malformed_lines, 'malformed line')} skipped (at {where}{more})")
         return notes
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass
