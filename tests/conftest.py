@@ -39,3 +39,11 @@ def default_corpus_build(isolated_cache: Path):
     import toklab
 
     return toklab.build_default_corpus()
+
+
+@pytest.fixture(scope="session")
+def shared_tiktoken() -> Path:
+    path = SHARED / "tiktoken"
+    if not path.is_dir():
+        pytest.skip("../shared/tiktoken is not present")
+    return path

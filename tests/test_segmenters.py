@@ -1,0 +1,262 @@
+"""The segmenter interface, registry and spec parsing, the `bytes` kind and BPE."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import toklab
+from toklab import ToklabError
+from toklab.segmenters import EOT, Segmenter, get_segmenter, load_segmenter, parse_spec
+from toklab.segmenters import registry
+from toklab.segmenters.bpe import PATTERNS, BPESegmenter, bytes_to_unicode
+from toklab.segmenters.bytes import ByteSegmenter
+
+TRICKY = [
+    "",
+    "\x00\x01\x02\t\r\n\x7f\x1b[0m",
+    "\u0301",  # a lone combining mark
+    "e\u0301 \u0301\u0301",
+    "👩‍👩‍👧 👍🏽 🏳️‍🌈",
+    "漢字かなカナ 한국어",
+    "שלום עולם مرحبا بالعالم",
+    "<|endoftext|> in the middle <|endoftext|>",
+    "   leading and trailing   \n\n",
+    "12345678 3.14159 1,000,000",
+    "tabs\tand\r\nwindows\rlines",
+    "\ufeffBOM and \u200b zero width \u2028 separators",
+]
+
+
+def assert_lossless_and_tiled(seg: Segmenter, text: str) -> None:
+    ids = seg.encode(text)
+    assert seg.decode(ids) == text
+    data = text.encode("utf-8")
+    spans = seg.byte_spans(ids)
+    assert b"".join(data[s:e] for s, e in spans) == data
+    assert spans.shape == (len(ids), 2)
+    if len(ids):
+        assert spans[0, 0] == 0 and spans[-1, 1] == len(data)
+        assert np.array_equal(spans[1:, 0], spans[:-1, 1])
+        assert np.array_equal(spans[:, 1] - spans[:, 0], seg.token_byte_lengths()[ids])
+    assert b"".join(seg.token_bytes(i) for i in ids) == data
+
+
+# --- spec parsing and the registry ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, kind, arg, options",
+    [
+        ("bytes", "bytes", None, {}),
+        ("bpe:32k", "bpe", "32k", {}),
+        ("BPE:8k,regex=gpt2,min_frequency=3", "bpe", "8k", {"regex": "gpt2", "min_frequency": "3"}),
+        ("tiktoken:cl100k_base", "tiktoken", "cl100k_base", {}),
+        ("hf:some/dir/tokenizer.json", "hf", "some/dir/tokenizer.json", {}),
+        ("entropy:target=4.5", "entropy", None, {"target": "4.5"}),
+    ],
+)
+def test_parse_spec(spec, kind, arg, options):
+    parsed = parse_spec(spec)
+    assert (parsed.kind, parsed.arg, parsed.options) == (kind, arg, options)
+
+
+@pytest.mark.parametrize("text, value", [("8k", 8000), ("32k", 32000), ("50257", 50257), ("1.5k", 1500), ("1m", 1_000_000)])
+def test_vocab_sizes(text, value):
+    assert registry.parse_vocab_size(text, "bpe:" + text) == value
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nosuchkind:3", "unknown segmenter kind 'nosuchkind'"),
+        ("bpe", "needs a vocabulary size"),
+        ("bpe:abc", "needs a vocabulary size"),
+        ("bpe:0.5", "bad vocabulary size"),
+        ("bpe:100", "at least 258"),
+        ("bpe:1k,regex=perl", "unknown bpe regex 'perl'"),
+        ("bpe:1k,colour=blue", "unknown bpe option(s) colour"),
+        ("bpe:1k,2k", "two arguments"),
+        ("bytes:5", "'bytes' takes no arguments"),
+        ("", "empty segmenter spec"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec, message, tiny_corpus):
+    with pytest.raises(ToklabError) as err:
+        get_segmenter(spec, tiny_corpus)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_saved_folder_is_a_spec(tmp_path):
+    ByteSegmenter().save(tmp_path / "seg")
+    assert isinstance(get_segmenter(str(tmp_path / "seg")), ByteSegmenter)
+    with pytest.raises(ToklabError, match="not a saved segmenter"):
+        load_segmenter(tmp_path)
+
+
+def test_save_refuses_a_folder_of_other_files(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ToklabError, match="not a saved segmenter"):
+        ByteSegmenter().save(tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+class ToySegmenter(ByteSegmenter):
+    """A third-party kind: bytes under another name."""
+
+    kind = "toy"
+
+
+def test_third_party_kinds_come_from_entry_points(monkeypatch):
+    point = EntryPoint(name="toy", value=f"{__name__}:ToySegmenter", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
+    assert "toy" in registry.available_kinds()
+    seg = get_segmenter("toy")
+    assert type(seg).__name__ == "ToySegmenter" and seg.encode("ab") == [97, 98]
+
+
+# --- bytes ---------------------------------------------------------------------------------------
+
+
+def test_bytes_kind():
+    seg = get_segmenter("bytes")
+    assert seg.vocab_size == 257 and seg.special_tokens == {EOT: 256}
+    assert seg.encode("hé") == [104, 0xC3, 0xA9]
+    assert seg.token_byte_lengths()[256] == 0 and seg.token_byte_lengths()[:256].sum() == 256
+    assert seg.encode_batch(["a", "€"]) == [[97], [0xE2, 0x82, 0xAC]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_bytes_is_lossless(text):
+    assert_lossless_and_tiled(ByteSegmenter(), text)
+
+
+# --- BPE -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(default_corpus_build):
+    return toklab.open_corpus("default", max_bytes=1_500_000)
+
+
+@pytest.fixture(scope="module")
+def bpe(tiny_corpus) -> BPESegmenter:
+    return get_segmenter("bpe:2k", tiny_corpus)
+
+
+def test_bytes_to_unicode_is_a_bijection_onto_printable_characters():
+    table = bytes_to_unicode()
+    assert len(set(table.values())) == 256
+    assert table[ord("A")] == "A" and table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ"
+    assert all(c.isprintable() and not c.isspace() for c in table.values())
+
+
+def test_bpe_vocabulary(bpe):
+    assert bpe.vocab_size == 2000
+    assert bpe.special_tokens == {EOT: 1999}
+    lengths = bpe.token_byte_lengths()
+    assert lengths[1999] == 0
+    assert (lengths[:1999] >= 1).all() and sorted(bpe.token_bytes(i) for i in range(1999) if lengths[i] == 1) == [bytes([b]) for b in range(256)]
+    assert bpe.fast_path and bpe.params["fast"] == "on" and bpe.corpus_fingerprint
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_bpe_tricky_strings(bpe, text):
+    assert_lossless_and_tiled(bpe, text)
+    assert bpe.encode(text) == bpe._hf_encode([text])[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text())
+def test_bpe_is_lossless_on_any_unicode(bpe, text):
+    assert_lossless_and_tiled(bpe, text)
+    assert bpe.encode(text) == bpe._hf_encode([text])[0]
+
+
+def test_a_literal_special_string_is_ordinary_text(bpe):
+    ids = bpe.encode("a <|endoftext|> b")
+    assert bpe.special_tokens[EOT] not in ids
+
+
+def test_digits_split_in_threes_as_in_gpt4(bpe):
+    pieces = [bpe.token_bytes(i) for i in bpe.encode("1234567")]
+    assert b"".join(pieces) == b"1234567" and max(len(p) for p in pieces) <= 3
+
+
+def test_cl100k_pattern_matches_tiktoken(shared_tiktoken):
+    import tiktoken
+
+    # toklab spells `\p{N}{1,3}+` as `\p{N}{1,3}` so Oniguruma reads it as fancy-regex does
+    assert PATTERNS["cl100k"] == tiktoken.get_encoding("cl100k_base")._pat_str.replace(r"\p{N}{1,3}+", r"\p{N}{1,3}")
+    assert PATTERNS["o200k"] == tiktoken.get_encoding("o200k_base")._pat_str
+
+
+def test_training_is_deterministic(tiny_corpus, bpe):
+    again = get_segmenter("bpe:2k", tiny_corpus, cache=False)
+    assert again._tokenizer_json == bpe._tokenizer_json
+
+
+def test_trained_segmenters_are_cached(tiny_corpus, bpe, isolated_cache):
+    manifests = list((isolated_cache / "segmenters").glob("bpe-2k-*/toklab-segmenter.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["corpus_fingerprint"] == tiny_corpus.fingerprint()
+    assert manifest["kind"] == "bpe" and manifest["vocab_size"] == 2000 and manifest["toklab_version"] == toklab.__version__
+    other_split = toklab.open_corpus("default", max_bytes=1_500_000, val_fraction=0.2)
+    assert registry.training_key(parse_spec("bpe:2k"), other_split) != manifests[0].parent.name
+
+
+def test_save_load_round_trip(bpe, tmp_path):
+    bpe.save(tmp_path / "bpe")
+    loaded = load_segmenter(tmp_path / "bpe")
+    text = "Save me: 漢字 and 12345 <|endoftext|>"
+    assert loaded.encode(text) == bpe.encode(text)
+    assert loaded.vocab_size == bpe.vocab_size and loaded.fast_path == bpe.fast_path
+    assert np.array_equal(loaded.token_byte_lengths(), bpe.token_byte_lengths())
+    assert loaded.params == bpe.params and loaded.corpus_fingerprint == bpe.corpus_fingerprint
+
+
+def test_exported_tokenizer_json_loads_in_tokenizers(bpe, tmp_path):
+    from tokenizers import Tokenizer
+
+    bpe.save(tmp_path / "bpe")
+    hf = Tokenizer.from_file(str(tmp_path / "bpe" / "tokenizer.json"))
+    text = "Exported for tokenizers and transformers users."
+    assert hf.encode(text).ids == bpe.encode(text)
+    assert hf.token_to_id(EOT) == bpe.special_tokens[EOT]
+    assert hf.decode(bpe.encode(text)) == text
+
+
+def test_fast_path_equals_tokenizers_on_shared_corpora(bpe, shared_corpora):
+    texts = [d.text for name in ["sotu", "email", "code", "udhr"] for d in toklab.open_corpus(str(shared_corpora / name), max_docs=150)]
+    assert bpe.encode_batch(texts) == bpe._hf_encode(texts)
+
+
+def test_fast_off_uses_tokenizers(tiny_corpus, bpe):
+    slow = get_segmenter("bpe:2k,fast=off", tiny_corpus)
+    assert not slow.fast_path
+    assert slow.encode_batch(TRICKY) == bpe.encode_batch(TRICKY)
+
+
+def test_batch_equals_single(bpe):
+    assert bpe.encode_batch(TRICKY, workers=2) == [bpe.encode(t) for t in TRICKY]
+
+
+def test_pickles_for_process_pools(bpe):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(bpe))
+    assert clone.encode("pickled text") == bpe.encode("pickled text") and clone.fast_path
+
+
+def test_base_process_pool_batch_path():
+    texts = [f"document {i} ünïcode" for i in range(100)]
+    seg = ByteSegmenter()
+    assert Segmenter.encode_batch(seg, texts, workers=2) == [seg.encode(t) for t in texts]

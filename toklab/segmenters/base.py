@@ -1,0 +1,178 @@
+"""The segmenter interface: every way of cutting text into tokens looks like this.
+
+A segmenter maps text to integer ids and back. Every id has a byte length (special tokens: 0),
+so the byte span of every token of a document follows from its ids, and every measure
+(bytes/token, bits-per-byte, ...) can be computed without knowing the kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from toklab.errors import ToklabError
+from toklab.files import temp_name
+
+MANIFEST = "toklab-segmenter.json"
+EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
+POOL_MIN_TEXTS = 64  # below this a process pool costs more than it saves
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Segmenter:
+    """Base class. Subclasses set `kind` and implement encode, decode, vocab_size and
+    `_byte_lengths`; trainable kinds implement `train`, the rest `from_spec`; all kinds
+    implement `_save_files` and `_load`.
+    """
+
+    kind: ClassVar[str] = ""
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
+        self.params: dict[str, Any] = dict(params or {})
+        self.corpus_fingerprint = corpus_fingerprint
+        self._lengths: np.ndarray | None = None
+
+    # --- what every kind provides ---------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        """Ids for `text`, treating any special-token strings in it as ordinary text."""
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def _byte_lengths(self) -> np.ndarray:
+        """The UTF-8 byte length of every id; 0 for special tokens."""
+        raise NotImplementedError
+
+    @property
+    def lossless(self) -> bool:
+        """True when decode(encode(text)) == text for every string."""
+        return True
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {}
+
+    @property
+    def spec(self) -> str:
+        """A spec string that names this segmenter (e.g. "bpe:32000")."""
+        arg = self.params.get("arg")
+        return f"{self.kind}:{arg}" if arg is not None else self.kind
+
+    # --- derived, the same for every kind ------------------------------------------------------
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """A read-only int64 array: the byte length of each id (special tokens 0)."""
+        if self._lengths is None:
+            lengths = np.asarray(self._byte_lengths(), dtype=np.int64)
+            if lengths.shape != (self.vocab_size,):
+                raise AssertionError(f"{self.kind}: {lengths.shape[0]} byte lengths for a vocabulary of {self.vocab_size}")
+            lengths.flags.writeable = False
+            self._lengths = lengths
+        return self._lengths
+
+    def byte_spans(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, 2) array of [start, end) byte offsets of each token in the UTF-8 text it encodes."""
+        lengths = self.token_byte_lengths()[np.asarray(ids, dtype=np.int64)]
+        ends = np.cumsum(lengths)
+        return np.stack([ends - lengths, ends], axis=1)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (b"" for specials), for showing how text is cut."""
+        return self.decode([token_id]).encode("utf-8", errors="surrogateescape")
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        """Encode many texts on all cores. This default uses a process pool (for pure-Python kinds);
+        kinds backed by a library override it with the library's own batch path."""
+        workers = cpu_count() if workers is None else workers
+        if workers <= 1 or len(texts) < POOL_MIN_TEXTS:
+            return [self.encode(t) for t in texts]
+        chunk = max(1, len(texts) // (workers * 4))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(self.encode, texts, chunksize=chunk))
+
+    # --- training and loading ------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "Segmenter":
+        raise ToklabError(f"segmenter kind '{cls.kind}' is not trainable")
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "Segmenter":
+        raise ToklabError(f"segmenter kind '{cls.kind}' needs training data")
+
+    def _save_files(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "Segmenter":
+        raise NotImplementedError
+
+    def manifest(self) -> dict[str, Any]:
+        from toklab import __version__
+
+        return {
+            "kind": self.kind,
+            "spec": self.spec,
+            "params": self.params,
+            "vocab_size": self.vocab_size,
+            "lossless": self.lossless,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "toklab_version": __version__,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the segmenter to `directory` (under a temporary name, then renamed)."""
+        final = Path(directory)
+        if final.exists() and any(final.iterdir()) and not (final / MANIFEST).is_file():
+            raise ToklabError(f"{final} exists and is not a saved segmenter; choose an empty or new folder")
+        tmp = temp_name(final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            self._save_files(tmp)
+            (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=2, default=str) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} vocab={self.vocab_size}{'' if self.lossless else ' LOSSY'}>"
+
+
+def load_segmenter(directory: str | os.PathLike) -> Segmenter:
+    """Load a segmenter saved with `save`, whatever its kind."""
+    from toklab.segmenters.registry import segmenter_class
+
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ToklabError(f"{directory} is not a saved segmenter (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise ToklabError(f"cannot read {directory / MANIFEST}: {exc}") from None
+    segmenter = segmenter_class(manifest.get("kind", "?"))._load(directory, manifest)
+    segmenter.params = manifest.get("params", segmenter.params)
+    segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
+    return segmenter

@@ -1,0 +1,54 @@
+"""`bytes`: one token per UTF-8 byte (ids 0-255) plus <|endoftext|> (id 256)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from toklab.errors import ToklabError
+from toklab.segmenters.base import EOT, Segmenter
+
+
+class ByteSegmenter(Segmenter):
+    kind = "bytes"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "ByteSegmenter":
+        if arg is not None or options:
+            raise ToklabError("'bytes' takes no arguments")
+        return cls()
+
+    @property
+    def vocab_size(self) -> int:
+        return 257
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {EOT: 256}
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        # Encoding is one C call per text; a process pool would only add pickling.
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+    def _byte_lengths(self) -> np.ndarray:
+        lengths = np.ones(257, dtype=np.int64)
+        lengths[256] = 0
+        return lengths
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id]) if token_id < 256 else b""
+
+    def _save_files(self, directory: Path) -> None:
+        pass  # nothing beyond the manifest
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "ByteSegmenter":
+        return cls()
