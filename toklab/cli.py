@@ -69,8 +69,14 @@ CORPUS_PARAMETERS = [
 ]
 
 
-def corpus_command(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command every shared corpus option; it receives an opened `corpus` argument."""
+def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False) -> Any:
+    """Give a command every shared corpus option; it receives an opened `corpus` argument.
+
+    With `lazy=True` it receives a zero-argument function that opens the corpus instead, for
+    commands that need a corpus only sometimes (and should not build the default one otherwise).
+    """
+    if func is None:
+        return functools.partial(corpus_command, lazy=lazy)
     from toklab.corpus import CorpusOptions, open_corpus
 
     own = [p for p in inspect.signature(func).parameters.values() if p.name != "corpus"]
@@ -83,8 +89,9 @@ def corpus_command(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(**kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name, *_ in CORPUS_PARAMETERS}
         spec = values.pop("corpus")
-        corpus = open_corpus(spec, CorpusOptions(**values), progress=True)
-        return func(corpus=corpus, **kwargs)
+        options = CorpusOptions(**values)
+        opener = functools.partial(open_corpus, spec, options, progress=True)
+        return func(corpus=opener if lazy else opener(), **kwargs)
 
     wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
@@ -226,6 +233,102 @@ def corpus_list_command() -> None:
         built = "in place" if not recipe.built_parts else (_mb(manifest["bytes"]) if manifest else "no")
         table.add_row(name, built, recipe.description)
     console.print(table)
+
+
+# --- tokenizer commands -----------------------------------------------------------------------
+
+tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+SPEC_HELP = "Segmenter spec: bytes, bpe:32k, unigram:32k, spm-bpe:32k, tiktoken:cl100k_base, hf:PATH, spm:PATH.model, or a saved folder."
+
+
+@tokenizer_app.command("train")
+@corpus_command(lazy=True)
+def tokenizer_train_command(
+    corpus: Any,
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Options follow commas, e.g. bpe:32k,regex=o200k.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder to save the segmenter in (BPE also as tokenizer.json, SentencePiece as tokenizer.model).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a segmenter already saved in --out.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Train afresh instead of reusing a cached training of the same spec on the same corpus.")] = False,
+) -> None:
+    """Train a segmenter on the corpus's train split (or load a pretrained one) and save it to --out."""
+    import time
+    from pathlib import Path
+
+    from toklab.segmenters import get_segmenter, segmenter_class
+    from toklab.segmenters.base import MANIFEST
+    from toklab.segmenters.registry import parse_spec
+
+    target = Path(out).expanduser()
+    if target.exists() and any(target.iterdir()):
+        if not (target / MANIFEST).is_file():
+            raise ToklabError(f"--out {target} is not empty and holds no saved segmenter; choose a new folder")
+        if not overwrite:
+            raise ToklabError(f"--out {target} already holds a segmenter; pass --overwrite to replace it")
+    trainable = not Path(spec).expanduser().is_dir() and segmenter_class(parse_spec(spec).kind).trainable
+    start = time.perf_counter()
+    segmenter = get_segmenter(spec, corpus() if trainable else None, cache=not no_cache, progress=True)
+    seconds = time.perf_counter() - start
+    segmenter.save(target)
+    console.print(f"saved {segmenter!r} to {target} ({seconds:.1f} s)")
+    for path in sorted(target.iterdir()):
+        console.print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
+    if not segmenter.lossless:
+        err_console.print(Text.assemble(("note: ", "yellow"), "this segmenter is not lossless: decode(encode(text)) can differ from text"))
+
+
+@tokenizer_app.command("encode")
+@corpus_command(lazy=True)
+def tokenizer_encode_command(
+    corpus: Any,
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Trainable kinds are trained on --corpus (or taken from the cache).")],
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text to encode.")] = None,
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Encode this file's text instead (UTF-8).")] = None,
+    show_ids: Annotated[bool, typer.Option("--ids", help="Also list every token id with its bytes.")] = False,
+) -> None:
+    """Show how a segmenter cuts text into tokens: coloured pieces, ids and counts."""
+    from pathlib import Path
+
+    from toklab.segmenters import get_segmenter, segmenter_class
+    from toklab.segmenters.registry import parse_spec
+
+    if (text is None) == (file is None):
+        raise ToklabError("give exactly one of --text or --file")
+    if file is not None:
+        try:
+            text = Path(file).read_bytes().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise ToklabError(f"cannot read {file}: {exc.strerror}") from None
+    assert text is not None
+    trainable = not Path(spec).expanduser().is_dir() and segmenter_class(parse_spec(spec).kind).trainable
+    segmenter = get_segmenter(spec, corpus() if trainable else None, progress=True)
+    ids = segmenter.encode(text)
+    styles = ["on grey23", "on dark_blue", "on dark_green", "on dark_red"]
+    shown, pending, group = Text(), b"", 0
+    for i, token_id in enumerate(ids):
+        pending += segmenter.token_bytes(token_id)
+        try:
+            piece = pending.decode("utf-8")
+        except UnicodeDecodeError:
+            if i + 1 < len(ids):
+                continue  # a character split across tokens is shown once, in one colour
+            piece = pending.decode("utf-8", errors="replace")
+        shown.append(piece, style=styles[group % len(styles)])
+        pending, group = b"", group + 1
+    console.print(shown)
+    n_bytes, n_chars = len(text.encode("utf-8")), len(text)
+    per_token = f"{n_bytes / len(ids):.2f} bytes/token, {len(ids) / max(n_chars, 1):.3f} tokens/char" if ids else "no tokens"
+    console.print(f"{segmenter!r}: {len(ids):,} tokens for {n_chars:,} chars, {n_bytes:,} bytes ({per_token})", highlight=False)
+    if show_ids:
+        table = Table(box=box.SIMPLE_HEAD)
+        for column in ("#", "id", "bytes", "piece"):
+            table.add_column(column, justify="right" if column != "piece" else "left")
+        for i, token_id in enumerate(ids):
+            piece = segmenter.token_bytes(token_id)
+            table.add_row(str(i), str(token_id), str(len(piece)), Text(repr(piece.decode("utf-8", errors="backslashreplace"))))
+        console.print(table)
+    if not segmenter.lossless:
+        err_console.print(Text.assemble(("note: ", "yellow"), "this segmenter is not lossless"))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,577 @@
+"""Pretrained tokenisers: `tiktoken:<name|file.tiktoken>` and `hf:<tokenizer.json|folder|hub id>`.
+
+Neither kind is trainable; both are built from a spec with `from_spec`, saved as their library's
+own file format beside the manifest, and loaded back without the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import socket
+import tempfile
+import types
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from toklab.errors import ToklabError
+from toklab.segmenters.base import Segmenter, cpu_count
+from toklab.segmenters.bpe import UNICODE_TO_BYTE
+
+DEFAULT_PAT = "cl100k_base"  # whose pattern a bare .tiktoken file is split with
+RANKS_FILE = "ranks.tiktoken"
+TIKTOKEN_META = "tiktoken.json"
+HF_FILE = "tokenizer.json"
+REACH_TIMEOUT_S = 3.0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+# ================================================================================================
+# tiktoken
+# ================================================================================================
+
+
+def _tiktoken_cache_dir() -> str:
+    """The folder tiktoken reads cached vocabularies from (mirrors tiktoken.load.read_file_cached)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _known_encodings() -> list[str]:
+    import tiktoken
+
+    return list(tiktoken.list_encoding_names())
+
+
+def _constructor_info(name: str) -> dict[str, Any] | None:
+    """What a registered encoding is made of, without reading or downloading its vocabulary.
+
+    tiktoken's constructors (tiktoken_ext.openai_public) compute the pattern and special tokens
+    inline and call `load_tiktoken_bpe` / `data_gym_to_mergeable_bpe_ranks` for the ranks. We run
+    a copy of the constructor whose globals replace those two loaders with stubs that record the
+    files (url, sha256) it would read. Returns {"pat_str", "special_tokens", "files"}, or None
+    when the constructor cannot be introspected this way (then callers fall back to tiktoken).
+    """
+    import tiktoken.registry
+
+    _known_encodings()  # makes tiktoken find its constructors
+    constructors = getattr(tiktoken.registry, "ENCODING_CONSTRUCTORS", None) or {}
+    ctor = constructors.get(name)
+    if not isinstance(ctor, types.FunctionType):
+        return None
+    files: list[tuple[str, str | None]] = []
+
+    def fake_load_tiktoken_bpe(path: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        files.append((path, expected_hash))
+        return {}
+
+    def fake_data_gym(vocab_bpe_file: str, encoder_json_file: str, vocab_bpe_hash: str | None = None,
+                      encoder_json_hash: str | None = None, **_: Any) -> dict[bytes, int]:
+        files.append((vocab_bpe_file, vocab_bpe_hash))
+        files.append((encoder_json_file, encoder_json_hash))
+        return {}
+
+    module_globals = ctor.__globals__
+    patched = dict(module_globals)
+    patched["load_tiktoken_bpe"] = fake_load_tiktoken_bpe
+    patched["data_gym_to_mergeable_bpe_ranks"] = fake_data_gym
+    for key, value in module_globals.items():  # constructors that call one another (o200k_harmony)
+        if isinstance(value, types.FunctionType) and value.__globals__ is module_globals:
+            patched[key] = types.FunctionType(value.__code__, patched, value.__name__, value.__defaults__, value.__closure__)
+    try:
+        made = patched[ctor.__name__]() if ctor.__name__ in patched else None
+    except Exception:
+        return None
+    if not isinstance(made, dict) or not isinstance(made.get("pat_str"), str) or not files:
+        return None
+    return {"pat_str": made["pat_str"], "special_tokens": dict(made.get("special_tokens") or {}), "files": files}
+
+
+def _cached_ok(url: str, expected_hash: str | None, cache_dir: str) -> bool:
+    """True when tiktoken will find `url` in its cache (same key and hash check as read_file_cached)."""
+    if not cache_dir:
+        return False
+    path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    return expected_hash is None or hashlib.sha256(data).hexdigest() == expected_hash
+
+
+def _offline_message(name: str, cache_dir: str, why: str) -> str:
+    where = f"in {cache_dir}" if cache_dir else "cached (TIKTOKEN_CACHE_DIR is empty, which disables the cache)"
+    return (
+        f"tiktoken encoding '{name}' is not available: its vocabulary is not {where} and it cannot be downloaded "
+        f"({why}); set TIKTOKEN_CACHE_DIR to a folder holding the tiktoken vocabulary files"
+    )
+
+
+def _get_encoding(name: str) -> Any:
+    """tiktoken.get_encoding(name), failing fast with a one-line ToklabError when it would need a
+    download that cannot happen (tiktoken downloads with `requests.get` and no timeout)."""
+    import tiktoken
+    import tiktoken.registry
+
+    known = _known_encodings()
+    if name not in known:
+        raise ToklabError(f"unknown tiktoken encoding '{name}' (known: {', '.join(known)}; or the path of a .tiktoken file)")
+    loaded = getattr(tiktoken.registry, "ENCODINGS", {})
+    if name in loaded:
+        return loaded[name]
+    cache_dir = _tiktoken_cache_dir()
+    info = _constructor_info(name)
+    if info is not None:
+        missing = [url for url, sha in info["files"] if not _cached_ok(url, sha, cache_dir)]
+        if missing:
+            hosts = sorted({urlparse(url).hostname or url for url in missing})
+            unreachable = [h for h in hosts if not _reachable(h)]
+            if unreachable:
+                raise ToklabError(_offline_message(name, cache_dir, f"cannot reach {', '.join(unreachable)}"))
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:  # requests/urllib3/OSError/hash mismatch/...: all mean "not available"
+        raise ToklabError(_offline_message(name, cache_dir, _one_line(exc))) from None
+
+
+def _pattern_of(name: str) -> str:
+    known = _known_encodings()
+    if name not in known:
+        raise ToklabError(f"unknown tiktoken pattern '{name}' for pat= (known: {', '.join(known)})")
+    info = _constructor_info(name)
+    if info is not None:
+        return info["pat_str"]
+    return _get_encoding(name)._pat_str
+
+
+def read_tiktoken_file(path: str | os.PathLike) -> dict[bytes, int]:
+    """The ranks of a `.tiktoken` file (base64 token, space, rank per line).
+
+    Same format as tiktoken.load.load_tiktoken_bpe, parsed here because that function copies every
+    file it reads, local ones included, into TIKTOKEN_CACHE_DIR (which may be a shared, read-only
+    folder).
+    """
+    path = Path(path)
+    try:
+        contents = path.read_bytes()
+    except OSError as exc:
+        raise ToklabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(contents.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except Exception:
+            raise ToklabError(f"{path}:{number} is not a .tiktoken line (base64 token, space, rank): {line[:60]!r}") from None
+    if not ranks:
+        raise ToklabError(f"{path} holds no tokens; expected a .tiktoken file (base64 token, space, rank per line)")
+    return ranks
+
+
+def _make_encoding(name: str, pat_str: str, ranks: dict[bytes, int], special_tokens: dict[str, int]) -> Any:
+    import tiktoken
+
+    try:
+        return tiktoken.Encoding(name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=special_tokens)
+    except Exception as exc:
+        raise ToklabError(f"cannot build tiktoken encoding '{name}': {_one_line(exc)}") from None
+
+
+class TiktokenSegmenter(Segmenter):
+    """An OpenAI tiktoken encoding, by name or from a .tiktoken ranks file (`pat=` names whose split
+    pattern to use; default cl100k_base's). A file brings no special tokens."""
+
+    kind = "tiktoken"
+
+    def __init__(self, encoding: Any, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
+        super().__init__(params, corpus_fingerprint)
+        self.encoding = encoding
+        self._table: list[bytes | None] | None = None
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "TiktokenSegmenter":
+        known = _known_encodings()
+        if not arg:
+            raise ToklabError(f"'tiktoken' needs an encoding name ({', '.join(known)}) or a .tiktoken file, e.g. tiktoken:cl100k_base")
+        unknown = sorted(set(options) - {"pat"})
+        if unknown:
+            raise ToklabError(f"unknown option(s) for tiktoken: {', '.join(unknown)} (only pat=<encoding name>, for a .tiktoken file)")
+        params: dict[str, Any] = {"arg": arg, **options}
+        if arg in known:
+            if options:
+                raise ToklabError(f"pat= applies only to a .tiktoken file, not to the named encoding '{arg}'")
+            return cls(_get_encoding(arg), params)
+        path = Path(arg).expanduser()
+        looks_like_path = path.suffix == ".tiktoken" or os.sep in arg or "/" in arg or path.exists()
+        if not looks_like_path:
+            raise ToklabError(f"unknown tiktoken encoding '{arg}' (known: {', '.join(known)}; or the path of a .tiktoken file)")
+        if not path.is_file():
+            raise ToklabError(f"no such .tiktoken file: {path}")
+        ranks = read_tiktoken_file(path)
+        pat_str = _pattern_of(options.get("pat", DEFAULT_PAT))
+        return cls(_make_encoding(path.stem, pat_str, ranks, {}), params)
+
+    # --- the interface ---------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.encoding.n_vocab)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {s: self.encoding.encode_single_token(s) for s in sorted(self.encoding.special_tokens_set)}
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        threads = cpu_count() if workers is None else max(1, workers)
+        return self.encoding.encode_ordinary_batch(list(texts), num_threads=threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode(list(ids), errors="replace")
+
+    def _token_table(self) -> list[bytes | None]:
+        """Index -> bytes for every mergeable id, None for specials and unused ids (gaps)."""
+        if self._table is None:
+            specials = set(self.encoding.special_tokens_set)
+            special_ids = {self.encoding.encode_single_token(s) for s in specials}
+            decode_one = self.encoding.decode_single_token_bytes
+            table: list[bytes | None] = []
+            for i in range(self.vocab_size):
+                if i in special_ids:
+                    table.append(None)
+                    continue
+                try:
+                    table.append(decode_one(i))
+                except KeyError:
+                    table.append(None)
+            self._table = table
+        return self._table
+
+    def _byte_lengths(self) -> np.ndarray:
+        return np.fromiter((0 if b is None else len(b) for b in self._token_table()), dtype=np.int64, count=self.vocab_size)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        table = self._token_table()
+        return (table[token_id] or b"") if 0 <= token_id < len(table) else b""
+
+    # --- saving ----------------------------------------------------------------------------------
+
+    def _save_files(self, directory: Path) -> None:
+        lines = [base64.b64encode(token) + b" " + str(rank).encode() for rank, token in enumerate(self._token_table()) if token is not None]
+        (directory / RANKS_FILE).write_bytes(b"\n".join(lines) + b"\n")
+        meta = {"name": self.encoding.name, "pat_str": self.encoding._pat_str, "special_tokens": self.special_tokens}
+        (directory / TIKTOKEN_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "TiktokenSegmenter":
+        try:
+            meta = json.loads((directory / TIKTOKEN_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ToklabError(f"cannot read {directory / TIKTOKEN_META}: {exc}") from None
+        ranks = read_tiktoken_file(directory / RANKS_FILE)
+        encoding = _make_encoding(meta["name"], meta["pat_str"], ranks, {k: int(v) for k, v in meta["special_tokens"].items()})
+        return cls(encoding, manifest.get("params"), manifest.get("corpus_fingerprint"))
+
+    # --- pickling --------------------------------------------------------------------------------
+    # tiktoken.Encoding pickles itself: a registered encoding by name (re-read from
+    # TIKTOKEN_CACHE_DIR in the receiving process), any other with its ranks. We drop only the
+    # derived tables.
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_table"] = None
+        state["_lengths"] = None
+        return state
+
+
+# ================================================================================================
+# Hugging Face tokenizers
+# ================================================================================================
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+# Round-trip probe: spaces, newlines, case, accents (composed and decomposed), emoji, CJK, RTL,
+# control characters, compatibility forms, special-token text.
+PROBES = (
+    "",
+    "Hello World",
+    "hello",
+    "  two  leading and trailing spaces  ",
+    "tabs\tand\nnew\n\nlines\r\n",
+    "MiXeD CaSe ÀÉÎÕÜ",
+    "café naïve e\u0301 \u0301",
+    "👩‍👩‍👧 🎉 😀",
+    "日本語の文章。中文字符",
+    "שלום مرحبا",
+    "\x00\x01\x1f\x7f control",
+    "ﬁ ① ＡＢＣ ½",
+    "a\u00a0b\u2028c\u200bd",
+    "<|endoftext|> <s> </s> [CLS]",
+)
+
+
+
+
+def _walk(component: Any, type_name: str) -> list[dict[str, Any]]:
+    """The parts of a tokenizer.json component (possibly a Sequence) whose type is `type_name`."""
+    if not isinstance(component, dict):
+        return []
+    found = [component] if component.get("type") == type_name else []
+    for key in ("pretokenizers", "decoders", "normalizers", "processors"):
+        for part in component.get(key) or []:
+            found.extend(_walk(part, type_name))
+    return found
+
+
+class HFTokenizerSegmenter(Segmenter):
+    """A Hugging Face `tokenizers` tokenizer (tokenizer.json).
+
+    Byte lengths and losslessness:
+    - Byte-level tokenizers (GPT-2 style: a ByteLevel pre-tokenizer and decoder) have tokens that
+      stand for fixed bytes: each vocabulary string maps through the GPT-2 byte<->unicode table.
+      They are reported lossless when, in addition, there is no normalizer, no prefix space is
+      added, no added token strips whitespace, and a round trip of PROBES succeeds.
+    - Any other tokenizer (WordPiece, Metaspace/SentencePiece, ...) is reported lossy
+      (`lossless` False, so tables flag it): its tokens have no context-free byte length. Their
+      lengths are an approximation: the UTF-8 growth of decode([anchor, id]) over decode([anchor])
+      (this counts the space a WordPiece word or a Metaspace "▁" piece stands for); byte-fallback
+      tokens <0xNN> count 1.
+    Special (added, special=True) tokens have length 0. `encode` treats special-token strings in
+    the text as ordinary text (as tiktoken's encode_ordinary does): it encodes with a copy of the
+    tokenizer whose special added tokens are removed.
+    """
+
+    kind = "hf"
+
+    def __init__(self, tokenizer: Any, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
+        super().__init__(params, corpus_fingerprint)
+        self._setup(tokenizer)
+
+    def _setup(self, tokenizer: Any) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = tokenizer
+        self._config: dict[str, Any] = json.loads(tokenizer.to_str())
+        added = self._config.get("added_tokens") or []
+        self._specials = {t["content"]: int(t["id"]) for t in added if t.get("special")}
+        self._added_plain = {int(t["id"]): t for t in added if not t.get("special")}
+        if self._specials:
+            ordinary = dict(self._config)
+            ordinary["added_tokens"] = [t for t in added if not t.get("special")]
+            self._ordinary = Tokenizer.from_str(json.dumps(ordinary))
+        else:
+            self._ordinary = tokenizer
+        self._byte_level = self._is_byte_level()
+        self._lossless: bool | None = None
+
+    # --- building --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "HFTokenizerSegmenter":
+        if not arg:
+            raise ToklabError("'hf' needs a tokenizer.json, a folder holding one, or a hub id, e.g. hf:path/tokenizer.json")
+        unknown = sorted(set(options) - {"revision"})
+        if unknown:
+            raise ToklabError(f"unknown option(s) for hf: {', '.join(unknown)} (only revision=, for a hub id)")
+        params: dict[str, Any] = {"arg": arg, **options}
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            if not (path / HF_FILE).is_file():
+                raise ToklabError(f"{path} holds no {HF_FILE}")
+            path = path / HF_FILE
+        if path.is_file():
+            return cls(_tokenizer_from_file(path), params)
+        if not HUB_ID.match(arg) or arg.endswith(".json") or ".." in arg:
+            raise ToklabError(f"no such tokenizer file: {path}")
+        return cls(_tokenizer_from_hub(arg, options.get("revision")), params)
+
+    # --- the interface ---------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        # Every id must index the byte-length table: cover the largest added id too.
+        size = int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+        top = max([*self._specials.values(), *self._added_plain], default=-1)
+        return max(size, top + 1)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._specials)
+
+    @property
+    def byte_level(self) -> bool:
+        return self._byte_level
+
+    @property
+    def lossless(self) -> bool:
+        if self._lossless is None:
+            self._lossless = self._byte_level and self._structurally_lossless() and all(self.decode(self.encode(t)) == t for t in PROBES)
+        return self._lossless
+
+    def encode(self, text: str) -> list[int]:
+        return self._ordinary.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        if workers is not None and workers <= 1:
+            return [self.encode(t) for t in texts]
+        # Rust, on all cores (RAYON_NUM_THREADS / TOKENIZERS_PARALLELISM govern it)
+        return [e.ids for e in self._ordinary.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if token_id in self._specials.values():
+            return b""
+        if self._byte_level:
+            raw = self._raw_bytes(token_id)
+            if raw is not None:
+                return raw
+        return self.decode([token_id]).encode("utf-8", errors="surrogateescape")
+
+    def _raw_bytes(self, token_id: int) -> bytes | None:
+        """The bytes a byte-level token stands for; None when it is not a byte-level string."""
+        if token_id in self._added_plain:
+            return self._added_plain[token_id]["content"].encode("utf-8")
+        token = self.tokenizer.id_to_token(token_id)
+        if token is None:
+            return None
+        try:
+            return bytes(UNICODE_TO_BYTE[c] for c in token)
+        except KeyError:
+            return token.encode("utf-8")  # not in the table: stands for itself
+
+    def _byte_lengths(self) -> np.ndarray:
+        size = self.vocab_size
+        lengths = np.zeros(size, dtype=np.int64)
+        special_ids = set(self._specials.values())
+        if self._byte_level:
+            # _is_byte_level checked that every model token is a string of table characters
+            for token, i in (self._config.get("model") or {}).get("vocab", {}).items():
+                if 0 <= i < size:
+                    lengths[i] = len(token)  # one table character per byte
+            for i, added in self._added_plain.items():
+                lengths[i] = len(added["content"].encode("utf-8"))
+            lengths[list(special_ids)] = 0
+            return lengths
+        return self._approximate_lengths(size, special_ids)
+
+    def _approximate_lengths(self, size: int, special_ids: set[int]) -> np.ndarray:
+        lengths = np.zeros(size, dtype=np.int64)
+        anchor_ids = self._ordinary.encode("a", add_special_tokens=False).ids
+        anchor = anchor_ids[:1]
+        base = len(self.tokenizer.decode(anchor, skip_special_tokens=False).encode("utf-8")) if anchor else 0
+        ids = [i for i in range(size) if i not in special_ids and self.tokenizer.id_to_token(i) is not None]
+        texts = self.tokenizer.decode_batch([anchor + [i] for i in ids], skip_special_tokens=False)
+        for i, text in zip(ids, texts):
+            token = self.tokenizer.id_to_token(i)
+            if BYTE_FALLBACK.match(token):
+                lengths[i] = 1
+            else:
+                lengths[i] = max(0, len(text.encode("utf-8", errors="surrogateescape")) - base)
+        return lengths
+
+    # --- structure -------------------------------------------------------------------------------
+
+    def _is_byte_level(self) -> bool:
+        """ByteLevel pre-tokenizer and decoder: every vocabulary string is a run of GPT-2 table
+        characters, so every token stands for fixed bytes."""
+        cfg = self._config
+        if not _walk(cfg.get("pre_tokenizer"), "ByteLevel") or not _walk(cfg.get("decoder"), "ByteLevel"):
+            return False
+        vocab = (cfg.get("model") or {}).get("vocab")
+        if isinstance(vocab, dict):
+            plain = {t["content"] for t in self._added_plain.values()}
+            return all(all(c in UNICODE_TO_BYTE for c in token) for token in vocab if token not in self._specials and token not in plain)
+        return False
+
+    def _structurally_lossless(self) -> bool:
+        cfg = self._config
+        if cfg.get("normalizer") is not None:
+            return False
+        if any(part.get("add_prefix_space") for part in _walk(cfg.get("pre_tokenizer"), "ByteLevel")):
+            return False
+        if any(t.get("lstrip") or t.get("rstrip") for t in self._added_plain.values()):
+            return False
+        return True
+
+    # --- saving and pickling ---------------------------------------------------------------------
+
+    def _save_files(self, directory: Path) -> None:
+        self.tokenizer.save(str(directory / HF_FILE))
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "HFTokenizerSegmenter":
+        return cls(_tokenizer_from_file(directory / HF_FILE), manifest.get("params"), manifest.get("corpus_fingerprint"))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"params": self.params, "corpus_fingerprint": self.corpus_fingerprint, "json": self.tokenizer.to_str(), "lossless": self._lossless}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        self.params = state["params"]
+        self.corpus_fingerprint = state["corpus_fingerprint"]
+        self._lengths = None
+        self._setup(Tokenizer.from_str(state["json"]))
+        self._lossless = state.get("lossless")
+
+
+def _tokenizer_from_file(path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ToklabError(f"cannot read tokenizer {path}: {_one_line(exc)}") from None
+
+
+def _tokenizer_from_hub(hub_id: str, revision: str | None) -> Any:
+    """A hub tokenizer: from the local Hugging Face cache when offline, else downloaded. Offline is
+    detected up front (HF_HUB_OFFLINE, or the hub host not answering within 3 s): the library
+    itself retries for ~25 s before giving up."""
+    from tokenizers import Tokenizer
+
+    from toklab.corpus.readers import hub_offline_reason
+
+    reason = hub_offline_reason()
+    if reason is not None:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cached = hf_hub_download(hub_id, HF_FILE, revision=revision, local_files_only=True)
+        except Exception:
+            raise ToklabError(
+                f"cannot fetch hub tokenizer '{hub_id}': this machine is offline ({reason}) and it is not in the local "
+                f"Hugging Face cache; pass the path of a local tokenizer.json (or a folder holding one) as hf:PATH"
+            ) from None
+        return _tokenizer_from_file(Path(cached))
+    try:
+        return Tokenizer.from_pretrained(hub_id, revision=revision or "main")
+    except Exception as exc:
+        raise ToklabError(f"cannot fetch hub tokenizer '{hub_id}': {_one_line(exc)}") from None
