@@ -1,0 +1,500 @@
+"""`unigram`, `spm-bpe` and `spm`: SentencePiece models.
+
+`unigram:8k` and `spm-bpe:8k` train a SentencePiece model in-process on a corpus's train split;
+`spm:path/to/m.model` loads an existing `.model` file.
+
+Trained models are lossless by construction: the identity normaliser, no dummy prefix, no
+whitespace clean-up and byte fallback, so decode(encode(text)) == text for every string and
+the byte lengths of the ids of a text add up to its UTF-8 length. Three details make that hold:
+
+* SentencePiece writes a space as the meta symbol "▁" (U+2581), so a real "▁" in the input
+  would come back as a space. `encode` therefore cuts the text at every real "▁" and emits
+  that character as its three byte-fallback ids (<0xE2><0x96><0x81>), which decode to "▁".
+  (Plain SentencePiece, given the same .model file, reads a real "▁" as a space; the ids
+  differ from toklab's only for texts that contain U+2581.)
+* "▁" is a required character, so a space always has its own piece; otherwise a corpus without
+  spaces would leave spaces to byte fallback, which spells them as a real "▁".
+* Documents are cut into training "sentences" at line breaks (a run of line breaks starts the
+  next sentence, so "\\n" is learnt like any character) and long lines into chunks under
+  `max_sentence_length` bytes, so SentencePiece never skips a long line. Encoding always sees
+  the whole text.
+
+Options (spec `unigram:8k,key=value,...`): input_sentence_size (training sentences sampled,
+with a fixed seed, from a larger input; 0 = all; default 1000000), num_threads (default 16 on
+every machine: unigram scores depend slightly on the thread count, so a fixed default keeps
+models reproducible), max_sentence_length (bytes per training sentence, default 4192),
+character_coverage (default 0.9995), split_digits (default true: every digit is its own piece,
+as in Llama and Gemma).
+
+An `spm` model that normalises text, adds a dummy prefix, removes extra whitespace or has no
+byte fallback is reported as lossy (`lossless` is False, `lossy_reasons` says why).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from toklab.errors import ToklabError
+from toklab.segmenters.base import EOT, Segmenter, cpu_count
+
+META = "\u2581"  # SentencePiece's stand-in for a space
+MODEL_FILE = "tokenizer.model"
+TRAINING_SEED = 1234  # for SentencePiece's sampling of input_sentence_size sentences
+BYTE_PIECE = re.compile(r"^<0x([0-9A-F]{2})>$")
+LINE_START = re.compile(r"(?<=[^\r\n])(?=[\r\n])")  # before each run of line breaks
+MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
+
+
+# --- reading the model proto (a few fields; no protobuf dependency) --------------------------------
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:
+    """(field number, value) of each field of a serialised protobuf message."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value, i = buf[i : i + length], i + length
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if i > n:
+            raise ValueError("truncated protobuf message")
+        yield number, value
+
+
+def model_settings(model_proto: bytes) -> dict[str, Any]:
+    """The settings of a SentencePiece ModelProto that decide whether it is lossless."""
+    settings: dict[str, Any] = {
+        "model_type": "unigram",
+        "byte_fallback": False,
+        "normalizer": "",
+        "precompiled_charsmap": False,
+        "normalization_rule_tsv": False,
+        "add_dummy_prefix": True,
+        "remove_extra_whitespaces": True,
+        "escape_whitespaces": True,
+        "denormalizer": False,
+    }
+    for number, value in _proto_fields(model_proto):
+        if number == 2:  # trainer_spec
+            for n, v in _proto_fields(value):
+                if n == 3:
+                    settings["model_type"] = MODEL_TYPES.get(v, str(v))
+                elif n == 35:
+                    settings["byte_fallback"] = bool(v)
+        elif number == 3:  # normalizer_spec
+            for n, v in _proto_fields(value):
+                if n == 1:
+                    settings["normalizer"] = v.decode("utf-8", errors="replace")
+                elif n == 2:
+                    settings["precompiled_charsmap"] = bool(v)
+                elif n == 3:
+                    settings["add_dummy_prefix"] = bool(v)
+                elif n == 4:
+                    settings["remove_extra_whitespaces"] = bool(v)
+                elif n == 5:
+                    settings["escape_whitespaces"] = bool(v)
+                elif n == 6:
+                    settings["normalization_rule_tsv"] = bool(v)
+        elif number == 5:  # denormalizer_spec
+            for n, v in _proto_fields(value):
+                if n in (2, 6) and v:
+                    settings["denormalizer"] = True
+    return settings
+
+
+def _raise_unencodable(texts: Sequence[str]) -> None:
+    """SentencePiece rejects text that is not valid UTF-8 (lone surrogates) with a cryptic
+    RuntimeError; raise the UnicodeEncodeError that says which character instead."""
+    for text in texts:
+        if isinstance(text, str):
+            text.encode("utf-8")
+
+
+# --- the segmenter ---------------------------------------------------------------------------------
+
+
+class _SentencePieceSegmenter(Segmenter):
+    """A SentencePiece model held as its serialised proto (so it pickles and saves as-is)."""
+
+    def __init__(self, model_proto: bytes, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
+        super().__init__(params, corpus_fingerprint)
+        self._proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)  # RuntimeError when not a model
+        self._inspect()
+
+    def _inspect(self) -> None:
+        sp = self._sp
+        settings = model_settings(self._proto)
+        self.settings = settings
+        byte_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in range(256)]
+        has_bytes = all(sp.is_byte(i) for i in byte_ids)
+        reasons = []
+        if settings["model_type"] not in ("unigram", "bpe"):
+            reasons.append(f"model type {settings['model_type']}")
+        if settings["precompiled_charsmap"] or settings["normalization_rule_tsv"]:
+            reasons.append(f"normaliser '{settings['normalizer'] or 'custom'}' changes text")
+        if settings["add_dummy_prefix"]:
+            reasons.append("add_dummy_prefix adds a space")
+        if settings["remove_extra_whitespaces"]:
+            reasons.append("remove_extra_whitespaces drops spaces")
+        if settings["denormalizer"]:
+            reasons.append("a denormaliser rewrites decoded text")
+        if not (settings["byte_fallback"] and has_bytes):
+            reasons.append("no byte fallback (unknown characters become <unk>)")
+        if settings["escape_whitespaces"]:
+            space = sp.piece_to_id(META)
+            if sp.id_to_piece(space) != META or sp.is_unknown(space) or sp.is_control(space) or sp.is_unused(space):
+                reasons.append("no piece for a space")
+        self.lossy_reasons: tuple[str, ...] = tuple(reasons)
+        self._specials = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i)}
+        # A real "▁" is written as its byte-fallback ids; only done for lossless models.
+        self._meta_ids: list[int] | None = [byte_ids[b] for b in META.encode()] if not reasons else None
+
+    # --- pickling: the processor is rebuilt from the proto ---------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_sp"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+
+    # --- the interface ------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def lossless(self) -> bool:
+        return not self.lossy_reasons
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """The model's control pieces (for toklab-trained models just <|endoftext|>)."""
+        return dict(self._specials)
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialised SentencePiece model (the bytes of a .model file)."""
+        return self._proto
+
+    def encode(self, text: str) -> list[int]:
+        if self._meta_ids is not None and META in text:
+            return self._encode_with_meta(text)
+        try:
+            return self._sp.encode(text, out_type=int)
+        except RuntimeError:
+            _raise_unencodable([text])
+            raise
+
+    def _encode_with_meta(self, text: str) -> list[int]:
+        parts = self._sp.encode(text.split(META), out_type=int, num_threads=1)
+        ids = list(parts[0])
+        for part in parts[1:]:
+            ids.extend(self._meta_ids)  # type: ignore[arg-type]
+            ids.extend(part)
+        return ids
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        """SentencePiece's own multithreaded batch encoding."""
+        texts = list(texts)
+        if not texts:
+            return []
+        workers = cpu_count() if workers is None else max(1, int(workers))
+        with_meta = [i for i, t in enumerate(texts) if META in t] if self._meta_ids is not None else []
+        plain = list(texts)
+        for i in with_meta:
+            plain[i] = ""
+        try:
+            out = self._sp.encode(plain, out_type=int, num_threads=workers)
+        except (RuntimeError, TypeError):
+            _raise_unencodable(plain)
+            raise
+        for i in with_meta:
+            out[i] = self._encode_with_meta(texts[i])
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
+        return self._sp.decode(ids)
+
+    def _piece_bytes(self, token_id: int) -> bytes:
+        sp = self._sp
+        if sp.is_control(token_id) or sp.is_unknown(token_id) or sp.is_unused(token_id):
+            return b""
+        piece = sp.id_to_piece(token_id)
+        if sp.is_byte(token_id):
+            match = BYTE_PIECE.match(piece)
+            return bytes([int(match.group(1), 16)]) if match else b""
+        if self.settings["escape_whitespaces"]:
+            piece = piece.replace(META, " ")
+        return piece.encode("utf-8")
+
+    def _byte_lengths(self) -> np.ndarray:
+        return np.array([len(self._piece_bytes(i)) for i in range(self.vocab_size)], dtype=np.int64)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        token_id = int(token_id)
+        if not 0 <= token_id < self.vocab_size:
+            raise IndexError(f"token id {token_id} is out of range for a vocabulary of {self.vocab_size}")
+        return self._piece_bytes(token_id)
+
+    # --- saving ---------------------------------------------------------------------------------
+
+    def _save_files(self, directory: Path) -> None:
+        (directory / MODEL_FILE).write_bytes(self._proto)
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "_SentencePieceSegmenter":
+        path = Path(directory) / MODEL_FILE
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ToklabError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return cls(data, params=manifest.get("params"))
+        except (RuntimeError, ValueError, IndexError):
+            raise ToklabError(f"{path} is not a sentencepiece model") from None
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+DEFAULT_MAX_SENTENCE_LENGTH = 4192
+# Unigram EM sums expected counts per thread, so piece scores depend (in the 5th digit) on the
+# thread count. A fixed default, not the number of cores, gives the same model on every machine.
+DEFAULT_THREADS = 16
+OPTION_HELP = "input_sentence_size, num_threads, max_sentence_length, character_coverage, split_digits"
+SIZE = re.compile(r"^(\d+)([km]?)$", re.IGNORECASE)
+
+
+def _int_option(kind: str, key: str, value: Any, minimum: int) -> int:
+    match = SIZE.match(str(value).strip().replace("_", ""))
+    if not match:
+        raise ToklabError(f"{kind} option {key}={value} is not a whole number")
+    number = int(match.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[match.group(2).lower()]
+    if number < minimum:
+        raise ToklabError(f"{kind} option {key}={value} must be at least {minimum}")
+    return number
+
+
+def _bool_option(kind: str, key: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ToklabError(f"{kind} option {key}={value} must be true or false")
+
+
+def training_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Spec options (strings) -> typed trainer options, defaults filled in."""
+    unknown = sorted(set(options) - set(OPTION_HELP.split(", ")))
+    if unknown:
+        raise ToklabError(f"unknown {kind} option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (valid: {OPTION_HELP})")
+    resolved: dict[str, Any] = {
+        "input_sentence_size": 1_000_000,
+        "num_threads": DEFAULT_THREADS,
+        "max_sentence_length": DEFAULT_MAX_SENTENCE_LENGTH,
+        "character_coverage": 0.9995,
+        "split_digits": True,
+    }
+    for key, value in options.items():
+        if key == "input_sentence_size":
+            resolved[key] = _int_option(kind, key, value, 0)
+        elif key == "num_threads":
+            resolved[key] = _int_option(kind, key, value, 1)
+        elif key == "max_sentence_length":
+            resolved[key] = _int_option(kind, key, value, 16)
+        elif key == "character_coverage":
+            try:
+                coverage = float(value)
+            except ValueError:
+                coverage = -1.0
+            if not 0.9 <= coverage <= 1.0:
+                raise ToklabError(f"{kind} option character_coverage={value} must be a number between 0.9 and 1")
+            resolved[key] = coverage
+        elif key == "split_digits":
+            resolved[key] = _bool_option(kind, key, value)
+    return resolved
+
+
+def _chunks(line: str, limit: int) -> Iterator[str]:
+    """Cut a line into pieces of at most `limit` UTF-8 bytes, before a space where one is near."""
+    data = line.encode("utf-8")
+    start = 0
+    while len(data) - start > limit:
+        end = start + limit
+        while data[end] & 0xC0 == 0x80:  # never cut inside a character
+            end -= 1
+        space = data.rfind(b" ", start + limit // 2, end)
+        if space > start:
+            end = space
+        yield data[start:end].decode("utf-8")
+        start = end
+    yield data[start:].decode("utf-8")
+
+
+def training_sentences(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """Documents -> SentencePiece training sentences: lines (each starting with the line breaks
+    before it; SentencePiece strips trailing ones) in chunks of at most `max_bytes` bytes."""
+    for text in texts:
+        for line in LINE_START.split(text):
+            if not line.strip("\r\n"):
+                continue
+            if len(line) * 4 <= max_bytes or len(line.encode("utf-8")) <= max_bytes:
+                yield line
+            else:
+                yield from _chunks(line, max_bytes)
+
+
+def _training_error(spec: str, message: str, coverage: float) -> str:
+    too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+    if too_high:
+        return (f"cannot train {spec}: the training text supports at most {too_high.group(2)} ids; "
+                "use a smaller vocabulary size or more text")
+    too_small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+    if too_small:
+        return (f"cannot train {spec}: it needs at least {too_small.group(2)} ids (256 bytes, special tokens and "
+                f"the characters covering {coverage:g} of the text); use a larger size or a lower character_coverage")
+    if "sentences_.empty()" in message:
+        return f"cannot train {spec}: the training text is empty"
+    first = " ".join(message.split())[:300]
+    return f"sentencepiece could not train {spec}: {first}"
+
+
+class _Feed:
+    """Hands sentences to the trainer; an exception from the corpus (which the trainer would turn
+    into a RuntimeError) ends the input and is kept, to be raised as itself afterwards."""
+
+    def __init__(self, sentences: Iterator[str]) -> None:
+        self.sentences = sentences
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> "_Feed":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self.sentences)
+        except StopIteration:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - re-raised by train
+            self.error = exc
+            raise StopIteration from None
+
+
+class _TrainedSentencePiece(_SentencePieceSegmenter):
+    trainable = True
+    model_type: ClassVar[str] = ""
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "_TrainedSentencePiece":
+        opts = training_options(cls.kind, options)
+        spec = f"{cls.kind}:{vocab_size}"
+        model = io.BytesIO()
+        feed = _Feed(training_sentences(texts, opts["max_sentence_length"]))
+        spm.set_random_generator_seed(TRAINING_SEED)
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=feed,
+                model_writer=model,
+                model_type=cls.model_type,
+                vocab_size=vocab_size,
+                input_sentence_size=opts["input_sentence_size"],
+                shuffle_input_sentence=True,  # a seeded reservoir sample when the input is larger
+                num_threads=opts["num_threads"],
+                max_sentence_length=opts["max_sentence_length"],
+                character_coverage=opts["character_coverage"],
+                split_digits=opts["split_digits"],
+                byte_fallback=True,
+                normalization_rule_name="identity",
+                add_dummy_prefix=False,
+                remove_extra_whitespaces=False,
+                allow_whitespace_only_pieces=True,
+                required_chars=META,  # a space always has its piece, even in text without spaces
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                control_symbols=[EOT],  # its own id; never matched in text
+                minloglevel=2,
+            )
+        except RuntimeError as exc:
+            if feed.error is not None:
+                raise feed.error from None
+            raise ToklabError(_training_error(spec, str(exc), opts["character_coverage"])) from None
+        if feed.error is not None:
+            raise feed.error
+        segmenter = cls(model.getvalue(), params=opts)
+        if not segmenter.lossless:  # cannot happen with the settings above
+            raise AssertionError(f"{spec} trained a lossy model: {'; '.join(segmenter.lossy_reasons)}")
+        return segmenter
+
+
+class UnigramSegmenter(_TrainedSentencePiece):
+    """`unigram:SIZE`: a SentencePiece unigram language model."""
+
+    kind = "unigram"
+    model_type = "unigram"
+
+
+class SentencePieceBPESegmenter(_TrainedSentencePiece):
+    """`spm-bpe:SIZE`: SentencePiece's BPE."""
+
+    kind = "spm-bpe"
+    model_type = "bpe"
+
+
+class SentencePieceFileSegmenter(_SentencePieceSegmenter):
+    """`spm:PATH`: an existing SentencePiece .model file."""
+
+    kind = "spm"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "SentencePieceFileSegmenter":
+        if not arg:
+            raise ToklabError("'spm' needs the path of a sentencepiece model, e.g. spm:path/to/m.model")
+        if options:
+            raise ToklabError(f"'spm' takes no options (got {', '.join(sorted(options))})")
+        path = Path(arg).expanduser()
+        if path.is_dir() and (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ToklabError(f"sentencepiece model {path} does not exist") from None
+        except OSError as exc:
+            raise ToklabError(f"cannot read sentencepiece model {path}: {exc.strerror or exc}") from None
+        try:
+            return cls(data, params={"arg": arg})
+        except (RuntimeError, ValueError, IndexError):
+            raise ToklabError(f"{path} is not a sentencepiece model") from None
