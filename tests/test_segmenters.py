@@ -260,3 +260,35 @@ def test_base_process_pool_batch_path():
     texts = [f"document {i} ünïcode" for i in range(100)]
     seg = ByteSegmenter()
     assert Segmenter.encode_batch(seg, texts, workers=2) == [seg.encode(t) for t in texts]
+
+
+def test_get_segmenters_skips_what_cannot_be_had(tiny_corpus, tmp_path, monkeypatch):
+    from toklab.segmenters import get_segmenters
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    segs, notes = get_segmenters(["bytes", "spm:/nonexistent/m.model", "hf:someorg/somemodel", "bpe:2k"], tiny_corpus)
+    assert [s.spec for s in segs] == ["bytes", "bpe:2k"]
+    assert len(notes) == 2 and notes[0].startswith("skipped spm:/nonexistent/m.model: ") and "offline" in notes[1]
+    assert all("\n" not in n for n in notes)
+
+
+@pytest.mark.parametrize("specs, message", [(["bytes", "bpee:2k"], "unknown segmenter kind 'bpee'"), (["bytes", "bpe:lots"], "needs a vocabulary size")])
+def test_get_segmenters_fails_on_mistakes_before_any_work(tiny_corpus, specs, message):
+    from toklab.segmenters import get_segmenters
+
+    with pytest.raises(ToklabError, match=message):
+        get_segmenters(specs, tiny_corpus)
+
+
+def test_pretrained_specs_remember_their_argument(shared_tiktoken):
+    assert get_segmenter("tiktoken:gpt2").spec == "tiktoken:gpt2"
+
+
+def test_exported_tokenizer_json_loads_in_transformers(bpe, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    bpe.save(tmp_path / "bpe")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "bpe" / "tokenizer.json"), eos_token=EOT)
+    text = "Loaded by transformers: 12345 漢字"
+    assert fast(text, add_special_tokens=False)["input_ids"] == bpe.encode(text)
+    assert fast.eos_token_id == bpe.special_tokens[EOT]
+    assert fast.decode(bpe.encode(text)) == text

@@ -131,6 +131,12 @@ def _per_source_table(per_source: Any, top: int) -> Table:
     return table
 
 
+def _note_if_lossy(segmenter: Any) -> None:
+    if not segmenter.lossless:
+        reasons = "; ".join(getattr(segmenter, "lossy_reasons", ())) or "decode(encode(text)) can differ from text"
+        err_console.print(Text.assemble(("note: ", "yellow"), f"{segmenter.spec} is not lossless: {reasons}"))
+
+
 # --- corpus commands ------------------------------------------------------------------------
 
 
@@ -273,8 +279,7 @@ def tokenizer_train_command(
     console.print(f"saved {segmenter!r} to {target} ({seconds:.1f} s)")
     for path in sorted(target.iterdir()):
         console.print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
-    if not segmenter.lossless:
-        err_console.print(Text.assemble(("note: ", "yellow"), "this segmenter is not lossless: decode(encode(text)) can differ from text"))
+    _note_if_lossy(segmenter)
 
 
 @tokenizer_app.command("encode")
@@ -327,8 +332,7 @@ def tokenizer_encode_command(
             piece = segmenter.token_bytes(token_id)
             table.add_row(str(i), str(token_id), str(len(piece)), Text(repr(piece.decode("utf-8", errors="backslashreplace"))))
         console.print(table)
-    if not segmenter.lossless:
-        err_console.print(Text.assemble(("note: ", "yellow"), "this segmenter is not lossless"))
+    _note_if_lossy(segmenter)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -118,7 +118,10 @@ def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = Tr
     parsed = parse_spec(spec)
     cls = segmenter_class(parsed.kind)
     if not cls.trainable:
-        return cls.from_spec(parsed.arg, **parsed.options)
+        segmenter = cls.from_spec(parsed.arg, **parsed.options)
+        if parsed.arg is not None:
+            segmenter.params.setdefault("arg", parsed.arg)
+        return segmenter
     vocab_size = parse_vocab_size(parsed.arg, spec)
     if corpus is None:
         from toklab.corpus import open_corpus
@@ -134,6 +137,24 @@ def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = Tr
         except OSError:
             shutil.rmtree(target, ignore_errors=True)  # a cache we cannot write is not an error
     return segmenter
+
+
+def get_segmenters(specs: list[str], corpus: "Corpus | None" = None, *, progress: bool = False) -> tuple[list[Segmenter], list[str]]:
+    """Several segmenters for one run. A malformed spec or unknown kind fails at once, before any
+    work; a segmenter that cannot be had (offline, a missing file, too little training text) is
+    skipped with a one-line note, so the rest of the run goes on."""
+    for spec in specs:
+        if not (Path(spec).expanduser() / MANIFEST).is_file():
+            parsed = parse_spec(spec)
+            if segmenter_class(parsed.kind).trainable:
+                parse_vocab_size(parsed.arg, spec)
+    segmenters, notes = [], []
+    for spec in specs:
+        try:
+            segmenters.append(get_segmenter(spec, corpus, progress=progress))
+        except ToklabError as exc:
+            notes.append(f"skipped {spec}: {exc}")
+    return segmenters, notes
 
 
 def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "Corpus", *, progress: bool = False) -> Segmenter:
