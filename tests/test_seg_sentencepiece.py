@@ -290,7 +290,7 @@ def test_registry_trains_caches_and_takes_options(corpus_file: Path) -> None:
     seg = get_segmenter("unigram:900,num_threads=1,input_sentence_size=200k", corpus)
     trained = time.perf_counter() - start
     assert isinstance(seg, UnigramSegmenter) and seg.vocab_size == 900 and seg.lossless
-    assert seg.spec == "unigram:900"
+    assert seg.spec == "unigram:900,input_sentence_size=200k,num_threads=1"  # options sorted
     assert seg.params["num_threads"] == 1 and seg.params["input_sentence_size"] == 200_000
     assert seg.corpus_fingerprint == corpus.fingerprint()
     cached = [p.parent for p in (cache_dir() / "segmenters").glob(f"unigram-900-*/{MANIFEST}")]

@@ -292,3 +292,16 @@ def test_exported_tokenizer_json_loads_in_transformers(bpe, tmp_path):
     assert fast(text, add_special_tokens=False)["input_ids"] == bpe.encode(text)
     assert fast.eos_token_id == bpe.special_tokens[EOT]
     assert fast.decode(bpe.encode(text)) == text
+
+
+def test_spec_names_keep_their_options(tiny_corpus, tmp_path):
+    seg = get_segmenter("bpe:2k,regex=gpt2", tiny_corpus)
+    assert seg.spec == "bpe:2k,regex=gpt2" and seg.pattern_name == "gpt2"
+    seg.save(tmp_path / "s")
+    assert load_segmenter(tmp_path / "s").spec == "bpe:2k,regex=gpt2"
+    assert get_segmenter("bpe:2k", tiny_corpus).spec == "bpe:2k"
+
+
+def test_special_tokens_show_no_bytes(bpe):
+    assert bpe.token_bytes(bpe.special_tokens[EOT]) == b""
+    assert Segmenter.token_bytes(bpe, bpe.special_tokens[EOT]) == b""

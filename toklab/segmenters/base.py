@@ -44,6 +44,7 @@ class Segmenter:
         self.params: dict[str, Any] = dict(params or {})
         self.corpus_fingerprint = corpus_fingerprint
         self._lengths: np.ndarray | None = None
+        self._spec: str | None = None  # the spec it was made from, set by the registry
 
     # --- what every kind provides ---------------------------------------------------------
 
@@ -73,7 +74,9 @@ class Segmenter:
 
     @property
     def spec(self) -> str:
-        """A spec string that names this segmenter (e.g. "bpe:32000")."""
+        """The spec string that names this segmenter, options included (e.g. "bpe:32k,regex=o200k")."""
+        if self._spec:
+            return self._spec
         arg = self.params.get("arg")
         return f"{self.kind}:{arg}" if arg is not None else self.kind
 
@@ -97,6 +100,8 @@ class Segmenter:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token stands for (b"" for specials), for showing how text is cut."""
+        if token_id in self.special_tokens.values():
+            return b""
         return self.decode([token_id]).encode("utf-8", errors="surrogateescape")
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
@@ -175,4 +180,5 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
     segmenter = segmenter_class(manifest.get("kind", "?"))._load(directory, manifest)
     segmenter.params = manifest.get("params", segmenter.params)
     segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
+    segmenter._spec = manifest.get("spec")
     return segmenter

@@ -121,6 +121,7 @@ def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = Tr
         segmenter = cls.from_spec(parsed.arg, **parsed.options)
         if parsed.arg is not None:
             segmenter.params.setdefault("arg", parsed.arg)
+        segmenter._spec = str(parsed)
         return segmenter
     vocab_size = parse_vocab_size(parsed.arg, spec)
     if corpus is None:
@@ -172,4 +173,5 @@ def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "
         raise ToklabError(f"cannot train {spec}: the corpus has no documents")
     segmenter.params = {"arg": spec.arg, **spec.options, **{k: v for k, v in segmenter.params.items() if k != "arg"}}
     segmenter.corpus_fingerprint = corpus.fingerprint()
+    segmenter._spec = str(spec)
     return segmenter
