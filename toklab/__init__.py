@@ -19,7 +19,16 @@ from toklab.corpus import (
     split_of,
 )
 
+from toklab.compare import CompareResult, compare, run_compare
+from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
+
 __all__ = [
+    "CompareResult",
+    "Segmenter",
+    "compare",
+    "get_segmenter",
+    "load_segmenter",
+    "run_compare",
     "__version__",
     "ToklabError",
     "Corpus",

@@ -241,6 +241,62 @@ def corpus_list_command() -> None:
     console.print(table)
 
 
+# --- compare and report -------------------------------------------------------------------------
+
+
+def _print_compare(result: Any, top: int) -> None:
+    from toklab.reports import main_tables, per_source_table
+
+    for table in main_tables(result):
+        console.print(table)
+    console.print(per_source_table(result, top, console.width))
+    _print_notes(result.notes)
+
+
+@app.command("compare")
+@corpus_command
+def compare_command(
+    corpus: Any,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k and every tiktoken encoding available.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report folder. Default: reports/compare-<corpus name>.")] = None,
+    no_compressors: Annotated[bool, typer.Option("--no-compressors", help="Skip the zstd and 7z rows.")] = False,
+    threshold: Annotated[float, typer.Option("--threshold", "-t", help="Cramming threshold t for the keep-rate columns: keep iff tokens <= t x chars.")] = 0.3,
+    top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 6,
+) -> None:
+    """Compression tables: every segmenter and classic compressors on the same held-out bytes.
+
+    Trainable segmenters train on the train split (cached); every figure is measured on the
+    validation split. Writes results.json, table.csv, table.md, per_source.csv and plots."""
+    import re
+    from pathlib import Path
+
+    from toklab.compare import run_compare
+    from toklab.reports import write_report
+    from toklab.segmenters.registry import split_specs
+
+    specs = split_specs(segmenters) if segmenters else None
+    result = run_compare(corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(corpus.spec.rstrip("/*")).stem or "corpus").strip("-")
+    target = write_report(result, out or Path("reports") / f"compare-{slug}")
+    _print_compare(result, top)
+    console.print(f"report: {target}")
+
+
+@app.command("report")
+def report_command(
+    directory: Annotated[str, typer.Argument(help="A report folder written by toklab compare.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the per-source table.")] = 6,
+    rewrite: Annotated[bool, typer.Option("--rewrite", help="Also regenerate the report's csv, md and png files from results.json.")] = False,
+) -> None:
+    """Re-render a saved compare run."""
+    from toklab.reports import read_report, write_report
+
+    result = read_report(directory)
+    _print_compare(result, top)
+    if rewrite:
+        console.print(f"rewrote {write_report(result, directory)}")
+
+
 # --- tokenizer commands -----------------------------------------------------------------------
 
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)

@@ -65,6 +65,24 @@ def parse_spec(text: str) -> Spec:
     return Spec(kind.strip().lower(), arg, options)
 
 
+def split_specs(texts: str | list[str]) -> list[str]:
+    """'bytes,bpe:32k,regex=o200k,unigram:8k' -> ['bytes', 'bpe:32k,regex=o200k', 'unigram:8k'].
+
+    A `key=value` item (no ':' before its '=') belongs to the spec before it.
+    """
+    specs: list[str] = []
+    for text in [texts] if isinstance(texts, str) else texts:
+        for item in (i.strip() for i in text.split(",")):
+            if not item:
+                continue
+            key, eq, _ = item.partition("=")
+            if eq and ":" not in key and specs:
+                specs[-1] += "," + item
+            else:
+                specs.append(item)
+    return specs
+
+
 def parse_vocab_size(text: str | None, spec: str) -> int:
     """'32k' -> 32000, '50257' -> 50257, '1m' -> 1000000."""
     match = SIZE.match(text or "")

@@ -1,0 +1,183 @@
+"""`compare`: compression tables for segmenters and classic compressors on the same held-out text.
+
+Trainable segmenters train on the train split only; every figure is measured on the validation
+split, the same bytes for every row.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from toklab.errors import ToklabError
+from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape
+from toklab.measures import TextStats, compressor_rows, segmentation_row
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from toklab.corpus import Corpus
+
+DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k"]
+TIKTOKEN_ENCODINGS = ["gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base"]
+COLUMNS = [
+    "segmenter", "kind", "vocab_size", "tokens_per_char", "chars_per_token", "bytes_per_token", "tokens_per_word",
+    "bits_per_byte", "renyi_efficiency", "vocab_utilisation", "keep_rate_docs", "keep_rate_bytes", "mb_per_s",
+    "lossless", "train_flops_per_mb", "tokens",
+]  # fmt: skip
+ROUND_TRIP_SAMPLE = 200  # documents whose decode(encode(text)) is checked for every segmenter
+DICTIONARY_SAMPLE_BYTES = 8_000_000
+
+
+@dataclass
+class CompareResult:
+    """A compare run: the main table, bytes/token per source, and what was measured how."""
+
+    table: "pd.DataFrame"
+    per_source: "pd.DataFrame"  # index: segmenter; columns: sources (largest first), worst_source, worst_bytes_per_token
+    meta: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_segmenters() -> list[str]:
+    """bytes, bpe:32k, unigram:32k and every tiktoken encoding (unavailable ones are skipped)."""
+    return DEFAULT_SEGMENTERS + [f"tiktoken:{name}" for name in TIKTOKEN_ENCODINGS]
+
+
+def _collapse_tiktoken_notes(notes: list[str]) -> list[str]:
+    missing = [n.split(":", 2)[1] for n in notes if n.startswith("skipped tiktoken:")]
+    rest = [n for n in notes if not n.startswith("skipped tiktoken:")]
+    if missing:
+        rest.append(f"skipped tiktoken encodings not available offline ({', '.join(missing)}); set TIKTOKEN_CACHE_DIR to a folder holding their files")
+    return rest
+
+
+def run_compare(
+    corpus: "str | Corpus" = "default",
+    segmenters: Sequence[str] | None = None,
+    *,
+    compressors: bool = True,
+    threshold: float = 0.3,
+    shape: ModelShape = REFERENCE_SHAPE,
+    progress: bool = False,
+    **corpus_options: Any,
+) -> CompareResult:
+    """Measure every segmenter (and the compressors) on the validation split of `corpus`."""
+    import pandas as pd
+
+    from toklab import __version__
+    from toklab.corpus import open_corpus
+    from toklab.progress import document_progress
+    from toklab.segmenters import get_segmenters
+
+    if threshold <= 0:
+        raise ToklabError(f"--threshold must be positive, got {threshold}")
+    if isinstance(corpus, str):
+        corpus = open_corpus(corpus, progress=progress, **corpus_options)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    with document_progress("reading the validation split", enabled=progress) as advance:
+        val = []
+        for doc in corpus.val():
+            val.append(doc)
+            advance(doc.n_bytes)
+    if not val:
+        raise ToklabError(
+            f"the validation split of {corpus.spec} is empty ({corpus.stats.documents:,} documents read, "
+            f"--val-fraction {corpus.options.val_fraction}); raise --val-fraction or read more documents"
+        )
+    texts = [d.text for d in val]
+    stats = TextStats.of(texts)
+    timings["read"] = time.perf_counter() - start
+
+    specs = list(segmenters) if segmenters is not None else default_segmenters()
+    start = time.perf_counter()
+    loaded, notes = get_segmenters(specs, corpus, progress=progress)
+    if segmenters is None:
+        notes = _collapse_tiktoken_notes(notes)
+    timings["train_or_load"] = time.perf_counter() - start
+
+    rows: list[dict[str, Any]] = []
+    source_rows: list[dict[str, Any]] = []
+    sources = [d.source for d in val]
+    timings["encode"] = timings["measure"] = 0.0
+    for segmenter in loaded:
+        start = time.perf_counter()
+        ids = segmenter.encode_batch(texts)
+        seconds = time.perf_counter() - start
+        timings["encode"] += seconds
+        start = time.perf_counter()
+        lossless = segmenter.lossless
+        if lossless:
+            failures = sum(segmenter.decode(i) != t for i, t in zip(ids[:ROUND_TRIP_SAMPLE], texts[:ROUND_TRIP_SAMPLE]))
+            if failures:
+                lossless = False
+                notes.append(f"{segmenter.spec} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
+        row = {"segmenter": segmenter.spec, "kind": segmenter.kind, "lossless": lossless}
+        row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
+        row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
+        rows.append(row)
+        per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
+        for source, group in per_doc.groupby("source", sort=False):
+            source_rows.append({"segmenter": segmenter.spec, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())})
+        timings["measure"] += time.perf_counter() - start
+
+    compressor_details: dict[str, str] = {}
+    if compressors:
+        start = time.perf_counter()
+        samples, total = [], 0
+        for doc in corpus.train():
+            data = doc.text.encode("utf-8")
+            samples.append(data)
+            total += len(data)
+            if total >= DICTIONARY_SAMPLE_BYTES:
+                break
+        compressed, compressor_notes = compressor_rows([t.encode("utf-8") for t in texts], samples)
+        notes += compressor_notes
+        for c in compressed:
+            rows.append({"segmenter": c.name, "kind": "compressor", "bits_per_byte": c.bits_per_byte, "mb_per_s": c.mb_per_s, "lossless": True})
+            compressor_details[c.name] = c.detail
+        timings["compressors"] = time.perf_counter() - start
+
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    per_source = _per_source_table(pd.DataFrame(source_rows))
+    meta = {
+        "corpus": corpus.spec,
+        "corpus_description": corpus.description,
+        "corpus_fingerprint": corpus.fingerprint(),
+        "val_fraction": corpus.options.val_fraction,
+        "val_documents": len(val),
+        "val_bytes": int(stats.bytes.sum()),
+        "val_chars": int(stats.chars.sum()),
+        "threshold": threshold,
+        "reference_model": shape.describe(),
+        "compressors": compressor_details,
+        "toklab_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes)
+
+
+def _per_source_table(long: "pd.DataFrame") -> "pd.DataFrame":
+    """Bytes/token per segmenter (rows) and source (columns, largest first); the worst source flagged."""
+    import pandas as pd
+
+    if long.empty:
+        return pd.DataFrame(columns=["worst_source", "worst_bytes_per_token"])
+    long = long.assign(bytes_per_token=long["bytes"] / long["tokens"].clip(lower=1))
+    order = long.groupby("source")["bytes"].first().sort_values(ascending=False, kind="stable").index
+    wide = long.pivot(index="segmenter", columns="source", values="bytes_per_token").reindex(columns=order)
+    wide = wide.reindex(list(dict.fromkeys(long["segmenter"])))  # segmenters in run order
+    wide["worst_source"] = wide[list(order)].idxmin(axis=1)
+    wide["worst_bytes_per_token"] = wide[list(order)].min(axis=1)
+    wide.index.name = "segmenter"
+    wide.columns.name = None
+    return wide
+
+
+def compare(corpus: "str | Corpus" = "default", segmenters: Sequence[str] | None = None, **kwargs: Any) -> "pd.DataFrame":
+    """The compare table as a DataFrame (one row per segmenter, then one per compressor)."""
+    return run_compare(corpus, segmenters, **kwargs).table

@@ -1,0 +1,189 @@
+"""Measures over segmentations, and classic compressors on the same bytes.
+
+Each function is small and pure so that it can be checked against a hand computation.
+Key formulas (see DESIGN.md):
+- order-0 bits-per-byte = (-sum_t c_t log2(c_t / N)) / bytes: what an ideal per-token entropy
+  coder that knows the token frequencies would reach;
+- Renyi efficiency (alpha) = H_alpha(p) / log2(V), with H_alpha = log2(sum p^alpha) / (1 - alpha)
+  (Zouhar et al. 2023);
+- Cramming keep rule: keep a document iff tokens <= t * chars (chars = code points).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from toklab.gpt.flops import ModelShape, flops_per_token
+
+
+def order0_bits(counts: np.ndarray) -> float:
+    """Total bits to code a token stream with its own empirical unigram distribution."""
+    counts = np.asarray(counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    return float(-(counts * np.log2(counts / total)).sum())
+
+
+def renyi_efficiency(counts: np.ndarray, vocab_size: int, alpha: float = 2.5) -> float:
+    """Renyi entropy of order alpha of the token distribution, over log2 of the vocabulary size."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0 or vocab_size < 2:
+        return 0.0
+    p = counts[counts > 0] / total
+    entropy = float(np.log2((p**alpha).sum()) / (1.0 - alpha))
+    return entropy / float(np.log2(vocab_size))
+
+
+def keep_rates(tokens: np.ndarray, chars: np.ndarray, n_bytes: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Cramming keep rates: the share of documents, and of bytes, with tokens <= threshold * chars."""
+    tokens, chars, n_bytes = (np.asarray(a, dtype=np.float64) for a in (tokens, chars, n_bytes))
+    if len(tokens) == 0:
+        return 0.0, 0.0
+    kept = tokens <= threshold * chars
+    return float(kept.mean()), float(n_bytes[kept].sum() / max(n_bytes.sum(), 1.0))
+
+
+@dataclass(frozen=True)
+class TextStats:
+    """Per-document sizes of the measured texts, computed once and shared by every row."""
+
+    chars: np.ndarray
+    bytes: np.ndarray
+    words: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> "TextStats":
+        return cls(
+            chars=np.array([len(t) for t in texts], dtype=np.int64),
+            bytes=np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64),
+            words=np.array([len(t.split()) for t in texts], dtype=np.int64),
+        )
+
+
+def segmentation_row(
+    ids: Sequence[Sequence[int]],
+    stats: TextStats,
+    vocab_size: int,
+    *,
+    threshold: float = 0.3,
+    shape: ModelShape,
+    alpha: float = 2.5,
+) -> dict[str, float]:
+    """Every per-segmenter column that follows from the ids of the measured documents."""
+    tokens_per_doc = np.array([len(x) for x in ids], dtype=np.int64)
+    n_tokens = int(tokens_per_doc.sum())
+    n_chars, n_bytes, n_words = int(stats.chars.sum()), int(stats.bytes.sum()), int(stats.words.sum())
+    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if n_tokens else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(flat, minlength=vocab_size)
+    docs_kept, bytes_kept = keep_rates(tokens_per_doc, stats.chars, stats.bytes, threshold)
+    tokens_per_byte = n_tokens / n_bytes if n_bytes else float("nan")
+    return {
+        "vocab_size": vocab_size,
+        "tokens": n_tokens,
+        "tokens_per_char": n_tokens / n_chars if n_chars else float("nan"),
+        "chars_per_token": n_chars / n_tokens if n_tokens else float("nan"),
+        "bytes_per_token": n_bytes / n_tokens if n_tokens else float("nan"),
+        "tokens_per_word": n_tokens / n_words if n_words else float("nan"),
+        "bits_per_byte": order0_bits(counts) / n_bytes if n_bytes else float("nan"),
+        "renyi_efficiency": renyi_efficiency(counts, vocab_size, alpha),
+        "vocab_utilisation": float((counts > 0).sum() / vocab_size),
+        "keep_rate_docs": docs_kept,
+        "keep_rate_bytes": bytes_kept,
+        "train_flops_per_mb": flops_per_token(shape, vocab_size) * tokens_per_byte * 1e6,
+    }
+
+
+# --- compressors --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Compressed:
+    name: str
+    compressed_bytes: int
+    raw_bytes: int
+    seconds: float
+    detail: str
+
+    @property
+    def bits_per_byte(self) -> float:
+        return 8.0 * self.compressed_bytes / self.raw_bytes if self.raw_bytes else float("nan")
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.raw_bytes / 1e6 / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float]:
+    start = time.perf_counter()
+    size = fn()
+    return size, time.perf_counter() - start
+
+
+def zstd_size(data: bytes, level: int) -> int:
+    import zstandard
+
+    return len(zstandard.ZstdCompressor(level=level).compress(data))
+
+
+def zstd_dict_size(docs: Sequence[bytes], dictionary: Any, level: int = 19) -> int:
+    """Each document compressed on its own with a shared dictionary (how dictionaries are used)."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary)
+    return sum(len(compressor.compress(d)) for d in docs)
+
+
+def sevenzip_size(data: bytes, filters: list[dict[str, Any]]) -> int:
+    """The size of a .7z archive holding `data` as one file, as py7zr writes it."""
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", filters=filters) as archive:
+        archive.writestr(data, "val.txt")
+    return len(buffer.getvalue())
+
+
+def sevenzip_filters() -> dict[str, tuple[list[dict[str, Any]], str]]:
+    """Row name -> (py7zr filters, description)."""
+    import py7zr
+
+    return {
+        "7z-lzma2": ([{"id": py7zr.FILTER_LZMA2, "preset": 9}], "py7zr .7z archive, LZMA2 preset 9"),
+        "7z-ppmd": ([{"id": py7zr.FILTER_PPMD}], "py7zr .7z archive, PPMd with py7zr's default order and memory"),
+    }
+
+
+def train_zstd_dictionary(samples: Sequence[bytes], dict_size: int = 112_640) -> Any:
+    """A zstd dictionary (default 110 KiB, zstd's own default size) trained on sample documents."""
+    import zstandard
+
+    return zstandard.train_dictionary(dict_size, list(samples))
+
+
+def compressor_rows(docs: Sequence[bytes], dictionary_samples: Sequence[bytes]) -> tuple[list[Compressed], list[str]]:
+    """zstd 3 and 19, zstd 19 with a dictionary per document, 7z LZMA2 and PPMd, on the same bytes."""
+    data = b"".join(docs)
+    rows, notes = [], []
+    for level in (3, 19):
+        size, seconds = _timed(lambda level=level: zstd_size(data, level))
+        rows.append(Compressed(f"zstd-{level}", size, len(data), seconds, f"zstandard level {level}, whole text as one frame"))
+    try:
+        start = time.perf_counter()
+        dictionary = train_zstd_dictionary(dictionary_samples)
+        train_seconds = time.perf_counter() - start
+        size, seconds = _timed(lambda: zstd_dict_size(docs, dictionary))
+        detail = f"zstandard level 19, each document alone, {len(dictionary.as_bytes()):,}-byte dictionary trained on the train split in {train_seconds:.1f} s"
+        rows.append(Compressed("zstd-19-dict", size, len(data), seconds, detail))
+    except Exception as exc:  # zstd refuses too few or too small samples
+        notes.append(f"skipped zstd-19-dict: cannot train a dictionary on this train split ({str(exc).strip() or type(exc).__name__})")
+    for name, (filters, description) in sevenzip_filters().items():
+        size, seconds = _timed(lambda filters=filters: sevenzip_size(data, filters))
+        rows.append(Compressed(name, size, len(data), seconds, description))
+    return rows, notes

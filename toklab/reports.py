@@ -1,0 +1,222 @@
+"""Compare reports: rich tables for the terminal, and a report folder (json, csv, md, png).
+
+A report folder is written under a temporary name and renamed into place whole, so an
+interrupted run never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from toklab.compare import CompareResult
+from toklab.errors import ToklabError
+from toklab.files import temp_name
+
+RESULTS = "results.json"
+REPORT_FILES = [RESULTS, "table.csv", "table.md", "per_source.csv", "bytes_per_token_by_source.png", "bits_per_byte.png"]
+MAX_PLOT_SOURCES = 30
+
+# column -> (header, formatter); what the terminal and markdown tables show
+Formatter = Callable[[Any], str]
+
+
+def _num(digits: int) -> Formatter:
+    return lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{digits}f}"
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def _int(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+
+
+def _flops(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v / 1e12:,.0f}"
+
+
+SHOWN: dict[str, tuple[str, Formatter]] = {
+    "segmenter": ("segmenter", str),
+    "vocab_size": ("vocab", _int),
+    "tokens_per_char": ("tok/\nchar", _num(3)),
+    "chars_per_token": ("char/\ntok", _num(2)),
+    "bytes_per_token": ("bytes/\ntok", _num(2)),
+    "tokens_per_word": ("tok/\nword", _num(2)),
+    "bits_per_byte": ("bits/\nbyte", _num(3)),
+    "renyi_efficiency": ("Rényi", _num(3)),
+    "vocab_utilisation": ("vocab used", _pct),
+    "keep_rate_docs": ("keep docs", _pct),
+    "keep_rate_bytes": ("keep bytes", _pct),
+    "mb_per_s": ("MB/s", _num(1)),
+    "lossless": ("lossless", lambda v: "yes" if v else "NO"),
+    "train_flops_per_mb": ("TFLOP/MB", _flops),
+}
+
+
+def caption(result: CompareResult) -> str:
+    meta = result.meta
+    return (
+        f"Measured on the validation split of {meta['corpus']}: {meta['val_documents']:,} documents, "
+        f"{meta['val_bytes']:,} bytes (val fraction {meta['val_fraction']}). bits/byte is the order-0 entropy of the "
+        f"token stream for segmenters and the real compressed size for compressors. keep: Cramming keep rate, "
+        f"tokens <= {meta['threshold']} x chars. TFLOPs/MB: training FLOPs per MB of text for the reference GPT "
+        f"({meta['reference_model']}), 6N + 12LTd with N counting the V x d output head."
+    )
+
+
+# The terminal shows the columns in two tables so that each fits an 80-column terminal.
+TERMINAL_GROUPS = {
+    "compression": ["segmenter", "vocab_size", "tokens_per_char", "bytes_per_token", "tokens_per_word", "bits_per_byte", "lossless"],
+    "distribution and cost": ["segmenter", "renyi_efficiency", "vocab_utilisation", "keep_rate_docs", "keep_rate_bytes", "mb_per_s", "train_flops_per_mb"],
+}
+
+
+def main_tables(result: CompareResult) -> list[Table]:
+    """The compare table for the terminal, as two tables; the second carries the caption."""
+    tables = []
+    for i, (title, columns) in enumerate(TERMINAL_GROUPS.items()):
+        last = i == len(TERMINAL_GROUPS) - 1
+        table = Table(title=f"compare: {title}", title_justify="left", caption=caption(result) if last else None, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        for column in columns:
+            table.add_column(SHOWN[column][0], justify="left" if column == "segmenter" else "right", no_wrap=column == "segmenter")
+        for record in result.table.to_dict(orient="records"):
+            if record["kind"] == "compressor" and title != "compression" and math.isnan(record.get("mb_per_s", float("nan"))):
+                continue
+            style = "cyan" if record["kind"] == "compressor" else ("bold red" if not record["lossless"] else None)
+            table.add_row(*[Text(SHOWN[c][1](record.get(c))) for c in columns], style=style)
+        tables.append(table)
+    return tables
+
+
+def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Table:
+    """Bytes/token for the largest sources, as many as fit `width`, and each row's worst source."""
+    per_source = result.per_source
+    sources = [c for c in per_source.columns if c not in ("worst_source", "worst_bytes_per_token")]
+    name_width = max([len(str(s)) for s in per_source.index] + [9])
+    fits = max(1, (width - name_width - 24) // 9)
+    shown = sources[: min(top, fits)]
+    table = Table(title=f"bytes/token per source ({len(shown)} largest of {len(sources)}; all in per_source.csv)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("segmenter", no_wrap=True)
+    for source in shown:
+        table.add_column(source.replace("/", "/\n", 1), justify="right", no_wrap=True)
+    table.add_column("worst source", justify="left", no_wrap=True, overflow="ellipsis", max_width=28)
+    for segmenter, row in per_source.iterrows():
+        cells = [_num(2)(row[s]) for s in shown]
+        table.add_row(Text(str(segmenter)), *cells, Text(f"{row['worst_bytes_per_token']:.2f} {row['worst_source']}", style="yellow"))
+    return table
+
+
+def markdown(result: CompareResult) -> str:
+    header = "| " + " | ".join(h.replace("\n", "") for h, _ in SHOWN.values()) + " |"
+    rule = "|" + "|".join("---" if c == "segmenter" else "---:" for c in SHOWN) + "|"
+    lines = ["# toklab compare", "", header, rule]
+    for record in result.table.to_dict(orient="records"):
+        lines.append("| " + " | ".join(fmt(record.get(c)) for c, (_, fmt) in SHOWN.items()) + " |")
+    lines += ["", caption(result)]
+    if result.meta.get("compressors"):
+        lines += ["", "Compressors:"] + [f"- {name}: {detail}" for name, detail in result.meta["compressors"].items()]
+    if result.notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_sources(result: CompareResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    per_source = result.per_source
+    sources = [c for c in per_source.columns if c not in ("worst_source", "worst_bytes_per_token")][:MAX_PLOT_SOURCES]
+    data = per_source[sources].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(sources) + 3), max(3, 0.45 * len(per_source) + 2)))
+    image = ax.imshow(data, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(sources)), sources, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(per_source)), list(per_source.index), fontsize=8)
+    middle = np.nanmean(data) if np.isfinite(data).any() else 0.0
+    for (i, j), value in np.ndenumerate(data):
+        if not math.isnan(value):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=6, color="white" if value < middle else "black")
+    fig.colorbar(image, ax=ax, label="bytes per token")
+    ax.set_title(f"bytes/token by segmenter and source ({len(sources)} largest sources)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_bits(result: CompareResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result.table.dropna(subset=["bits_per_byte"])
+    colors = ["tab:cyan" if k == "compressor" else ("tab:red" if not lossless else "tab:blue") for k, lossless in zip(table["kind"], table["lossless"])]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    ax.barh(list(table["segmenter"]), list(table["bits_per_byte"]), color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("bits per byte")
+    ax.set_title("bits-per-byte: tokenisers against compressors\nsegmenters: order-0 entropy of the tokens; compressors: compressed size", fontsize=10)
+    for y, value in enumerate(table["bits_per_byte"]):
+        ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
+    """Write the report folder atomically; an existing report there is replaced, other files never."""
+    final = Path(out_dir)
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / RESULTS).is_file())):
+        raise ToklabError(f"--out {final} exists and is not a toklab report; choose a new or empty folder")
+    tmp = temp_name(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        payload = {
+            "meta": result.meta,
+            "notes": result.notes,
+            "table": json.loads(result.table.to_json(orient="records")),
+            "per_source": json.loads(result.per_source.reset_index().to_json(orient="records")),
+            "per_source_columns": list(result.per_source.columns),
+        }
+        (tmp / RESULTS).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        result.table.to_csv(tmp / "table.csv", index=False)
+        result.per_source.to_csv(tmp / "per_source.csv")
+        (tmp / "table.md").write_text(markdown(result), encoding="utf-8")
+        _plot_sources(result, tmp / "bytes_per_token_by_source.png")
+        _plot_bits(result, tmp / "bits_per_byte.png")
+        old = temp_name(final.with_name(final.name + ".old"))
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_report(directory: str | os.PathLike) -> CompareResult:
+    import pandas as pd
+
+    directory = Path(directory)
+    try:
+        payload = json.loads((directory / RESULTS).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToklabError(f"{directory} is not a compare report (no {RESULTS})") from None
+    except (OSError, ValueError) as exc:
+        raise ToklabError(f"cannot read {directory / RESULTS}: {exc}") from None
+    table = pd.DataFrame(payload["table"])
+    per_source = pd.DataFrame(payload["per_source"]).set_index("segmenter").reindex(columns=payload["per_source_columns"])
+    return CompareResult(table=table, per_source=per_source, meta=payload["meta"], notes=payload["notes"])
