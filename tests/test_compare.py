@@ -16,7 +16,7 @@ import zstandard
 import toklab
 from toklab import ToklabError
 from toklab.cli import main
-from toklab.compare import COLUMNS, run_compare
+from toklab.comparison import COLUMNS, run_compare
 from toklab.gpt.flops import REFERENCE_SHAPE
 from toklab.measures import TextStats, order0_bits, renyi_efficiency, segmentation_row, train_zstd_dictionary
 from toklab.reports import REPORT_FILES, read_report, write_report
@@ -254,7 +254,7 @@ def test_cli_compare_errors(capsys, tiny, tmp_path, args, message):
 
 
 def test_default_segmenters_include_available_tiktoken(shared_tiktoken):
-    from toklab.compare import _collapse_tiktoken_notes, default_segmenters
+    from toklab.comparison import _collapse_tiktoken_notes, default_segmenters
 
     assert default_segmenters()[:3] == ["bytes", "bpe:32k", "unigram:32k"]
     assert "tiktoken:cl100k_base" in default_segmenters()

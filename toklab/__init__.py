@@ -19,7 +19,7 @@ from toklab.corpus import (
     split_of,
 )
 
-from toklab.compare import CompareResult, compare, run_compare
+from toklab.comparison import CompareResult, compare, run_compare
 from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
 
 __all__ = [

@@ -270,7 +270,7 @@ def compare_command(
     import re
     from pathlib import Path
 
-    from toklab.compare import run_compare
+    from toklab.comparison import run_compare
     from toklab.reports import write_report
     from toklab.segmenters.registry import split_specs
 

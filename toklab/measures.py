@@ -12,6 +12,7 @@ Key formulas (see DESIGN.md):
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -81,7 +82,7 @@ def segmentation_row(
     tokens_per_doc = np.array([len(x) for x in ids], dtype=np.int64)
     n_tokens = int(tokens_per_doc.sum())
     n_chars, n_bytes, n_words = int(stats.chars.sum()), int(stats.bytes.sum()), int(stats.words.sum())
-    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if n_tokens else np.zeros(0, dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=n_tokens)
     counts = np.bincount(flat, minlength=vocab_size)
     docs_kept, bytes_kept = keep_rates(tokens_per_doc, stats.chars, stats.bytes, threshold)
     tokens_per_byte = n_tokens / n_bytes if n_bytes else float("nan")

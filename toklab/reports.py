@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from toklab.compare import CompareResult
+from toklab.comparison import CompareResult
 from toklab.errors import ToklabError
 from toklab.files import temp_name
 

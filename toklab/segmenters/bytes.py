@@ -36,7 +36,13 @@ class ByteSegmenter(Segmenter):
         return [list(t.encode("utf-8")) for t in texts]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()  # bytes() of an array would copy its memory, not its values
+        try:
+            data = bytes(ids)
+        except ValueError:  # <|endoftext|> (256) stands for no bytes
+            data = bytes(i for i in ids if i < 256)
+        return data.decode("utf-8", errors="replace")
 
     def _byte_lengths(self) -> np.ndarray:
         lengths = np.ones(257, dtype=np.int64)

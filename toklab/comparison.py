@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from toklab.corpus import Corpus
 
 DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k"]
-TIKTOKEN_ENCODINGS = ["gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base"]
+TIKTOKEN_ENCODINGS = ["gpt2", "p50k_base", "cl100k_base", "o200k_base"]  # r50k_base is gpt2 under another name
 COLUMNS = [
     "segmenter", "kind", "vocab_size", "tokens_per_char", "chars_per_token", "bytes_per_token", "tokens_per_word",
     "bits_per_byte", "renyi_efficiency", "vocab_utilisation", "keep_rate_docs", "keep_rate_bytes", "mb_per_s",
@@ -42,7 +42,7 @@ class CompareResult:
 
 
 def default_segmenters() -> list[str]:
-    """bytes, bpe:32k, unigram:32k and every tiktoken encoding (unavailable ones are skipped)."""
+    """bytes, bpe:32k, unigram:32k and every distinct tiktoken encoding (unavailable ones are skipped)."""
     return DEFAULT_SEGMENTERS + [f"tiktoken:{name}" for name in TIKTOKEN_ENCODINGS]
 
 
