@@ -69,7 +69,7 @@ def run_compare(
 
     from toklab import __version__
     from toklab.corpus import open_corpus
-    from toklab.progress import document_progress
+    from toklab.progress import document_progress, step_progress
     from toklab.segmenters import get_segmenters
 
     if threshold <= 0:
@@ -103,26 +103,16 @@ def run_compare(
     source_rows: list[dict[str, Any]] = []
     sources = [d.source for d in val]
     timings["encode"] = timings["measure"] = 0.0
-    for segmenter in loaded:
-        start = time.perf_counter()
-        ids = segmenter.encode_batch(texts)
-        seconds = time.perf_counter() - start
-        timings["encode"] += seconds
-        start = time.perf_counter()
-        lossless = segmenter.lossless
-        if lossless:
-            failures = sum(segmenter.decode(i) != t for i, t in zip(ids[:ROUND_TRIP_SAMPLE], texts[:ROUND_TRIP_SAMPLE]))
-            if failures:
-                lossless = False
-                notes.append(f"{segmenter.spec} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
-        row = {"segmenter": segmenter.spec, "kind": segmenter.kind, "lossless": lossless}
-        row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
-        row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
-        rows.append(row)
-        per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
-        for source, group in per_doc.groupby("source", sort=False):
-            source_rows.append({"segmenter": segmenter.spec, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())})
-        timings["measure"] += time.perf_counter() - start
+    with step_progress("encoding the validation split", len(loaded), enabled=progress) as step:
+        for segmenter in loaded:
+            step(segmenter.spec)
+            start = time.perf_counter()
+            row, by_source, row_notes, encode_seconds = _measure_one(segmenter, texts, stats, sources, threshold, shape)
+            timings["encode"] += encode_seconds
+            timings["measure"] += time.perf_counter() - start - encode_seconds
+            rows.append(row)
+            source_rows += by_source
+            notes += row_notes
 
     compressor_details: dict[str, str] = {}
     if compressors:
@@ -159,6 +149,31 @@ def run_compare(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes)
+
+
+def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: list[str], threshold: float, shape: ModelShape) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], float]:
+    """Encode the validation texts with one segmenter: its row, its per-source counts, notes, encode seconds."""
+    import pandas as pd
+
+    start = time.perf_counter()
+    ids = segmenter.encode_batch(texts)
+    seconds = time.perf_counter() - start
+    notes = []
+    lossless = segmenter.lossless
+    if lossless:
+        failures = sum(segmenter.decode(i) != t for i, t in zip(ids[:ROUND_TRIP_SAMPLE], texts[:ROUND_TRIP_SAMPLE]))
+        if failures:
+            lossless = False
+            notes.append(f"{segmenter.spec} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
+    row = {"segmenter": segmenter.spec, "kind": segmenter.kind, "lossless": lossless}
+    row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
+    row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
+    per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
+    by_source = [
+        {"segmenter": segmenter.spec, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())}
+        for source, group in per_doc.groupby("source", sort=False)
+    ]
+    return row, by_source, notes, seconds
 
 
 def _per_source_table(long: "pd.DataFrame") -> "pd.DataFrame":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -11,11 +12,32 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 stderr_console = Console(stderr=True)
 
 
+class DocumentCounter:
+    """Counts documents and bytes for a progress display; `flush()` shows the latest count at once."""
+
+    def __init__(self, bar: Progress | None = None, task: Any = None) -> None:
+        self.bar, self.task = bar, task
+        self.docs = self.bytes = 0
+        self._shown = 0.0
+
+    def __call__(self, n_bytes: int) -> None:
+        self.docs += 1
+        self.bytes += n_bytes
+        now = time.monotonic()
+        if self.bar is not None and now - self._shown >= 0.1:  # the display refreshes at 10 Hz anyway
+            self._shown = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, docs=self.docs, mb=self.bytes / 1e6)
+
+
 @contextlib.contextmanager
-def document_progress(description: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n_bytes)`, to call once per document; shows documents, MB and time elapsed."""
+def document_progress(description: str, enabled: bool = True) -> Iterator[DocumentCounter]:
+    """Yield a counter to call once per document with its size; shows documents, MB and time elapsed."""
     if not enabled:
-        yield lambda n_bytes: None
+        yield DocumentCounter()
         return
     columns = (
         SpinnerColumn(),
@@ -25,13 +47,26 @@ def document_progress(description: str, enabled: bool = True) -> Iterator[Callab
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=stderr_console, transient=True) as bar:
-        task = bar.add_task(description, total=None, docs=0, mb=0.0)
-        state = {"docs": 0, "bytes": 0}
+        yield DocumentCounter(bar, bar.add_task(description, total=None, docs=0, mb=0.0))
 
-        def advance(n_bytes: int) -> None:
-            state["docs"] += 1
-            state["bytes"] += n_bytes
-            if state["docs"] % 256 == 0:
-                bar.update(task, docs=state["docs"], mb=state["bytes"] / 1e6)
 
-        yield advance
+@contextlib.contextmanager
+def step_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Yield `step(label)`, to call as each of `total` steps starts; shows a bar with the current label."""
+    if not enabled:
+        yield lambda label: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[label]}"), TimeElapsedColumn())
+    with Progress(*columns, console=stderr_console, transient=True) as bar:
+        task = bar.add_task(description, total=total, label="")
+        started = [False]
+
+        def step(label: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, label=label)
+
+        yield step

@@ -74,6 +74,8 @@ def wrap(owner, name, key, before=None):
 t = time.perf_counter()
 import toklab.cli, toklab.comparison, toklab.reports, toklab.segmenters, toklab.segmenters.bpe, toklab.segmenters.sentencepiece as sp
 from toklab.corpus.corpus import Corpus
+
+from toklab.comparison import default_segmenters
 compare_module = toklab.comparison
 add("import toklab.cli", time.perf_counter() - t)
 
@@ -316,7 +318,7 @@ def main() -> None:
         f"- machine: {machine()}",
         f"- command: `python reports/benchmarks/compare_run.py{options}`",
         "- runs: `toklab compare` (default corpus) and `toklab compare --corpus ../shared/corpora/email`, default segmenters "
-        "(bytes, bpe:32k, unigram:32k, tiktoken gpt2, r50k_base, p50k_base, cl100k_base, o200k_base) and compressors (zstd-3, zstd-19, zstd-19-dict, 7z-lzma2, 7z-ppmd)",
+        f"({', '.join(default_segmenters())}) and compressors (zstd-3, zstd-19, zstd-19-dict, 7z-lzma2, 7z-ppmd)",
         "- method: each run is `python -m toklab compare ... --out <tmp>` in its own process under `/usr/bin/time -v` (wall from the parent's clock, peak RSS = its "
         "Maximum resident set size), TIKTOKEN_CACHE_DIR=../shared/tiktoken, a fresh empty TOKLAB_CACHE_DIR per corpus. 'cold': first run in that cache, so bpe:32k "
         "and unigram:32k are trained; 'warm': the runs after it, segmenters loaded from the cache. The default corpus is built first, by `toklab corpus build default` "

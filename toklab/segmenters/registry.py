@@ -185,6 +185,7 @@ def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "
             for doc in corpus.train():
                 advance(doc.n_bytes)
                 yield doc.text
+            advance.flush()  # the trainer may work on for a while after the last document
 
         segmenter = cls.train(texts(), vocab_size, **spec.options)
     if corpus.stats.documents == 0:
