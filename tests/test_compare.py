@@ -267,3 +267,18 @@ def test_split_specs_keeps_options_with_their_spec():
 
     assert split_specs("bytes,bpe:32k,regex=o200k,min_frequency=3,unigram:8k") == ["bytes", "bpe:32k,regex=o200k,min_frequency=3", "unigram:8k"]
     assert split_specs(["bytes", "entropy:target=4.5,order=3"]) == ["bytes", "entropy:target=4.5,order=3"]
+
+
+def test_terminal_tables_fit_80_columns_untruncated(tiny):
+    from rich.console import Console
+
+    from toklab.reports import main_tables, per_source_table
+
+    result = run_compare(str(tiny), ["bytes", "bpe:300,regex=gpt2"], val_fraction=0.3)
+    console = Console(width=80, record=True, file=io.StringIO())
+    for table in main_tables(result):
+        console.print(table)
+    console.print(per_source_table(result, top=6, width=80))
+    text = console.export_text()
+    assert "…" not in text
+    assert "bpe:300,regex=gpt2" in text and "7z-ppmd" in text and "worst source" in text

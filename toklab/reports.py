@@ -102,9 +102,15 @@ def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Ta
     """Bytes/token for the largest sources, as many as fit `width`, and each row's worst source."""
     per_source = result.per_source
     sources = [c for c in per_source.columns if c not in ("worst_source", "worst_bytes_per_token")]
-    name_width = max([len(str(s)) for s in per_source.index] + [9])
-    fits = max(1, (width - name_width - 24) // 9)
-    shown = sources[: min(top, fits)]
+    # Take sources while their columns fit beside the segmenter and worst-source columns.
+    budget = width - max([len(str(s)) for s in per_source.index] + [9]) - 1 - 30
+    shown: list[str] = []
+    for source in sources[:top]:
+        needed = max(len(part) for part in source.split("/", 1)) + 1  # the header wraps after the first '/'
+        if needed > budget and shown:
+            break
+        budget -= needed
+        shown.append(source)
     table = Table(title=f"bytes/token per source ({len(shown)} largest of {len(sources)}; all in per_source.csv)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("segmenter", no_wrap=True)
     for source in shown:
