@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from toklab.corpus import Corpus
 
-DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k"]
+DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k", "entropy:target=4.5"]
 TIKTOKEN_ENCODINGS = ["gpt2", "p50k_base", "cl100k_base", "o200k_base"]  # r50k_base is gpt2 under another name
 COLUMNS = [
     "segmenter", "kind", "vocab_size", "tokens_per_char", "chars_per_token", "bytes_per_token", "tokens_per_word",
@@ -42,7 +42,7 @@ class CompareResult:
 
 
 def default_segmenters() -> list[str]:
-    """bytes, bpe:32k, unigram:32k and every distinct tiktoken encoding (unavailable ones are skipped)."""
+    """bytes, bpe:32k, unigram:32k, entropy patches and every distinct tiktoken encoding (unavailable ones are skipped)."""
     return DEFAULT_SEGMENTERS + [f"tiktoken:{name}" for name in TIKTOKEN_ENCODINGS]
 
 
@@ -131,7 +131,8 @@ def run_compare(
             compressor_details[c.name] = c.detail
         timings["compressors"] = time.perf_counter() - start
 
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    extras = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in COLUMNS]
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS + extras)
     per_source = _per_source_table(pd.DataFrame(source_rows))
     meta = {
         "corpus": corpus.spec,
@@ -167,6 +168,9 @@ def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: li
             notes.append(f"{segmenter.spec} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
     row = {"segmenter": segmenter.spec, "kind": segmenter.kind, "lossless": lossless}
     row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
+    extra = getattr(segmenter, "extra_measures", None)  # kind-specific columns, e.g. patch lengths
+    if extra is not None:
+        row.update(extra(texts))
     row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
     per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
     by_source = [

@@ -74,6 +74,14 @@ def caption(result: CompareResult) -> str:
     )
 
 
+# Columns some kinds add (see Segmenter.extra_measures); shown in a third table when present.
+EXTRA_SHOWN: dict[str, tuple[str, Formatter]] = {
+    "mean_patch_bytes": ("mean\npatch B", _num(2)),
+    "median_patch_bytes": ("median\npatch B", _num(1)),
+    "max_patch_bytes": ("max\npatch B", _int),
+    "model_bits_per_byte": ("model\nbits/byte", _num(3)),
+}
+
 # The terminal shows the columns in two tables so that each fits an 80-column terminal.
 TERMINAL_GROUPS = {
     "compression": ["segmenter", "vocab_size", "tokens_per_char", "bytes_per_token", "tokens_per_word", "bits_per_byte", "lossless"],
@@ -94,6 +102,17 @@ def main_tables(result: CompareResult) -> list[Table]:
                 continue
             style = "cyan" if record["kind"] == "compressor" else ("bold red" if not record["lossless"] else None)
             table.add_row(*[Text(SHOWN[c][1](record.get(c))) for c in columns], style=style)
+        tables.append(table)
+    extras = [c for c in EXTRA_SHOWN if c in result.table.columns]
+    if extras:
+        table = Table(title="compare: entropy patches", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                      caption="model bits/byte: the entropy model's own cross-entropy on the validation split", caption_justify="left")
+        table.add_column("segmenter", no_wrap=True)
+        for column in extras:
+            table.add_column(EXTRA_SHOWN[column][0], justify="right")
+        for record in result.table.to_dict(orient="records"):
+            if not all(isinstance(record.get(c), float) and math.isnan(record[c]) for c in extras):
+                table.add_row(Text(record["segmenter"]), *[Text(EXTRA_SHOWN[c][1](record.get(c))) for c in extras])
         tables.append(table)
     return tables
 
@@ -123,11 +142,12 @@ def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Ta
 
 
 def markdown(result: CompareResult) -> str:
-    header = "| " + " | ".join(h.replace("\n", "") for h, _ in SHOWN.values()) + " |"
-    rule = "|" + "|".join("---" if c == "segmenter" else "---:" for c in SHOWN) + "|"
+    shown = {**SHOWN, **{c: f for c, f in EXTRA_SHOWN.items() if c in result.table.columns}}
+    header = "| " + " | ".join(h.replace("\n", " ").replace("/ ", "/") for h, _ in shown.values()) + " |"
+    rule = "|" + "|".join("---" if c == "segmenter" else "---:" for c in shown) + "|"
     lines = ["# toklab compare", "", header, rule]
     for record in result.table.to_dict(orient="records"):
-        lines.append("| " + " | ".join(fmt(record.get(c)) for c, (_, fmt) in SHOWN.items()) + " |")
+        lines.append("| " + " | ".join(fmt(record.get(c)) for c, (_, fmt) in shown.items()) + " |")
     lines += ["", caption(result)]
     if result.meta.get("compressors"):
         lines += ["", "Compressors:"] + [f"- {name}: {detail}" for name, detail in result.meta["compressors"].items()]

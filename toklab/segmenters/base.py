@@ -39,6 +39,7 @@ class Segmenter:
 
     kind: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
+    default_vocab_size: ClassVar[int | None] = None  # trainable kinds whose spec may omit the size
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "spm": "toklab.segmenters.sentencepiece:SentencePieceFileSegmenter",
     "tiktoken": "toklab.segmenters.pretrained:TiktokenSegmenter",
     "hf": "toklab.segmenters.pretrained:HFTokenizerSegmenter",
+    "entropy": "toklab.segmenters.entropy:EntropySegmenter",
 }
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$", re.IGNORECASE)
 
@@ -43,8 +44,8 @@ class Spec:
     options: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        parts = [f"{self.kind}:{self.arg}" if self.arg is not None else self.kind]
-        return ",".join(parts + [f"{k}={v}" for k, v in sorted(self.options.items())])
+        items = ([self.arg] if self.arg is not None else []) + [f"{k}={v}" for k, v in sorted(self.options.items())]
+        return f"{self.kind}:{','.join(items)}" if items else self.kind
 
 
 def parse_spec(text: str) -> Spec:
@@ -94,6 +95,13 @@ def parse_vocab_size(text: str | None, spec: str) -> int:
     return int(value)
 
 
+def training_vocab_size(cls: type[Segmenter], parsed: Spec, spec: str) -> int:
+    """The vocabulary size a trainable spec asks for, or its kind's default when it names none."""
+    if parsed.arg is None and cls.default_vocab_size is not None:
+        return cls.default_vocab_size
+    return parse_vocab_size(parsed.arg, spec)
+
+
 def available_kinds() -> dict[str, str]:
     """Kind name -> 'module:Class', built-in kinds first, then the `toklab.segmenters` entry points."""
     kinds = dict(BUILTIN)
@@ -141,7 +149,7 @@ def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = Tr
             segmenter.params.setdefault("arg", parsed.arg)
         segmenter._spec = str(parsed)
         return segmenter
-    vocab_size = parse_vocab_size(parsed.arg, spec)
+    vocab_size = training_vocab_size(cls, parsed, spec)
     if corpus is None:
         from toklab.corpus import open_corpus
 
@@ -165,8 +173,9 @@ def get_segmenters(specs: list[str], corpus: "Corpus | None" = None, *, progress
     for spec in specs:
         if not (Path(spec).expanduser() / MANIFEST).is_file():
             parsed = parse_spec(spec)
-            if segmenter_class(parsed.kind).trainable:
-                parse_vocab_size(parsed.arg, spec)
+            cls = segmenter_class(parsed.kind)
+            if cls.trainable:
+                training_vocab_size(cls, parsed, spec)
     segmenters, notes = [], []
     for spec in specs:
         try:

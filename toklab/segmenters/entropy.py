@@ -1,0 +1,260 @@
+"""`entropy:...`: BLT-style entropy patches, with a patch vocabulary so they can also be token ids.
+
+A byte-level model (a smoothed n-gram by default, `model=transformer` for a small causal
+transformer) predicts every next byte; a patch starts where it is uncertain (see patching.py).
+The threshold is given (`theta=1.3`) or calibrated by bisection so that patches on held-out
+train-split text average `target` bytes (`target=4.5`, the default).
+
+Patches are open-vocabulary. For token ids, the `V - 257` most frequent multi-byte patches of the
+train split get ids of their own; any other patch is spelled with byte ids 0-255, so encoding
+stays lossless. Spec: `entropy[:V][,target=4.5|theta=T][,rule=global|monotonic|both]
+[,relative=R][,max_len=N][,split_utf8=1][,model=ngram|transformer][,order=4][,smoothing=...]`.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from toklab.errors import ToklabError
+from toklab.segmenters.base import EOT, Segmenter
+from toklab.segmenters.entropy_models import NgramEntropyModel
+from toklab.segmenters.patching import RULES, calibrate, patch_lengths, patch_starts
+
+OPTIONS = {
+    "target", "theta", "rule", "relative", "max_len", "split_utf8", "model", "order", "smoothing",
+    "steps", "context", "calibration_bytes", "max_train_bytes",
+}  # fmt: skip
+DEFAULT_TARGET = 4.5
+SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together by the n-gram model
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(options: dict[str, str], name: str, kind: type, default: Any = None) -> Any:
+    if name not in options:
+        return default
+    try:
+        return kind(options[name])
+    except ValueError:
+        raise ToklabError(f"entropy option {name}={options[name]!r} is not a {kind.__name__}") from None
+
+
+def _transformer_model() -> Any:
+    try:
+        from toklab.segmenters.entropy_transformer import TransformerEntropyModel
+    except ImportError as exc:
+        raise ToklabError(f"the transformer entropy model is not available: {exc}") from None
+    return TransformerEntropyModel
+
+
+def _load_model(kind: str, directory: Path) -> Any:
+    if kind == "ngram":
+        return NgramEntropyModel.load(directory)
+    return _transformer_model().load(directory)
+
+
+class EntropySegmenter(Segmenter):
+    kind = "entropy"
+    trainable = True
+    default_vocab_size = 32000
+
+    def __init__(self, model: Any, theta: float, rule: str, patches: list[bytes], *, relative: float = 0.0,
+                 max_len: int | None = None, split_utf8: bool = False, params: dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.model, self.theta, self.rule = model, theta, rule
+        self.relative, self.max_len, self.split_utf8 = relative, max_len, split_utf8
+        self._pieces = [bytes([b]) for b in range(256)] + list(patches) + [b""]
+        self._ids = {piece: 256 + i for i, piece in enumerate(patches)}
+
+    # --- patching ---------------------------------------------------------------------------------
+
+    def _scores(self, docs: Sequence[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(entropy, surprisal) per document; the n-gram model scores many documents per call."""
+        if isinstance(self.model, NgramEntropyModel):
+            out: list[tuple[np.ndarray, np.ndarray]] = []
+            batch: list[bytes] = []
+            size = 0
+            for doc in docs:
+                batch.append(doc)
+                size += len(doc)
+                if size >= SCORE_CHUNK_BYTES:
+                    out += self.model.score_batch(batch)
+                    batch, size = [], 0
+            return out + (self.model.score_batch(batch) if batch else [])
+        return [(self.model.entropies(d), np.zeros(0)) for d in docs]
+
+    def _starts(self, entropy: np.ndarray, data: bytes) -> np.ndarray:
+        return patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
+
+    def patches(self, text: str) -> list[bytes]:
+        """The raw (open-vocabulary) patches of `text`, as bytes."""
+        data = text.encode("utf-8")
+        return _cut(data, self._starts(self._scores([data])[0][0], data))
+
+    def _ids_of(self, data: bytes, starts: np.ndarray) -> list[int]:
+        ids: list[int] = []
+        for piece in _cut(data, starts):
+            token = self._ids.get(piece)
+            if token is None:
+                ids.extend(piece)  # byte fallback keeps any patch representable
+            else:
+                ids.append(token)
+        return ids
+
+    # --- the segmenter interface ------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._pieces)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {EOT: len(self._pieces) - 1}
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        if not isinstance(self.model, NgramEntropyModel):
+            return super().encode_batch(texts, workers)
+        docs = [t.encode("utf-8") for t in texts]  # the n-gram model is vectorised over documents
+        return [self._ids_of(d, self._starts(e, d)) for d, (e, _) in zip(docs, self._scores(docs))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self._pieces[i] for i in ids).decode("utf-8", errors="replace")
+
+    def _byte_lengths(self) -> np.ndarray:
+        return np.array([len(p) for p in self._pieces], dtype=np.int64)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._pieces[token_id]
+
+    def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
+        """Raw patch lengths and the entropy model's own bits-per-byte (its cross-entropy)."""
+        docs = [t.encode("utf-8") for t in texts]
+        scores = self._scores(docs)
+        lengths = np.concatenate([patch_lengths(self._starts(e, d)) for d, (e, _) in zip(docs, scores) if len(d)] or [np.zeros(0)])
+        n_bytes = sum(len(d) for d in docs)
+        if isinstance(self.model, NgramEntropyModel):
+            bits = sum(float(s.sum()) for _, s in scores)
+        else:
+            bits = sum(self.model.bits(d) for d in docs)
+        return {
+            "mean_patch_bytes": float(lengths.mean()) if len(lengths) else float("nan"),
+            "median_patch_bytes": float(np.median(lengths)) if len(lengths) else float("nan"),
+            "max_patch_bytes": float(lengths.max()) if len(lengths) else float("nan"),
+            "model_bits_per_byte": bits / n_bytes if n_bytes else float("nan"),
+        }
+
+    # --- training ---------------------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "EntropySegmenter":
+        unknown = set(options) - OPTIONS
+        if unknown:
+            raise ToklabError(f"unknown entropy option(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
+        if "target" in options and "theta" in options:
+            raise ToklabError("give entropy either target= (calibrated) or theta= (fixed), not both")
+        if vocab_size < 258:
+            raise ToklabError(f"entropy patch vocabulary must be at least 258 (256 bytes, <|endoftext|>, a patch), got {vocab_size}")
+        rule = options.get("rule", "global")
+        if rule not in RULES:
+            raise ToklabError(f"unknown patching rule '{rule}' (use {', '.join(RULES)})")
+        model_kind = options.get("model", "ngram")
+        if model_kind not in ("ngram", "transformer"):
+            raise ToklabError(f"unknown entropy model '{model_kind}' (use ngram or transformer)")
+        target = _number(options, "target", float, None if "theta" in options else DEFAULT_TARGET)
+        max_len = _number(options, "max_len", int)
+        if max_len is not None and max_len < 1:
+            raise ToklabError(f"max_len must be at least 1, got {max_len}")
+        rule_options = {"rule": rule, "relative": _number(options, "relative", float, 0.0), "max_len": max_len, "split_utf8": _truthy(options.get("split_utf8", "0"))}
+
+        docs, total = [], 0
+        max_train = _number(options, "max_train_bytes", int, 64 * 2**20)
+        for text in texts:
+            data = text.encode("utf-8")
+            if data:
+                docs.append(data)
+                total += len(data)
+            if total >= max_train:
+                break
+        if not docs:
+            raise ToklabError("cannot train entropy patching: no training text")
+        # Calibrate on every 10th document, held out from the entropy model, so that theta is set on
+        # entropies like those of unseen text rather than on text the model has memorised.
+        held_out = docs[::10] if len(docs) >= 10 else docs
+        fit = [d for i, d in enumerate(docs) if i % 10] if len(docs) >= 10 else docs
+        if model_kind == "ngram":
+            model: Any = NgramEntropyModel.train(fit, order=_number(options, "order", int, 4), smoothing=options.get("smoothing", "interpolated"))
+        else:
+            model = _transformer_model().train(
+                (d.decode("utf-8", errors="replace") for d in fit),
+                **{k: _number(options, k, int) for k in ("steps", "context") if k in options},
+            )
+        segmenter = cls(model, 0.0, params={}, patches=[], **rule_options)
+        calibration_cap = _number(options, "calibration_bytes", int, 8 * 2**20)
+        sample, size = [], 0
+        for d in held_out:
+            if size >= calibration_cap:
+                break
+            sample.append(d)
+            size += len(d)
+        entropies = [e for e, _ in segmenter._scores(sample)]
+        arrays = [np.frombuffer(d, dtype=np.uint8) for d in sample]
+        if target is not None:
+            theta, achieved = calibrate(entropies, arrays, target, **rule_options)
+        else:
+            theta = _number(options, "theta", float)
+            achieved = sum(map(len, sample)) / sum(int(segmenter._starts(e, d).sum()) for e, d in zip(entropies, sample))
+        segmenter.theta = theta
+
+        counts: collections.Counter[bytes] = collections.Counter()
+        for d, (e, _) in zip(docs, segmenter._scores(docs)):
+            counts.update(_cut(d, segmenter._starts(e, d)))
+        n_patches, n_bytes = sum(counts.values()), sum(len(p) * c for p, c in counts.items())
+        multi = [(p, c) for p, c in counts.most_common() if len(p) > 1]
+        chosen = [p for p, _ in multi[: vocab_size - 257]]
+        chosen_set = set(chosen)
+        covered = [(p, c) for p, c in counts.items() if len(p) == 1 or p in chosen_set]
+        params = {
+            "theta": theta,
+            "target": target,
+            "calibration_bytes_per_patch": achieved,
+            "model": model_kind,
+            **{k: v for k, v in model.params.items()},
+            **rule_options,
+            "patch_coverage": sum(c for _, c in covered) / n_patches,
+            "byte_coverage": sum(len(p) * c for p, c in covered) / n_bytes,
+            "distinct_patches": len(counts),
+        }
+        return cls(model, theta, patches=chosen, params=params, **rule_options)
+
+    # --- saving -----------------------------------------------------------------------------------
+
+    def _save_files(self, directory: Path) -> None:
+        self.model.save(directory)
+        config = {"model": self.model.kind, "theta": self.theta, "rule": self.rule, "relative": self.relative, "max_len": self.max_len, "split_utf8": self.split_utf8}
+        (directory / "entropy.json").write_text(json.dumps(config) + "\n")
+        patches = self._pieces[256:-1]
+        (directory / "patches.txt").write_text("".join(base64.b64encode(p).decode() + "\n" for p in patches))
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: dict[str, Any]) -> "EntropySegmenter":
+        config = json.loads((directory / "entropy.json").read_text())
+        patches = [base64.b64decode(line) for line in (directory / "patches.txt").read_text().split()]
+        model = _load_model(config.pop("model"), directory)
+        theta, rule = config.pop("theta"), config.pop("rule")
+        return cls(model, theta, rule, patches, params=manifest.get("params"), **config)
+
+
+def _cut(data: bytes, starts: np.ndarray) -> list[bytes]:
+    positions = np.flatnonzero(starts).tolist()
+    return [data[s:e] for s, e in zip(positions, positions[1:] + [len(data)])]

@@ -1,0 +1,198 @@
+"""Byte-level entropy models for entropy patching: a smoothed byte n-gram model (the default).
+
+A model gives, at every position t of a byte string, the entropy in bits of its predicted
+distribution over byte t given the bytes before it (within the same document), and the
+surprisal -log2 p(actual byte), whose sum is the model's cross-entropy.
+
+The n-gram model counts every (context, next byte) pair of the training bytes with numpy,
+contexts of up to order-1 bytes packed into integers. Its distributions use Witten-Bell
+smoothing, level by level from a uniform distribution over 256 bytes:
+- interpolated: P_k(b|c) = (C(c,b) + T(c) P_{k-1}(b|c')) / (C(c) + T(c))
+- backoff:      P_k(b|c) = C(c,b) / (C(c) + T(c)) for seen b; the rest, T(c) / (C(c) + T(c)),
+                spread over unseen bytes in proportion to P_{k-1}
+where C(c) counts context c, T(c) the distinct bytes seen after it, and c' drops c's oldest byte.
+Contexts unseen in training fall back to the shorter context.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from toklab.errors import ToklabError
+
+MAX_ORDER = 7  # a context of 6 bytes and the next byte pack into 56 bits
+SMOOTHINGS = ("interpolated", "backoff")
+COUNT_CHUNK_BYTES = 16 * 2**20
+SCORE_BATCH = 4096  # unique contexts whose 256-way distributions are built at once
+
+
+def _as_array(data: bytes | np.ndarray) -> np.ndarray:
+    return data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+
+
+def _contexts(x: np.ndarray, k: int) -> np.ndarray:
+    """For t in [k, n): the k bytes before t packed into an int64, the nearest byte lowest."""
+    n = len(x)
+    ctx = np.zeros(max(n - k, 0), dtype=np.int64)
+    for i in range(1, k + 1):
+        ctx |= x[k - i : n - i].astype(np.int64) << (8 * (i - 1))
+    return ctx
+
+
+class NgramEntropyModel:
+    """A smoothed byte n-gram model: order n uses contexts of up to n-1 bytes."""
+
+    kind = "ngram"
+
+    def __init__(self, order: int, smoothing: str, tables: list[dict[str, np.ndarray]]) -> None:
+        self.order = order
+        self.smoothing = smoothing
+        self.tables = tables  # per context length k: keys (ctx<<8|byte), counts, contexts, totals, types
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"order": self.order, "smoothing": self.smoothing}
+
+    @classmethod
+    def train(cls, docs: Iterable[bytes], order: int = 4, smoothing: str = "interpolated") -> "NgramEntropyModel":
+        if not 1 <= order <= MAX_ORDER:
+            raise ToklabError(f"n-gram order must be between 1 and {MAX_ORDER}, got {order}")
+        if smoothing not in SMOOTHINGS:
+            raise ToklabError(f"unknown smoothing '{smoothing}' (use {' or '.join(SMOOTHINGS)})")
+        partial: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(order)]
+        chunk: list[bytes] = []
+        size = 0
+
+        def count(chunk: list[bytes]) -> None:
+            for k in range(order):
+                keys = [(_contexts(x, k) << 8) | x[k:].astype(np.int64) for x in map(_as_array, chunk) if len(x) > k]
+                if keys:
+                    unique, counts = np.unique(np.concatenate(keys), return_counts=True)
+                    partial[k].append((unique, counts))
+                if len(partial[k]) > 8:  # merge now and then so memory follows the distinct n-grams, not the text
+                    partial[k] = [_merge(partial[k])]
+
+        for doc in docs:
+            chunk.append(doc)
+            size += len(doc)
+            if size >= COUNT_CHUNK_BYTES:
+                count(chunk)
+                chunk, size = [], 0
+        if chunk:
+            count(chunk)
+        if not partial[0]:
+            raise ToklabError("cannot train an n-gram entropy model: no training text")
+        tables = []
+        for k in range(order):
+            keys, counts = _merge(partial[k]) if partial[k] else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            contexts, first, types = np.unique(keys >> 8, return_index=True, return_counts=True)
+            totals = np.add.reduceat(counts, first) if len(counts) else np.zeros(0, np.int64)
+            tables.append({"keys": keys, "counts": counts, "contexts": contexts, "totals": totals, "types": types})
+        return cls(order, smoothing, tables)
+
+    # --- scoring --------------------------------------------------------------------------------
+
+    def score(self, data: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(entropy, surprisal) in bits at every position of one document."""
+        return self.score_batch([data])[0] if len(data) else (np.zeros(0), np.zeros(0))
+
+    def entropies(self, data: bytes | np.ndarray) -> np.ndarray:
+        return self.score(data)[0]
+
+    def bits(self, data: bytes | np.ndarray) -> float:
+        """Cross-entropy of `data` under the model, in bits."""
+        return float(self.score(data)[1].sum())
+
+    def score_batch(self, docs: Sequence[bytes | np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Score many documents at once; each keeps its own context (none crosses a document start)."""
+        arrays = [_as_array(d) for d in docs]
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        if lengths.sum() == 0:
+            return [(np.zeros(0), np.zeros(0)) for _ in arrays]
+        x = np.concatenate(arrays)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        level = np.minimum(np.arange(len(x)) - starts, self.order - 1)  # context bytes available at t
+        ctx = np.zeros(len(x), dtype=np.int64)
+        for i in range(1, self.order):
+            shifted = np.zeros(len(x), dtype=np.int64)
+            shifted[i:] = x[:-i].astype(np.int64)
+            ctx |= np.where(level >= i, shifted, 0) << (8 * (i - 1))
+        unique, inverse = np.unique((ctx << 3) | level, return_inverse=True)
+        entropy = np.empty(len(unique))
+        surprisal = np.empty(len(x))
+        order_rows = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order_rows], np.arange(len(unique) + 1))
+        for lo in range(0, len(unique), SCORE_BATCH):
+            hi = min(lo + SCORE_BATCH, len(unique))
+            dist = self._distributions(unique[lo:hi] >> 3, (unique[lo:hi] & 7).astype(np.int64))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                entropy[lo:hi] = -np.where(dist > 0, dist * np.log2(dist), 0.0).sum(axis=1)
+            rows = order_rows[bounds[lo] : bounds[hi]]
+            surprisal[rows] = -np.log2(dist[inverse[rows] - lo, x[rows]])
+        ent = entropy[inverse]
+        out, offset = [], 0
+        for n in lengths:
+            out.append((ent[offset : offset + n], surprisal[offset : offset + n]))
+            offset += n
+        return out
+
+    def _distributions(self, ctx: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Next-byte distributions (rows of 256) for packed contexts with `level` bytes each."""
+        dist = np.full((len(ctx), 256), 1.0 / 256)
+        for k in range(self.order):
+            table = self.tables[k]
+            contexts = table["contexts"]
+            if len(contexts) == 0:
+                continue
+            sub = ctx & ((1 << (8 * k)) - 1)
+            where = np.minimum(np.searchsorted(contexts, sub), len(contexts) - 1)
+            found = (level >= k) & (contexts[where] == sub)
+            if not found.any():
+                continue
+            rows = np.flatnonzero(found)
+            total = table["totals"][where[rows]].astype(np.float64)
+            types = table["types"][where[rows]].astype(np.float64)
+            counts = np.zeros((len(rows), 256))
+            lo = np.searchsorted(table["keys"], sub[rows] << 8)
+            n_seen = table["types"][where[rows]]
+            idx = np.repeat(lo - np.cumsum(n_seen) + n_seen, n_seen) + np.arange(n_seen.sum())
+            counts[np.repeat(np.arange(len(rows)), n_seen), table["keys"][idx] & 255] = table["counts"][idx]
+            lower = dist[rows]
+            denominator = (total + types)[:, None]
+            if self.smoothing == "interpolated":
+                dist[rows] = (counts + types[:, None] * lower) / denominator
+            else:
+                seen = counts > 0
+                unseen_lower = np.where(seen, 0.0, lower)
+                leftover = unseen_lower.sum(axis=1, keepdims=True)
+                spread = np.divide(unseen_lower, leftover, out=np.zeros_like(lower), where=leftover > 0) * (types[:, None] / denominator)
+                dist[rows] = np.where(seen, counts / denominator, spread)
+        return dist
+
+    # --- saving ---------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        arrays = {f"{name}_{k}": table[name] for k, table in enumerate(self.tables) for name in table}
+        np.savez_compressed(directory / "ngram.npz", **arrays)
+        (directory / "ngram.json").write_text(json.dumps(self.params) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> "NgramEntropyModel":
+        try:
+            params = json.loads((directory / "ngram.json").read_text())
+            with np.load(directory / "ngram.npz") as arrays:
+                tables = [{name: arrays[f"{name}_{k}"] for name in ("keys", "counts", "contexts", "totals", "types")} for k in range(params["order"])]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ToklabError(f"cannot load the n-gram model in {directory}: {exc}") from None
+        return cls(params["order"], params["smoothing"], tables)
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.concatenate([k for k, _ in parts])
+    counts = np.concatenate([c for _, c in parts])
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
