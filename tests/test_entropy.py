@@ -228,3 +228,16 @@ def test_compare_adds_patch_columns(small_corpus):
         assert column in table.columns
         assert math.isnan(table.loc["bytes", column]) and table.loc["entropy:4k,target=4", column] > 0
     assert table.loc["entropy:4k,target=4", "bytes_per_token"] <= table.loc["entropy:4k,target=4", "mean_patch_bytes"]
+
+
+def test_transformer_entropy_model_through_the_segmenter(small_corpus, tmp_path):
+    spec = "entropy:1k,target=3,model=transformer,steps=40,context=32,d_model=32,n_layer=1,n_head=2"
+    seg = get_segmenter(spec, toklab.open_corpus("default", max_bytes=300_000), cache=False)
+    assert seg.params["model"] == "transformer" and seg.params["calibration_bytes_per_patch"] == pytest.approx(3, rel=0.02)
+    texts = TRICKY + ["A longer sentence, so that the transformer has to slide its window over it. " * 3]
+    ids = seg.encode_batch(texts)
+    assert [seg.decode(i) for i in ids] == texts
+    measured = seg.extra_measures(texts)
+    assert 0 < measured["model_bits_per_byte"] < 9 and measured["mean_patch_bytes"] > 1
+    seg.save(tmp_path / "t")
+    assert load_segmenter(tmp_path / "t").encode_batch(texts) == ids

@@ -28,7 +28,7 @@ from toklab.segmenters.patching import RULES, calibrate, patch_lengths, patch_st
 
 OPTIONS = {
     "target", "theta", "rule", "relative", "max_len", "split_utf8", "model", "order", "smoothing",
-    "steps", "context", "calibration_bytes", "max_train_bytes",
+    "steps", "context", "n_layer", "n_head", "d_model", "calibration_bytes", "max_train_bytes",
 }  # fmt: skip
 DEFAULT_TARGET = 4.5
 SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together by the n-gram model
@@ -89,7 +89,7 @@ class EntropySegmenter(Segmenter):
                     out += self.model.score_batch(batch)
                     batch, size = [], 0
             return out + (self.model.score_batch(batch) if batch else [])
-        return [(self.model.entropies(d), np.zeros(0)) for d in docs]
+        return [(e, np.zeros(0)) for e in self.model.entropies_batch(list(docs))]
 
     def _starts(self, entropy: np.ndarray, data: bytes) -> np.ndarray:
         return patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
@@ -123,9 +123,8 @@ class EntropySegmenter(Segmenter):
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
-        if not isinstance(self.model, NgramEntropyModel):
-            return super().encode_batch(texts, workers)
-        docs = [t.encode("utf-8") for t in texts]  # the n-gram model is vectorised over documents
+        # Both entropy models score many documents per call (numpy, or torch batches), so no process pool.
+        docs = [t.encode("utf-8") for t in texts]
         return [self._ids_of(d, self._starts(e, d)) for d, (e, _) in zip(docs, self._scores(docs))]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -197,7 +196,7 @@ class EntropySegmenter(Segmenter):
         else:
             model = _transformer_model().train(
                 (d.decode("utf-8", errors="replace") for d in fit),
-                **{k: _number(options, k, int) for k in ("steps", "context") if k in options},
+                **{k: _number(options, k, int) for k in ("steps", "context", "n_layer", "n_head", "d_model") if k in options},
             )
         segmenter = cls(model, 0.0, params={}, patches=[], **rule_options)
         calibration_cap = _number(options, "calibration_bytes", int, 8 * 2**20)

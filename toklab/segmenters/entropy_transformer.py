@@ -1,0 +1,497 @@
+"""A small causal byte-level transformer that scores how predictable each next byte is.
+
+This is the learned entropy model behind the BLT-style entropy-patch segmenter: it predicts
+the next byte of a text, and where it is unsure (high entropy) a new patch starts.
+The model is in the spirit of nanoGPT's model.py: a dataclass config, pre-LayerNorm blocks,
+learned positions, causal self-attention, Linear layers without bias, and an output head
+tied to the byte embedding.
+
+Conventions:
+
+* Start byte. Training joins the documents into one stream, each preceded by a NUL byte
+  (START_BYTE, 0x00), and a share of every batch starts exactly at a document start. At
+  inference the model reads START_BYTE followed by data[:-1], so the prediction for data[0]
+  is "the first byte of a document"; entry t is conditioned on data[:t] and nothing else.
+* Windowing. A text of n bytes is read as the n inputs START_BYTE + data[:-1]. Up to
+  `context` inputs run as one window. Longer texts run as windows of exactly `context`
+  inputs that advance by context/2: the first window scores its positions, every later
+  one scores only its last half (the final one is aligned to the end of the text), so
+  every position after the first window sees at least context/2 bytes to its left.
+  Windows from one or many texts are batched together, and the last layer runs only the
+  positions a window scores (the others are still its keys).
+* Numbers are computed in float32 under torch.inference_mode and returned as float64.
+
+Objects are picklable: the weights travel as a CPU state_dict and are rebuilt on unpickling
+(on the original device when it is available there, otherwise on the CPU). torch uses every
+core for one call; in a process pool, give each worker torch.set_num_threads(1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from toklab.errors import ToklabError
+
+VOCAB = 256  # bytes
+START_BYTE = 0  # precedes every document in training; the only input before data[0]
+WEIGHTS_FILE = "transformer.pt"
+PARAMS_FILE = "transformer.json"
+DOC_START_SHARE = 8  # one row in this many of each training batch starts at a document start
+TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}  # inputs per inference forward pass (CPU: cache-sized)
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TransformerConfig:
+    n_layer: int = 2
+    n_head: int = 4
+    d_model: int = 128
+    context: int = 256
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        for name in ("n_layer", "n_head", "d_model", "context"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ToklabError(f"transformer {name} must be an integer, not {value!r}")
+        if self.n_layer < 1:
+            raise ToklabError(f"transformer n_layer must be at least 1, not {self.n_layer}")
+        if self.n_head < 1:
+            raise ToklabError(f"transformer n_head must be at least 1, not {self.n_head}")
+        if self.d_model < 1 or self.d_model % self.n_head:
+            raise ToklabError(f"transformer d_model ({self.d_model}) must be a positive multiple of n_head ({self.n_head})")
+        if self.context < 2:
+            raise ToklabError(f"transformer context must be at least 2 bytes, not {self.context}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ToklabError(f"transformer dropout must be in [0, 1), not {self.dropout}")
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """Attention outputs of the final `last` positions (all when None); every position is a key."""
+        B, T, C = x.shape
+        L = T if last is None else min(last, T)
+        if L == T:
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            mask = None
+        else:  # queries for the tail only; the causal mask is aligned to the bottom right
+            w_q, w_kv = self.c_attn.weight.split([C, 2 * C])
+            q = F.linear(x[:, T - L:], w_q)
+            k, v = F.linear(x, w_kv).split(C, dim=2)
+            mask = torch.ones(L, T, dtype=torch.bool, device=x.device).tril(T - L)
+        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (k, v))
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, L, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=False)
+        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """The block's outputs at the final `last` positions (all when None)."""
+        x = (x if last is None else x[:, -last:]) + self.attn(self.ln_1(x), last)
+        return x + self.mlp(self.ln_2(x))
+
+
+class ByteTransformer(nn.Module):
+    """Bytes (B, T) -> next-byte logits (B, T, 256). The head shares the byte embedding's weights;
+    the Linear layers have no bias (nanoGPT's bias=False: a little faster, no worse)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        config.check()
+        self.config = config
+        self.wte = nn.Embedding(VOCAB, config.d_model)
+        self.wpe = nn.Embedding(config.context, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, VOCAB, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled residual projections, as in GPT-2
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden(self, idx: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """The final (normalised) hidden states (B, T, d_model) for byte ids (B, T), or only
+        those of the final `last` positions (B, last, d_model), which skips some of the work."""
+        T = idx.shape[1]
+        if T > self.config.context:
+            raise ValueError(f"sequence of {T} is longer than the context of {self.config.context}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.ln_f(self.blocks[-1](x, last))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden(idx))
+
+
+# --- the entropy model -----------------------------------------------------------------------
+
+
+def _default_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ToklabError(f"unknown torch device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ToklabError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return dev
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", errors="surrogateescape")  # undoes a surrogateescape decode
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, str):
+        return _utf8(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise ToklabError(f"the entropy model reads bytes or str, not {type(data).__name__}")
+
+
+class TransformerEntropyModel:
+    """Next-byte entropies and cross-entropy of text under a small trained byte transformer."""
+
+    kind = "transformer"
+
+    def __init__(self, model: ByteTransformer, params: dict[str, Any], device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.params = dict(params)
+        self.device = device
+
+    @property
+    def config(self) -> TransformerConfig:
+        return self.model.config
+
+    @property
+    def context(self) -> int:
+        return self.model.config.context
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"<TransformerEntropyModel n_layer={c.n_layer} d_model={c.d_model} context={c.context} on {self.device}>"
+
+    # --- training ------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        *,
+        steps: int = 300,
+        batch_size: int = 32,
+        context: int = 256,
+        n_layer: int = 2,
+        n_head: int = 4,
+        d_model: int = 128,
+        lr: float = 3e-3,
+        seed: int = 0,
+        max_train_bytes: int = 20_000_000,
+        dropout: float = 0.0,
+        device: str | None = None,
+    ) -> "TransformerEntropyModel":
+        """Train on random windows of `context`+1 bytes of `texts` (str, or bytes) with AdamW
+        (warm-up, then cosine decay to lr/10). Reads at most `max_train_bytes` of text; each
+        document is preceded by START_BYTE. Deterministic for a given seed on the CPU."""
+        config = TransformerConfig(n_layer=n_layer, n_head=n_head, d_model=d_model, context=context, dropout=dropout)
+        config.check()
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("max_train_bytes", max_train_bytes), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ToklabError(f"transformer {name} must be an integer, not {value!r}")
+        if steps < 1:
+            raise ToklabError(f"transformer steps must be at least 1, not {steps}")
+        if batch_size < 1:
+            raise ToklabError(f"transformer batch_size must be at least 1, not {batch_size}")
+        if max_train_bytes < 1:
+            raise ToklabError(f"transformer max_train_bytes must be at least 1, not {max_train_bytes}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ToklabError(f"transformer lr must be a positive number, not {lr!r}")
+        dev = _default_device(device)
+
+        stream, doc_starts = _read_stream(texts, max_train_bytes)
+        data = torch.from_numpy(np.frombuffer(stream, dtype=np.uint8).copy()).to(dev)
+        width = min(context + 1, len(stream))  # a window: inputs plus the byte after the last
+        last_start = len(stream) - width
+        doc_starts_t = torch.tensor(np.minimum(doc_starts, last_start), dtype=torch.long)
+        n_doc_rows = batch_size // DOC_START_SHARE
+        offsets = torch.arange(width, device=dev)
+
+        warmup = max(1, min(100, steps // 10))
+
+        def lr_at(step: int) -> float:
+            if step < warmup:
+                return lr * (step + 1) / warmup
+            progress = (step - warmup) / max(1, steps - warmup)
+            return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+        losses: list[float] = []
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = ByteTransformer(config).to(dev)
+            decay = [p for p in model.parameters() if p.dim() >= 2]
+            no_decay = [p for p in model.parameters() if p.dim() < 2]
+            optimizer = torch.optim.AdamW(
+                [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                lr=lr, betas=(0.9, 0.95),
+            )
+            sampler = torch.Generator().manual_seed(seed)
+            model.train()
+            for step in range(steps):
+                starts = torch.randint(0, last_start + 1, (batch_size,), generator=sampler)
+                if n_doc_rows:
+                    pick = torch.randint(0, len(doc_starts_t), (n_doc_rows,), generator=sampler)
+                    starts[:n_doc_rows] = doc_starts_t[pick]
+                batch = data[starts.to(dev)[:, None] + offsets].long()
+                logits = model(batch[:, :-1])
+                loss = F.cross_entropy(logits.reshape(-1, VOCAB), batch[:, 1:].reshape(-1))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                losses.append(loss.item())
+        tail = losses[-max(1, steps // 10):]
+        params = {
+            **asdict(config),
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": float(lr),
+            "seed": seed,
+            "max_train_bytes": max_train_bytes,
+            "train_bytes": len(stream) - len(doc_starts),  # text bytes read, separators not counted
+            "train_docs": len(doc_starts),
+            "start_byte": START_BYTE,
+            "final_train_bits_per_byte": round(sum(tail) / len(tail) / LN2, 4),
+        }
+        return cls(model, params, dev)
+
+    # --- scoring -------------------------------------------------------------------------------
+
+    def entropies(self, data: bytes) -> np.ndarray:
+        """Entropy in bits of the predicted distribution of each byte: entry t is given data[:t]."""
+        return self._score([_as_bytes(data)], "entropy")[0]
+
+    def entropies_batch(self, datas: Sequence[bytes]) -> list[np.ndarray]:
+        """`entropies` of many texts, their windows sharing forward passes (faster for short texts)."""
+        return self._score([_as_bytes(d) for d in datas], "entropy")
+
+    def surprisals(self, data: bytes) -> np.ndarray:
+        """-log2 p(data[t] | data[:t]) for every t: each byte's cost in bits."""
+        return self._score([_as_bytes(data)], "surprisal")[0]
+
+    def bits(self, data: bytes) -> float:
+        """Total cross-entropy of `data` in bits; bits(data) / len(data) is bits-per-byte."""
+        return float(self.surprisals(data).sum())
+
+    def _score(self, datas: list[bytes], what: str) -> list[np.ndarray]:
+        lengths = np.array([len(d) for d in datas], dtype=np.int64)
+        doc_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = b"".join(datas)
+        out = np.zeros(len(flat), dtype=np.float64)
+        if len(flat):
+            # inputs[doc_offsets[i] + t] is the byte before datas[i][t] (START_BYTE for t = 0)
+            inputs = np.frombuffer(flat, dtype=np.uint8).copy()
+            inputs[1:] = inputs[:-1].copy()
+            inputs[doc_offsets[:-1][lengths > 0]] = START_BYTE
+            targets = np.frombuffer(flat, dtype=np.uint8)
+            windows = _windows(lengths, doc_offsets, self.context)
+            for index, vals in self._run(inputs, targets, windows, what):
+                out[index] = vals
+        return [out[doc_offsets[i]:doc_offsets[i + 1]] for i in range(len(datas))]
+
+    def _run(self, inputs: np.ndarray, targets: np.ndarray, windows: np.ndarray, what: str):
+        """Yield (flat positions, values) for batches of windows (start, length, own_from, own_to)."""
+        # long windows first (less padding); among equals, those owning only a tail first
+        windows = windows[np.lexsort((-windows[:, 2], -windows[:, 1]))]
+        i = 0
+        with torch.inference_mode():
+            while i < len(windows):
+                width = int(windows[i, 1])
+                n = max(1, TOKENS_PER_BATCH.get(self.device.type, 4096) // width)
+                batch = windows[i:i + n]
+                i += n
+                cols = np.arange(width)
+                index = batch[:, :1] + cols  # flat position of each input (past the end: padding)
+                owned = (cols >= batch[:, 2:3]) & (cols < batch[:, 3:4])
+                padded = np.minimum(index, len(inputs) - 1)
+                idx = torch.from_numpy(inputs[padded].astype(np.int64)).to(self.device)
+                mask = torch.from_numpy(owned).to(self.device)
+                last = width - int(batch[:, 2].min())  # the final layer runs only these positions
+                h = self.model.hidden(idx, last)[mask[:, width - last:]]  # by window, then position
+                logp = F.log_softmax(self.model.lm_head(h).float(), dim=-1)
+                if what == "entropy":
+                    logp = logp.clamp_min(-1e4)  # so that p = 0 adds 0, not 0 * -inf
+                    vals = (-(logp.exp() * logp).sum(-1) / LN2).clamp_(0.0, 8.0)  # float32 rounding aside
+                else:
+                    tgt = torch.from_numpy(targets[index[owned]].astype(np.int64)).to(self.device)
+                    vals = -logp.gather(1, tgt[:, None]).squeeze(1) / LN2
+                yield index[owned], vals.double().cpu().numpy()
+
+    # --- saving, loading, pickling -------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write transformer.pt (state_dict) and transformer.json (params) into `directory`."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ToklabError(f"cannot save the transformer entropy model: {directory} is not a folder")
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, directory / WEIGHTS_FILE)
+        (directory / PARAMS_FILE).write_text(json.dumps(self.params, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, device: str | None = None) -> "TransformerEntropyModel":
+        directory = Path(directory)
+        for name in (PARAMS_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise ToklabError(f"{directory} holds no saved transformer entropy model (no {name})")
+        try:
+            params = json.loads((directory / PARAMS_FILE).read_text())
+            if not isinstance(params, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise ToklabError(f"cannot read {directory / PARAMS_FILE}: {exc}") from None
+        dev = _default_device(device)
+        try:
+            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a damaged file
+            raise ToklabError(f"cannot read {directory / WEIGHTS_FILE}: {_first_line(exc)}") from None
+        return cls._rebuild(params, state, dev, str(directory))
+
+    @classmethod
+    def _rebuild(cls, params: dict[str, Any], state: dict[str, torch.Tensor], dev: torch.device, where: str):
+        names = {f.name for f in fields(TransformerConfig)}
+        config = TransformerConfig(**{k: v for k, v in params.items() if k in names})
+        if params.get("start_byte", START_BYTE) != START_BYTE:
+            raise ToklabError(f"{where}: the model was trained with start byte {params['start_byte']}, not {START_BYTE}")
+        model = ByteTransformer(config)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise ToklabError(f"{where}: weights do not match the saved config: {_first_line(exc)}") from None
+        return cls(model, params, dev)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {"params": self.params, "state_dict": state, "device": str(self.device)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        dev = torch.device(state["device"])
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            dev = torch.device("cpu")
+        other = self._rebuild(state["params"], state["state_dict"], dev, "unpickled model")
+        self.__dict__.update(other.__dict__)
+
+
+def _read_stream(texts: Iterable[str], max_bytes: int) -> tuple[bytes, np.ndarray]:
+    """START_BYTE + doc for each non-empty doc, up to `max_bytes` of text; and where each starts."""
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    parts: list[bytes] = []
+    starts: list[int] = []
+    size = text_bytes = 0
+    for text in texts:
+        if text_bytes >= max_bytes:
+            break
+        if isinstance(text, str):
+            raw = _utf8(text)
+        elif isinstance(text, (bytes, bytearray)):
+            raw = bytes(text)
+        else:
+            raise ToklabError(f"transformer training texts must be str, not {type(text).__name__}")
+        raw = raw[: max_bytes - text_bytes]
+        if not raw:
+            continue
+        starts.append(size)
+        parts.append(bytes([START_BYTE]) + raw)
+        size += len(raw) + 1
+        text_bytes += len(raw)
+    if not parts:
+        raise ToklabError("no training text for the transformer entropy model")
+    return b"".join(parts), np.array(starts, dtype=np.int64)
+
+
+def _windows(lengths: np.ndarray, doc_offsets: np.ndarray, context: int) -> np.ndarray:
+    """(k, 4) rows of (flat start, length, first owned column, end of owned columns).
+
+    A text of up to `context` bytes is one window. A longer one is cut into windows of
+    `context` that advance by `context // 2`; each owns the columns not owned by the one
+    before it, which for all but the first are among its last `context // 2`.
+    """
+    rows: list[np.ndarray] = []
+    stride = context // 2
+    for n, base in zip(lengths.tolist(), doc_offsets[:-1].tolist()):
+        if n == 0:
+            continue
+        if n <= context:
+            rows.append(np.array([[base, n, 0, n]], dtype=np.int64))
+            continue
+        # window k > 0 ends at min(context + k * stride, n); it owns [previous end, its end)
+        ends = np.minimum(context + stride * np.arange(1 + -(-(n - context) // stride)), n)
+        starts = ends - context
+        own_from = np.concatenate([[0], ends[:-1] - starts[1:]])
+        rows.append(np.stack([base + starts, np.full_like(ends, context), own_from, np.full_like(ends, context)], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)
