@@ -228,6 +228,12 @@ def test_compare_adds_patch_columns(small_corpus):
         assert column in table.columns
         assert math.isnan(table.loc["bytes", column]) and table.loc["entropy:4k,target=4", column] > 0
     assert table.loc["entropy:4k,target=4", "bytes_per_token"] <= table.loc["entropy:4k,target=4", "mean_patch_bytes"]
+    # coverage on the measured text, by hand from the raw patches
+    seg = get_segmenter("entropy:4k,target=4", small_corpus)
+    patches = [p for d in small_corpus.val() for p in seg.patches(d.text)]
+    single = [p for p in patches if len(p) == 1 or p in seg._ids]
+    assert table.loc["entropy:4k,target=4", "vocab_patch_coverage"] == pytest.approx(len(single) / len(patches))
+    assert table.loc["entropy:4k,target=4", "vocab_byte_coverage"] == pytest.approx(sum(map(len, single)) / sum(map(len, patches)))
 
 
 def test_transformer_entropy_model_through_the_segmenter(small_corpus, tmp_path):

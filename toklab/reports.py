@@ -79,7 +79,9 @@ EXTRA_SHOWN: dict[str, tuple[str, Formatter]] = {
     "mean_patch_bytes": ("mean\npatch B", _num(2)),
     "median_patch_bytes": ("median\npatch B", _num(1)),
     "max_patch_bytes": ("max\npatch B", _int),
-    "model_bits_per_byte": ("model\nbits/byte", _num(3)),
+    "model_bits_per_byte": ("model\nbits/B", _num(3)),
+    "vocab_patch_coverage": ("vocab covers\npatches", _pct),
+    "vocab_byte_coverage": ("vocab covers\nbytes", _pct),
 }
 
 # The terminal shows the columns in two tables so that each fits an 80-column terminal.

@@ -24,7 +24,7 @@ import numpy as np
 from toklab.errors import ToklabError
 from toklab.segmenters.base import EOT, Segmenter
 from toklab.segmenters.entropy_models import NgramEntropyModel
-from toklab.segmenters.patching import RULES, calibrate, patch_lengths, patch_starts
+from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
 OPTIONS = {
     "target", "theta", "rule", "relative", "max_len", "split_utf8", "model", "order", "smoothing",
@@ -137,10 +137,13 @@ class EntropySegmenter(Segmenter):
         return self._pieces[token_id]
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
-        """Raw patch lengths and the entropy model's own bits-per-byte (its cross-entropy)."""
+        """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share
+        of patches and of bytes whose patch is a single id of the patch vocabulary."""
         docs = [t.encode("utf-8") for t in texts]
         scores = self._scores(docs)
-        lengths = np.concatenate([patch_lengths(self._starts(e, d)) for d, (e, _) in zip(docs, scores) if len(d)] or [np.zeros(0)])
+        patches = [p for d, (e, _) in zip(docs, scores) for p in _cut(d, self._starts(e, d))]
+        lengths = np.array([len(p) for p in patches], dtype=np.int64)
+        covered = [len(p) for p in patches if len(p) == 1 or p in self._ids]  # patches that are one token id
         n_bytes = sum(len(d) for d in docs)
         if isinstance(self.model, NgramEntropyModel):
             bits = sum(float(s.sum()) for _, s in scores)
@@ -151,6 +154,8 @@ class EntropySegmenter(Segmenter):
             "median_patch_bytes": float(np.median(lengths)) if len(lengths) else float("nan"),
             "max_patch_bytes": float(lengths.max()) if len(lengths) else float("nan"),
             "model_bits_per_byte": bits / n_bytes if n_bytes else float("nan"),
+            "vocab_patch_coverage": len(covered) / len(patches) if patches else float("nan"),
+            "vocab_byte_coverage": sum(covered) / n_bytes if n_bytes else float("nan"),
         }
 
     # --- training ---------------------------------------------------------------------------------
