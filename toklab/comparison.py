@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from toklab.corpus import Corpus
 
-DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k", "entropy:target=4.5"]
+DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k", "entropy:target=4.5", "zstd-dict:32k"]
 TIKTOKEN_ENCODINGS = ["gpt2", "p50k_base", "cl100k_base", "o200k_base"]  # r50k_base is gpt2 under another name
 COLUMNS = [
     "segmenter", "kind", "vocab_size", "tokens_per_char", "chars_per_token", "bytes_per_token", "tokens_per_word",
@@ -42,7 +42,7 @@ class CompareResult:
 
 
 def default_segmenters() -> list[str]:
-    """bytes, bpe:32k, unigram:32k, entropy patches and every distinct tiktoken encoding (unavailable ones are skipped)."""
+    """bytes, bpe:32k, unigram:32k, entropy patches, zstd-dict:32k and every distinct tiktoken encoding (unavailable ones are skipped)."""
     return DEFAULT_SEGMENTERS + [f"tiktoken:{name}" for name in TIKTOKEN_ENCODINGS]
 
 

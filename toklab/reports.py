@@ -29,6 +29,10 @@ MAX_PLOT_SOURCES = 30
 Formatter = Callable[[Any], str]
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _num(digits: int) -> Formatter:
     return lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{digits}f}"
 
@@ -74,7 +78,7 @@ def caption(result: CompareResult) -> str:
     )
 
 
-# Columns some kinds add (see Segmenter.extra_measures); shown in a third table when present.
+# Columns some kinds add (see Segmenter.extra_measures), each group shown in a table of its own when present.
 EXTRA_SHOWN: dict[str, tuple[str, Formatter]] = {
     "mean_patch_bytes": ("mean\npatch B", _num(2)),
     "median_patch_bytes": ("median\npatch B", _num(1)),
@@ -82,6 +86,13 @@ EXTRA_SHOWN: dict[str, tuple[str, Formatter]] = {
     "model_bits_per_byte": ("model\nbits/B", _num(3)),
     "vocab_patch_coverage": ("vocab covers\npatches", _pct),
     "vocab_byte_coverage": ("vocab covers\nbytes", _pct),
+    "dict_bytes": ("dictionary\nbytes", _int),
+    "dict_zstd_bits_per_byte": ("zstd-19 + dict\nbits/byte", _num(3)),
+}
+EXTRA_GROUPS = {
+    "entropy patches": (["mean_patch_bytes", "median_patch_bytes", "max_patch_bytes", "model_bits_per_byte", "vocab_patch_coverage", "vocab_byte_coverage"],
+                        "model bits/B: the entropy model's own cross-entropy on the validation split"),
+    "zstd dictionary": (["dict_bytes", "dict_zstd_bits_per_byte"], "zstd-19 + dict: each validation document compressed alone with the segmenter's dictionary"),
 }
 
 # The terminal shows the columns in two tables so that each fits an 80-column terminal.
@@ -105,16 +116,17 @@ def main_tables(result: CompareResult) -> list[Table]:
             style = "cyan" if record["kind"] == "compressor" else ("bold red" if not record["lossless"] else None)
             table.add_row(*[Text(SHOWN[c][1](record.get(c))) for c in columns], style=style)
         tables.append(table)
-    extras = [c for c in EXTRA_SHOWN if c in result.table.columns]
-    if extras:
-        table = Table(title="compare: entropy patches", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
-                      caption="model bits/byte: the entropy model's own cross-entropy on the validation split", caption_justify="left")
+    for title, (columns, note) in EXTRA_GROUPS.items():
+        extras = [c for c in columns if c in result.table.columns]
+        records = [r for r in result.table.to_dict(orient="records") if any(not _missing(r.get(c)) for c in extras)]
+        if not extras or not records:
+            continue
+        table = Table(title=f"compare: {title}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, caption=note, caption_justify="left")
         table.add_column("segmenter", no_wrap=True)
         for column in extras:
             table.add_column(EXTRA_SHOWN[column][0], justify="right")
-        for record in result.table.to_dict(orient="records"):
-            if not all(isinstance(record.get(c), float) and math.isnan(record[c]) for c in extras):
-                table.add_row(Text(record["segmenter"]), *[Text(EXTRA_SHOWN[c][1](record.get(c))) for c in extras])
+        for record in records:
+            table.add_row(Text(record["segmenter"]), *[Text(EXTRA_SHOWN[c][1](record.get(c))) for c in extras])
         tables.append(table)
     return tables
 

@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "tiktoken": "toklab.segmenters.pretrained:TiktokenSegmenter",
     "hf": "toklab.segmenters.pretrained:HFTokenizerSegmenter",
     "entropy": "toklab.segmenters.entropy:EntropySegmenter",
+    "zstd-dict": "toklab.segmenters.zstd_dict:ZstdDictSegmenter",
 }
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$", re.IGNORECASE)
 
