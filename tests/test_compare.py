@@ -18,7 +18,7 @@ from toklab import ToklabError
 from toklab.cli import main
 from toklab.comparison import COLUMNS, run_compare
 from toklab.gpt.flops import REFERENCE_SHAPE
-from toklab.measures import TextStats, order0_bits, renyi_efficiency, segmentation_row, train_zstd_dictionary
+from toklab.measures import TextStats, segmentation_row, train_zstd_dictionary
 from toklab.reports import REPORT_FILES, read_report, write_report
 from toklab.segmenters.bytes import ByteSegmenter
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 import toklab
-from toklab.corpus import build_corpus, builders, load_recipe
+from toklab.corpus import build_corpus, builders
 from toklab.corpus.recipes import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]

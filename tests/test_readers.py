@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 import toklab
-from toklab import Document, ToklabError, split_of
+from toklab import ToklabError, split_of
 from toklab.corpus import in_sample
 
 

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toklab.comparison import default_segmenters
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHARED = REPO.parent / "shared"
@@ -74,8 +76,6 @@ def wrap(owner, name, key, before=None):
 t = time.perf_counter()
 import toklab.cli, toklab.comparison, toklab.reports, toklab.segmenters, toklab.segmenters.bpe, toklab.segmenters.sentencepiece as sp
 from toklab.corpus.corpus import Corpus
-
-from toklab.comparison import default_segmenters
 compare_module = toklab.comparison
 add("import toklab.cli", time.perf_counter() - t)
 

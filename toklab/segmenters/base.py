@@ -167,6 +167,31 @@ class Segmenter:
         return f"<{type(self).__name__} {self.spec} vocab={self.vocab_size}{'' if self.lossless else ' LOSSY'}>"
 
 
+class PieceSegmenter(Segmenter):
+    """A segmenter whose ids index a table of byte strings: ids 0-255 are the single bytes (so any
+    text is representable), then the kind's own strings, then <|endoftext|>."""
+
+    def _set_pieces(self, strings: Sequence[bytes]) -> None:
+        self._pieces = [bytes([b]) for b in range(256)] + list(strings) + [b""]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._pieces)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {EOT: len(self._pieces) - 1}
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self._pieces[i] for i in ids).decode("utf-8", errors="replace")
+
+    def _byte_lengths(self) -> np.ndarray:
+        return np.array([len(p) for p in self._pieces], dtype=np.int64)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._pieces[token_id]
+
+
 def load_segmenter(directory: str | os.PathLike) -> Segmenter:
     """Load a segmenter saved with `save`, whatever its kind."""
     from toklab.segmenters.registry import segmenter_class

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import EOT, Segmenter
+from toklab.segmenters.base import PieceSegmenter
 from toklab.segmenters.entropy_models import NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
@@ -61,7 +61,7 @@ def _load_model(kind: str, directory: Path) -> Any:
     return _transformer_model().load(directory)
 
 
-class EntropySegmenter(Segmenter):
+class EntropySegmenter(PieceSegmenter):
     kind = "entropy"
     trainable = True
     default_vocab_size = 32000
@@ -71,7 +71,7 @@ class EntropySegmenter(Segmenter):
         super().__init__(params)
         self.model, self.theta, self.rule = model, theta, rule
         self.relative, self.max_len, self.split_utf8 = relative, max_len, split_utf8
-        self._pieces = [bytes([b]) for b in range(256)] + list(patches) + [b""]
+        self._set_pieces(patches)
         self._ids = {piece: 256 + i for i, piece in enumerate(patches)}
 
     # --- patching ---------------------------------------------------------------------------------
@@ -111,14 +111,6 @@ class EntropySegmenter(Segmenter):
 
     # --- the segmenter interface ------------------------------------------------------------------
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self._pieces)
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return {EOT: len(self._pieces) - 1}
-
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
@@ -126,15 +118,6 @@ class EntropySegmenter(Segmenter):
         # Both entropy models score many documents per call (numpy, or torch batches), so no process pool.
         docs = [t.encode("utf-8") for t in texts]
         return [self._ids_of(d, self._starts(e, d)) for d, (e, _) in zip(docs, self._scores(docs))]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self._pieces[i] for i in ids).decode("utf-8", errors="replace")
-
-    def _byte_lengths(self) -> np.ndarray:
-        return np.array([len(p) for p in self._pieces], dtype=np.int64)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._pieces[token_id]
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import EOT, Segmenter
+from toklab.segmenters.base import PieceSegmenter
 
 OPTIONS = {"dict_size", "max_len", "parse", "k", "d", "f", "steps", "accel", "sample_bytes", "max_train_bytes"}
 PARSES = ("optimal", "greedy")
@@ -61,7 +61,7 @@ def candidate_savings(dictionary: bytes, sample: Sequence[bytes], max_len: int) 
     return out
 
 
-class ZstdDictSegmenter(Segmenter):
+class ZstdDictSegmenter(PieceSegmenter):
     kind = "zstd-dict"
     trainable = True
 
@@ -71,7 +71,7 @@ class ZstdDictSegmenter(Segmenter):
             raise ToklabError(f"unknown parse '{parse}' (use optimal or greedy)")
         self.dictionary = dictionary
         self.parse = parse
-        self._pieces = [bytes([b]) for b in range(256)] + list(strings) + [b""]
+        self._set_pieces(strings)
         self._ids = {piece: i for i, piece in enumerate(self._pieces[:-1])}
         self._prefixes = {s[:i] for s in strings for i in range(1, len(s) + 1)}
         self.max_len = max((len(s) for s in strings), default=1)
@@ -113,14 +113,6 @@ class ZstdDictSegmenter(Segmenter):
 
     # --- the segmenter interface ------------------------------------------------------------------
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self._pieces)
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return {EOT: len(self._pieces) - 1}
-
     def encode(self, text: str) -> list[int]:
         data = text.encode("utf-8")
         ids, i = [], 0
@@ -128,15 +120,6 @@ class ZstdDictSegmenter(Segmenter):
             ids.append(self._ids[data[i : i + length]])
             i += length
         return ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self._pieces[i] for i in ids).decode("utf-8", errors="replace")
-
-    def _byte_lengths(self) -> np.ndarray:
-        return np.array([len(p) for p in self._pieces], dtype=np.int64)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._pieces[token_id]
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """The dictionary's size and what zstd 19 with it achieves on each document alone."""
