@@ -36,7 +36,7 @@ class DocumentCounter:
 @contextlib.contextmanager
 def document_progress(description: str, enabled: bool = True) -> Iterator[DocumentCounter]:
     """Yield a counter to call once per document with its size; shows documents, MB and time elapsed."""
-    if not enabled:
+    if not enabled or not stderr_console.is_terminal:  # logs and pipes get no spinner lines
         yield DocumentCounter()
         return
     columns = (
@@ -53,7 +53,7 @@ def document_progress(description: str, enabled: bool = True) -> Iterator[Docume
 @contextlib.contextmanager
 def step_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """Yield `step(label)`, to call as each of `total` steps starts; shows a bar with the current label."""
-    if not enabled:
+    if not enabled or not stderr_console.is_terminal:
         yield lambda label: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn
