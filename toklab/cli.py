@@ -317,9 +317,9 @@ def tokenizer_train_command(
     import time
     from pathlib import Path
 
-    from toklab.segmenters import get_segmenter, segmenter_class
+    from toklab.segmenters import get_segmenter
     from toklab.segmenters.base import MANIFEST
-    from toklab.segmenters.registry import parse_spec
+    from toklab.segmenters.registry import needs_training_corpus
 
     target = Path(out).expanduser()
     if target.exists() and any(target.iterdir()):
@@ -327,7 +327,7 @@ def tokenizer_train_command(
             raise ToklabError(f"--out {target} is not empty and holds no saved segmenter; choose a new folder")
         if not overwrite:
             raise ToklabError(f"--out {target} already holds a segmenter; pass --overwrite to replace it")
-    trainable = not Path(spec).expanduser().is_dir() and segmenter_class(parse_spec(spec).kind).trainable
+    trainable = needs_training_corpus(spec)
     start = time.perf_counter()
     segmenter = get_segmenter(spec, corpus() if trainable else None, cache=not no_cache, progress=True)
     seconds = time.perf_counter() - start
@@ -350,8 +350,8 @@ def tokenizer_encode_command(
     """Show how a segmenter cuts text into tokens: coloured pieces, ids and counts."""
     from pathlib import Path
 
-    from toklab.segmenters import get_segmenter, segmenter_class
-    from toklab.segmenters.registry import parse_spec
+    from toklab.segmenters import get_segmenter
+    from toklab.segmenters.registry import needs_training_corpus
 
     if (text is None) == (file is None):
         raise ToklabError("give exactly one of --text or --file")
@@ -361,7 +361,7 @@ def tokenizer_encode_command(
         except OSError as exc:
             raise ToklabError(f"cannot read {file}: {exc.strerror}") from None
     assert text is not None
-    trainable = not Path(spec).expanduser().is_dir() and segmenter_class(parse_spec(spec).kind).trainable
+    trainable = needs_training_corpus(spec)
     segmenter = get_segmenter(spec, corpus() if trainable else None, progress=True)
     ids = segmenter.encode(text)
     styles = ["on grey23", "on dark_blue", "on dark_green", "on dark_red"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +18,7 @@ from rich.text import Text
 
 from toklab.comparison import CompareResult
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import atomic_dir
 
 RESULTS = "results.json"
 REPORT_FILES = [RESULTS, "table.csv", "table.md", "per_source.csv", "bytes_per_token_by_source.png", "bits_per_byte.png"]
@@ -34,19 +33,19 @@ def _missing(v: Any) -> bool:
 
 
 def _num(digits: int) -> Formatter:
-    return lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{digits}f}"
+    return lambda v: "" if _missing(v) else f"{v:,.{digits}f}"
 
 
 def _pct(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+    return "" if _missing(v) else f"{100 * v:.1f}%"
 
 
 def _int(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+    return "" if _missing(v) else f"{int(v):,}"
 
 
 def _flops(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v / 1e12:,.0f}"
+    return "" if _missing(v) else f"{v / 1e12:,.0f}"
 
 
 SHOWN: dict[str, tuple[str, Formatter]] = {
@@ -220,10 +219,7 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
     final = Path(out_dir)
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / RESULTS).is_file())):
         raise ToklabError(f"--out {final} exists and is not a toklab report; choose a new or empty folder")
-    tmp = temp_name(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(final) as tmp:
         payload = {
             "meta": result.meta,
             "notes": result.notes,
@@ -237,13 +233,6 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
         (tmp / "table.md").write_text(markdown(result), encoding="utf-8")
         _plot_sources(result, tmp / "bytes_per_token_by_source.png")
         _plot_bits(result, tmp / "bits_per_byte.png")
-        old = temp_name(final.with_name(final.name + ".old"))
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

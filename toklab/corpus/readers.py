@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
 from toklab.corpus.document import Document
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 
 # Suffix -> reader kind. Longer suffixes first so ".jsonl.gz" is not taken for ".gz".
 SHARD_SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -176,7 +176,7 @@ def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt footer
-        raise ToklabError(f"cannot read parquet shard {ctx.label}: {_first_line(exc)}") from None
+        raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
     check_fields(ctx, parquet.schema_arrow.names)
     row = 0
     batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
@@ -186,7 +186,7 @@ def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]
         except StopIteration:
             return
         except Exception as exc:
-            raise ToklabError(f"cannot read parquet shard {ctx.label}: {_first_line(exc)}") from None
+            raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
         for record in batch.to_pylist():
             doc = to_document(record, f"{location}:{row}", ctx)
             row += 1
@@ -257,16 +257,7 @@ def _lines(path: Path, ctx: _Context) -> Iterator[tuple[int, bytes]]:
             for number, line in enumerate(stream, start=1):
                 yield number, line
     except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
-        raise ToklabError(f"cannot read {ctx.label}: {_first_line(exc)}") from None
-
-
-def _json_text(line: bytes, ctx: _Context) -> str:
-    """Decode one line of JSON; invalid UTF-8 becomes U+FFFD and is counted."""
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        ctx.stats.invalid_utf8 += 1
-        return line.decode("utf-8", errors="replace")
+        raise ToklabError(f"cannot read {ctx.label}: {one_line(exc)}") from None
 
 
 def _scrub_surrogates(text: str, ctx: _Context) -> str:
@@ -285,7 +276,7 @@ def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
         if raw.isspace() or not raw:  # isspace() does not copy a long line, strip() would
             continue
         try:
-            record = json.loads(_json_text(raw, ctx))
+            record = json.loads(decode_text(raw, ctx.stats))
         except json.JSONDecodeError as exc:
             _malformed(ctx, number, f"malformed JSON ({exc.msg})")
             continue
@@ -345,7 +336,7 @@ def read_saved_dataset(path: Path, ctx: _Context, location: str) -> Iterator[Doc
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:
-        raise ToklabError(f"cannot load saved dataset {ctx.label}: {_first_line(exc)}") from None
+        raise ToklabError(f"cannot load saved dataset {ctx.label}: {one_line(exc)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         split = ctx.options.split or ("train" if "train" in loaded else None)
         if split not in loaded:
@@ -392,7 +383,7 @@ def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Ite
         rows = iter(stream)
         first = next(rows, None)
     except Exception as exc:
-        raise ToklabError(f"cannot stream dataset '{path_or_id}': {_first_line(exc)}") from None
+        raise ToklabError(f"cannot stream dataset '{path_or_id}': {one_line(exc)}") from None
     if first is None:
         return
     check_fields(ctx, list(first))
@@ -402,8 +393,3 @@ def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Ite
         yield from rows
 
     yield from _iter_rows(chained(), ctx, location)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

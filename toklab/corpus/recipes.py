@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ except ImportError:  # Python 3.10
 
 from toklab.corpus.builders import BUILDERS
 from toklab.errors import ToklabError
-from toklab.files import cache_dir, temp_name
+from toklab.files import atomic_dir, cache_dir
 
 MANIFEST = "manifest.json"
 BUILT_SHARD_BYTES = 4 * 2**20
@@ -118,11 +117,9 @@ def build_recipe(recipe: Recipe, *, force: bool = False, progress: bool = False)
     if manifest and manifest.get("recipe_digest") == recipe.digest and not force:
         return BuildResult(recipe.name, target, manifest["documents"], manifest["bytes"], manifest["content_hash"], manifest["parts"], rebuilt=False)
 
-    tmp = temp_name(target)
-    shutil.rmtree(tmp, ignore_errors=True)
     content = hashlib.blake2b(digest_size=16)
     per_part: dict[str, dict[str, int]] = {}
-    try:
+    with atomic_dir(target) as tmp:
         with document_progress(f"building corpus '{recipe.name}'", enabled=progress) as advance, ParquetShardWriter(tmp, prefix="part", max_shard_bytes=BUILT_SHARD_BYTES) as writer:
             for part in recipe.built_parts:
                 params = {k: v for k, v in part.items() if k not in {"builder", "max_bytes"}}
@@ -149,18 +146,7 @@ def build_recipe(recipe: Recipe, *, force: bool = False, progress: bool = False)
             "toklab_version": __version__,
             "python": platform.python_version(),
         }
-        tmp.mkdir(parents=True, exist_ok=True)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if read_manifest(target) is None:  # not a concurrent build that won the race
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return BuildResult(recipe.name, target, documents, n_bytes, manifest["content_hash"], per_part)
 
 

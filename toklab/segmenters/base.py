@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
@@ -17,7 +16,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import atomic_dir
 
 MANIFEST = "toklab-segmenter.json"
 EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
@@ -150,21 +149,26 @@ class Segmenter:
         final = Path(directory)
         if final.exists() and any(final.iterdir()) and not (final / MANIFEST).is_file():
             raise ToklabError(f"{final} exists and is not a saved segmenter; choose an empty or new folder")
-        tmp = temp_name(final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
+        with atomic_dir(final) as tmp:
             self._save_files(tmp)
             (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=2, default=str) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} vocab={self.vocab_size}{'' if self.lossless else ' LOSSY'}>"
+
+
+def take_bytes(docs: Iterable[bytes], max_bytes: int) -> list[bytes]:
+    """Non-empty documents, in order, until their total reaches `max_bytes` (the one that crosses it
+    included); stops reading `docs` there."""
+    out, total = [], 0
+    for data in docs:
+        if data:
+            out.append(data)
+            total += len(data)
+        if total >= max_bytes:
+            break
+    return out
 
 
 class PieceSegmenter(Segmenter):

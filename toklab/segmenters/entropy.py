@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import PieceSegmenter
+from toklab.segmenters.base import PieceSegmenter, take_bytes
 from toklab.segmenters.entropy_models import NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
@@ -31,7 +31,7 @@ OPTIONS = {
     "steps", "context", "n_layer", "n_head", "d_model", "calibration_bytes", "max_train_bytes",
 }  # fmt: skip
 DEFAULT_TARGET = 4.5
-SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together by the n-gram model
+SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
 
 
 def _truthy(value: str) -> bool:
@@ -77,19 +77,17 @@ class EntropySegmenter(PieceSegmenter):
     # --- patching ---------------------------------------------------------------------------------
 
     def _scores(self, docs: Sequence[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(entropy, surprisal) per document; the n-gram model scores many documents per call."""
-        if isinstance(self.model, NgramEntropyModel):
-            out: list[tuple[np.ndarray, np.ndarray]] = []
-            batch: list[bytes] = []
-            size = 0
-            for doc in docs:
-                batch.append(doc)
-                size += len(doc)
-                if size >= SCORE_CHUNK_BYTES:
-                    out += self.model.score_batch(batch)
-                    batch, size = [], 0
-            return out + (self.model.score_batch(batch) if batch else [])
-        return [(e, np.zeros(0)) for e in self.model.entropies_batch(list(docs))]
+        """(entropy, surprisal) per document; both models score many documents per call."""
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        batch: list[bytes] = []
+        size = 0
+        for doc in docs:
+            batch.append(doc)
+            size += len(doc)
+            if size >= SCORE_CHUNK_BYTES:  # bounds the memory one call needs
+                out += self.model.score_batch(batch)
+                batch, size = [], 0
+        return out + (self.model.score_batch(batch) if batch else [])
 
     def _starts(self, entropy: np.ndarray, data: bytes) -> np.ndarray:
         return patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
@@ -128,10 +126,7 @@ class EntropySegmenter(PieceSegmenter):
         lengths = np.array([len(p) for p in patches], dtype=np.int64)
         covered = [len(p) for p in patches if len(p) == 1 or p in self._ids]  # patches that are one token id
         n_bytes = sum(len(d) for d in docs)
-        if isinstance(self.model, NgramEntropyModel):
-            bits = sum(float(s.sum()) for _, s in scores)
-        else:
-            bits = sum(self.model.bits(d) for d in docs)
+        bits = sum(float(s.sum()) for _, s in scores)
         return {
             "mean_patch_bytes": float(lengths.mean()) if len(lengths) else float("nan"),
             "median_patch_bytes": float(np.median(lengths)) if len(lengths) else float("nan"),
@@ -164,15 +159,7 @@ class EntropySegmenter(PieceSegmenter):
             raise ToklabError(f"max_len must be at least 1, got {max_len}")
         rule_options = {"rule": rule, "relative": _number(options, "relative", float, 0.0), "max_len": max_len, "split_utf8": _truthy(options.get("split_utf8", "0"))}
 
-        docs, total = [], 0
-        max_train = _number(options, "max_train_bytes", int, 64 * 2**20)
-        for text in texts:
-            data = text.encode("utf-8")
-            if data:
-                docs.append(data)
-                total += len(data)
-            if total >= max_train:
-                break
+        docs = take_bytes((t.encode("utf-8") for t in texts), _number(options, "max_train_bytes", int, 64 * 2**20))
         if not docs:
             raise ToklabError("cannot train entropy patching: no training text")
         # Calibrate on every 10th document, held out from the entropy model, so that theta is set on
@@ -187,13 +174,7 @@ class EntropySegmenter(PieceSegmenter):
                 **{k: _number(options, k, int) for k in ("steps", "context", "n_layer", "n_head", "d_model") if k in options},
             )
         segmenter = cls(model, 0.0, params={}, patches=[], **rule_options)
-        calibration_cap = _number(options, "calibration_bytes", int, 8 * 2**20)
-        sample, size = [], 0
-        for d in held_out:
-            if size >= calibration_cap:
-                break
-            sample.append(d)
-            size += len(d)
+        sample = take_bytes(held_out, _number(options, "calibration_bytes", int, 8 * 2**20))
         entropies = [e for e, _ in segmenter._scores(sample)]
         arrays = [np.frombuffer(d, dtype=np.uint8) for d in sample]
         if target is not None:

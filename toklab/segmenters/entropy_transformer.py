@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 
 VOCAB = 256  # bytes
 START_BYTE = 0  # precedes every document in training; the only input before data[0]
@@ -199,11 +199,6 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", errors="surrogatepass")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _as_bytes(data: Any) -> bytes:
     if isinstance(data, str):
         return _utf8(data)
@@ -333,25 +328,32 @@ class TransformerEntropyModel:
 
     def entropies(self, data: bytes) -> np.ndarray:
         """Entropy in bits of the predicted distribution of each byte: entry t is given data[:t]."""
-        return self._score([_as_bytes(data)], "entropy")[0]
+        return self.score(data)[0]
 
     def entropies_batch(self, datas: Sequence[bytes]) -> list[np.ndarray]:
         """`entropies` of many texts, their windows sharing forward passes (faster for short texts)."""
-        return self._score([_as_bytes(d) for d in datas], "entropy")
+        return [entropy for entropy, _ in self.score_batch(datas)]
 
     def surprisals(self, data: bytes) -> np.ndarray:
         """-log2 p(data[t] | data[:t]) for every t: each byte's cost in bits."""
-        return self._score([_as_bytes(data)], "surprisal")[0]
+        return self.score(data)[1]
 
     def bits(self, data: bytes) -> float:
         """Total cross-entropy of `data` in bits; bits(data) / len(data) is bits-per-byte."""
         return float(self.surprisals(data).sum())
 
-    def _score(self, datas: list[bytes], what: str) -> list[np.ndarray]:
+    def score(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """(entropy, surprisal) in bits at every position, from one forward pass."""
+        return self.score_batch([data])[0]
+
+    def score_batch(self, datas: Sequence[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(entropy, surprisal) of many texts; both come from the same forward passes."""
+        datas = [_as_bytes(d) for d in datas]
         lengths = np.array([len(d) for d in datas], dtype=np.int64)
         doc_offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = b"".join(datas)
-        out = np.zeros(len(flat), dtype=np.float64)
+        entropy = np.zeros(len(flat), dtype=np.float64)
+        surprisal = np.zeros(len(flat), dtype=np.float64)
         if len(flat):
             # inputs[doc_offsets[i] + t] is the byte before datas[i][t] (START_BYTE for t = 0)
             inputs = np.frombuffer(flat, dtype=np.uint8).copy()
@@ -359,12 +361,13 @@ class TransformerEntropyModel:
             inputs[doc_offsets[:-1][lengths > 0]] = START_BYTE
             targets = np.frombuffer(flat, dtype=np.uint8)
             windows = _windows(lengths, doc_offsets, self.context)
-            for index, vals in self._run(inputs, targets, windows, what):
-                out[index] = vals
-        return [out[doc_offsets[i]:doc_offsets[i + 1]] for i in range(len(datas))]
+            for index, ent, sur in self._run(inputs, targets, windows):
+                entropy[index], surprisal[index] = ent, sur
+        bounds = list(zip(doc_offsets[:-1], doc_offsets[1:]))
+        return [(entropy[a:b], surprisal[a:b]) for a, b in bounds]
 
-    def _run(self, inputs: np.ndarray, targets: np.ndarray, windows: np.ndarray, what: str):
-        """Yield (flat positions, values) for batches of windows (start, length, own_from, own_to)."""
+    def _run(self, inputs: np.ndarray, targets: np.ndarray, windows: np.ndarray):
+        """Yield (flat positions, entropies, surprisals) for batches of windows (start, length, own_from, own_to)."""
         # long windows first (less padding); among equals, those owning only a tail first
         windows = windows[np.lexsort((-windows[:, 2], -windows[:, 1]))]
         i = 0
@@ -383,13 +386,11 @@ class TransformerEntropyModel:
                 last = width - int(batch[:, 2].min())  # the final layer runs only these positions
                 h = self.model.hidden(idx, last)[mask[:, width - last:]]  # by window, then position
                 logp = F.log_softmax(self.model.lm_head(h).float(), dim=-1)
-                if what == "entropy":
-                    logp = logp.clamp_min(-1e4)  # so that p = 0 adds 0, not 0 * -inf
-                    vals = (-(logp.exp() * logp).sum(-1) / LN2).clamp_(0.0, 8.0)  # float32 rounding aside
-                else:
-                    tgt = torch.from_numpy(targets[index[owned]].astype(np.int64)).to(self.device)
-                    vals = -logp.gather(1, tgt[:, None]).squeeze(1) / LN2
-                yield index[owned], vals.double().cpu().numpy()
+                tgt = torch.from_numpy(targets[index[owned]].astype(np.int64)).to(self.device)
+                surprisal = -logp.gather(1, tgt[:, None]).squeeze(1) / LN2
+                logp = logp.clamp_min(-1e4)  # so that p = 0 adds 0, not 0 * -inf
+                entropy = (-(logp.exp() * logp).sum(-1) / LN2).clamp_(0.0, 8.0)  # float32 rounding aside
+                yield index[owned], entropy.double().cpu().numpy(), surprisal.double().cpu().numpy()
 
     # --- saving, loading, pickling -------------------------------------------------------------
 
@@ -418,7 +419,7 @@ class TransformerEntropyModel:
         try:
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many kinds for a damaged file
-            raise ToklabError(f"cannot read {directory / WEIGHTS_FILE}: {_first_line(exc)}") from None
+            raise ToklabError(f"cannot read {directory / WEIGHTS_FILE}: {one_line(exc)}") from None
         return cls._rebuild(params, state, dev, str(directory))
 
     @classmethod
@@ -431,7 +432,7 @@ class TransformerEntropyModel:
         try:
             model.load_state_dict(state)
         except (RuntimeError, KeyError) as exc:
-            raise ToklabError(f"{where}: weights do not match the saved config: {_first_line(exc)}") from None
+            raise ToklabError(f"{where}: weights do not match the saved config: {one_line(exc)}") from None
         return cls(model, params, dev)
 
     def __getstate__(self) -> dict[str, Any]:

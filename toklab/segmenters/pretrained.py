@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 from toklab.segmenters.base import Segmenter, cpu_count
 from toklab.segmenters.bpe import UNICODE_TO_BYTE
 
@@ -29,11 +29,6 @@ RANKS_FILE = "ranks.tiktoken"
 TIKTOKEN_META = "tiktoken.json"
 HF_FILE = "tokenizer.json"
 REACH_TIMEOUT_S = 3.0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> bool:
@@ -152,7 +147,7 @@ def _get_encoding(name: str) -> Any:
     try:
         return tiktoken.get_encoding(name)
     except Exception as exc:  # requests/urllib3/OSError/hash mismatch/...: all mean "not available"
-        raise ToklabError(_offline_message(name, cache_dir, _one_line(exc))) from None
+        raise ToklabError(_offline_message(name, cache_dir, one_line(exc))) from None
 
 
 def _pattern_of(name: str) -> str:
@@ -197,7 +192,7 @@ def _make_encoding(name: str, pat_str: str, ranks: dict[bytes, int], special_tok
     try:
         return tiktoken.Encoding(name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=special_tokens)
     except Exception as exc:
-        raise ToklabError(f"cannot build tiktoken encoding '{name}': {_one_line(exc)}") from None
+        raise ToklabError(f"cannot build tiktoken encoding '{name}': {one_line(exc)}") from None
 
 
 class TiktokenSegmenter(Segmenter):
@@ -547,7 +542,7 @@ def _tokenizer_from_file(path: Path) -> Any:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:
-        raise ToklabError(f"cannot read tokenizer {path}: {_one_line(exc)}") from None
+        raise ToklabError(f"cannot read tokenizer {path}: {one_line(exc)}") from None
 
 
 def _tokenizer_from_hub(hub_id: str, revision: str | None) -> Any:
@@ -573,4 +568,4 @@ def _tokenizer_from_hub(hub_id: str, revision: str | None) -> Any:
     try:
         return Tokenizer.from_pretrained(hub_id, revision=revision or "main")
     except Exception as exc:
-        raise ToklabError(f"cannot fetch hub tokenizer '{hub_id}': {_one_line(exc)}") from None
+        raise ToklabError(f"cannot fetch hub tokenizer '{hub_id}': {one_line(exc)}") from None

@@ -133,6 +133,11 @@ def training_key(spec: Spec, corpus: "Corpus") -> str:
     return f"{safe}-{digest}"
 
 
+def needs_training_corpus(spec: str) -> bool:
+    """Whether `spec` names a kind that trains (rather than a saved folder or a pretrained kind)."""
+    return not (Path(spec).expanduser() / MANIFEST).is_file() and segmenter_class(parse_spec(spec).kind).trainable
+
+
 def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = True, progress: bool = False) -> Segmenter:
     """The segmenter a spec names: loaded, built from a file, or trained on `corpus`'s train split.
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import PieceSegmenter
+from toklab.segmenters.base import PieceSegmenter, take_bytes
 
 OPTIONS = {"dict_size", "max_len", "parse", "k", "d", "f", "steps", "accel", "sample_bytes", "max_train_bytes"}
 PARSES = ("optimal", "greedy")
@@ -150,15 +150,7 @@ class ZstdDictSegmenter(PieceSegmenter):
         if not 2 <= max_len <= 64:
             raise ToklabError(f"max_len must be between 2 and 64, got {max_len}")
         cover = {k: int(options[k]) for k in ("k", "d", "f", "steps", "accel") if k in options}
-        max_train = _size(options.get("max_train_bytes", "64m"), "max_train_bytes")
-        samples, total = [], 0
-        for text in texts:
-            data = text.encode("utf-8")
-            if data:
-                samples.append(data)
-                total += len(data)
-            if total >= max_train:
-                break
+        samples = take_bytes((t.encode("utf-8") for t in texts), _size(options.get("max_train_bytes", "64m"), "max_train_bytes"))
         if not samples:
             raise ToklabError("cannot train zstd-dict: no training text")
         try:
@@ -166,13 +158,7 @@ class ZstdDictSegmenter(PieceSegmenter):
         except zstandard.ZstdError as exc:
             raise ToklabError(f"zstd could not train a {dict_size:,}-byte dictionary on this text: {exc}") from None
         dictionary = trained.as_bytes()
-        sample_cap = _size(options.get("sample_bytes", "8m"), "sample_bytes")
-        counted, size = [], 0
-        for data in samples:
-            if size >= sample_cap:
-                break
-            counted.append(data)
-            size += len(data)
+        counted = take_bytes(samples, _size(options.get("sample_bytes", "8m"), "sample_bytes"))
         ranked = sorted(candidate_savings(dictionary, counted, max_len), key=lambda sv: (-sv[0], sv[1]))
         strings = [s for saving, s in ranked[: vocab_size - 257] if saving > 0]
         params = {"dict_size": dict_size, "max_len": max_len, "parse": parse, "k": trained.k, "d": trained.d, **cover, "strings": len(strings), "candidates": len(ranked)}
