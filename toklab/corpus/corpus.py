@@ -12,14 +12,13 @@ from typing import Any, Iterator
 
 from toklab.corpus.document import Document, Part, in_sample, split_of
 from toklab.corpus.readers import (
-    FILE_READERS,
+    RECORD_READERS,
     SHARD_SUFFIXES,
     CorpusOptions,
     ReadStats,
     _Context,
+    documents_of,
     is_saved_dataset,
-    read_saved_dataset,
-    read_streaming_dataset,
     shard_kind,
 )
 from toklab.errors import ToklabError
@@ -37,13 +36,17 @@ class Input:
     location: str  # prefix of generated document ids, relative to the corpus root
     default_source: str  # the source of documents that carry no source field
 
+    def context(self, options: CorpusOptions, stats: ReadStats) -> _Context:
+        return _Context(options=options, stats=stats, label=self.target, default_source=self.default_source)
+
+    def records(self, ctx: _Context) -> Iterator[Any]:
+        """The raw records, as (location, line, record); see readers.RECORD_READERS."""
+        target: Any = self.target if self.kind == "stream" else Path(self.target)
+        return RECORD_READERS[self.kind](target, ctx, self.location)
+
     def read(self, options: CorpusOptions, stats: ReadStats) -> Iterator[Document]:
-        ctx = _Context(options=options, stats=stats, label=self.target, default_source=self.default_source)
-        if self.kind == "saved":
-            return read_saved_dataset(Path(self.target), ctx, self.location)
-        if self.kind == "stream":
-            return read_streaming_dataset(self.target, ctx, self.location)
-        return FILE_READERS[self.kind](Path(self.target), ctx, self.location)
+        ctx = self.context(options, stats)
+        return documents_of(self.records(ctx), ctx)
 
     def signature(self) -> list[Any]:
         """What identifies this input's content cheaply: path, size and modification time."""

@@ -1,4 +1,4 @@
-"""Streaming readers: one generator per storage format, each yielding `Document`s.
+"""Streaming readers: one record generator per storage format, and one conversion of records to `Document`s.
 
 Every reader streams (a batch of rows or one line at a time), so memory stays bounded
 whatever the size of the input. Bad data is counted in `ReadStats` rather than crashing;
@@ -134,8 +134,9 @@ def check_fields(ctx: _Context, columns: list[str]) -> None:
         raise _missing_field(ctx, "id", ctx.options.id_field, columns, "--id-field")
 
 
-def to_document(record: dict[str, Any], location: str, ctx: _Context, line: int | None = None) -> Document | None:
-    """Turn one raw record into a Document, or None when it is empty or malformed (and counted)."""
+def to_document(record: dict[str, Any], location: str, ctx: _Context, line: int | None = None, *, keep_empty: bool = False) -> Document | None:
+    """Turn one raw record into a Document, or None when it is malformed or empty (and counted);
+    `keep_empty` returns empty documents instead, uncounted, for callers that account for them."""
     opts = ctx.options
     if opts.text_field not in record or (opts.id_field is not None and opts.id_field not in record):
         check_fields(ctx, list(record))
@@ -147,7 +148,7 @@ def to_document(record: dict[str, Any], location: str, ctx: _Context, line: int 
     elif not isinstance(text, str):
         _malformed(ctx, line or 0, f"field '{opts.text_field}' holds {type(text).__name__}, not text")
         return None
-    if not text:
+    if not text and not keep_empty:
         ctx.stats.empty_skipped += 1
         return None
     id_key = opts.id_field or ("id" if record.get("id") is not None else None)
@@ -170,7 +171,12 @@ def shard_kind(path: Path) -> str | None:
     return None
 
 
-def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+# Every format has a record reader yielding (location, line, record): `location` becomes the id of
+# a record without one, `line` (jsonl/text lines) is where a malformed record gets reported.
+Record = tuple[str, "int | None", dict[str, Any]]
+
+
+def parquet_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
@@ -188,10 +194,8 @@ def read_parquet(path: Path, ctx: _Context, location: str) -> Iterator[Document]
         except Exception as exc:
             raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
         for record in batch.to_pylist():
-            doc = to_document(record, f"{location}:{row}", ctx)
+            yield f"{location}:{row}", None, record
             row += 1
-            if doc is not None:
-                yield doc
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -271,7 +275,8 @@ def _scrub_surrogates(text: str, ctx: _Context) -> str:
     return LONE_SURROGATE.sub("\ufffd", text)
 
 
-def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+def jsonl_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
+    """Every JSON object line; malformed lines are counted and skipped."""
     for number, raw in _lines(path, ctx):
         if raw.isspace() or not raw:  # isspace() does not copy a long line, strip() would
             continue
@@ -286,29 +291,21 @@ def read_jsonl(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
         text = record.get(ctx.options.text_field)
         if isinstance(text, str) and (b"\\ud" in raw or b"\\uD" in raw):  # only escapes make lone surrogates
             record[ctx.options.text_field] = _scrub_surrogates(text, ctx)
-        doc = to_document(record, f"{location}:{number}", ctx, line=number)
-        if doc is not None:
-            yield doc
+        yield f"{location}:{number}", number, record
 
 
-def read_text(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+def text_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
     if not ctx.options.lines:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ToklabError(f"cannot read {ctx.label}: {exc.strerror}") from None
-        doc = to_document({ctx.options.text_field: decode_text(data, ctx.stats)}, location, ctx)
-        if doc is not None:
-            yield doc
+        yield location, None, {ctx.options.text_field: decode_text(data, ctx.stats)}
         return
     for number, raw in _lines(path, ctx):
-        text = decode_text(raw.rstrip(b"\r\n"), ctx.stats)
-        doc = to_document({ctx.options.text_field: text}, f"{location}:{number}", ctx)
-        if doc is not None:
-            yield doc
+        yield f"{location}:{number}", None, {ctx.options.text_field: decode_text(raw.rstrip(b"\r\n"), ctx.stats)}
 
 
-FILE_READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
 
 
 # --- Hugging Face datasets -----------------------------------------------------------------
@@ -321,16 +318,12 @@ def is_saved_dataset(path: Path) -> bool:
     )
 
 
-def _iter_rows(dataset: Any, ctx: _Context, location: str) -> Iterator[Document]:
-    row = 0
-    for record in dataset:
-        doc = to_document(record, f"{location}:{row}", ctx)
-        row += 1
-        if doc is not None:
-            yield doc
+def _rows(dataset: Any, location: str) -> Iterator[Record]:
+    for row, record in enumerate(dataset):
+        yield f"{location}:{row}", None, record
 
 
-def read_saved_dataset(path: Path, ctx: _Context, location: str) -> Iterator[Document]:
+def saved_dataset_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
     import datasets
 
     try:
@@ -344,7 +337,7 @@ def read_saved_dataset(path: Path, ctx: _Context, location: str) -> Iterator[Doc
         loaded = loaded[split]
     check_fields(ctx, list(loaded.column_names))
     # Arrow-backed and memory-mapped: iterating touches one batch at a time.
-    yield from _iter_rows(loaded, ctx, location)
+    yield from _rows(loaded, location)
 
 
 def hub_offline_reason() -> str | None:
@@ -366,7 +359,7 @@ def hub_offline_reason() -> str | None:
     return None
 
 
-def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Iterator[Document]:
+def streaming_records(path_or_id: str, ctx: _Context, location: str) -> Iterator[Record]:
     """A dataset read through `datasets.load_dataset(..., streaming=True)`: a hub id or a local folder."""
     import datasets
 
@@ -392,4 +385,21 @@ def read_streaming_dataset(path_or_id: str, ctx: _Context, location: str) -> Ite
         yield first
         yield from rows
 
-    yield from _iter_rows(chained(), ctx, location)
+    yield from _rows(chained(), location)
+
+
+RECORD_READERS = {
+    "parquet": parquet_records,
+    "jsonl": jsonl_records,
+    "text": text_records,
+    "saved": saved_dataset_records,
+    "stream": streaming_records,
+}
+
+
+def documents_of(records: Iterable[Record], ctx: _Context) -> Iterator[Document]:
+    """The documents among raw records; empty and malformed ones are counted in `ctx.stats`."""
+    for location, line, record in records:
+        doc = to_document(record, location, ctx, line=line)
+        if doc is not None:
+            yield doc
