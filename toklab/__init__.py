@@ -20,10 +20,13 @@ from toklab.corpus import (
 )
 
 from toklab.comparison import CompareResult, compare, run_compare
+from toklab.filter import FilterResult, filter_corpus
 from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
 
 __all__ = [
     "CompareResult",
+    "FilterResult",
+    "filter_corpus",
     "Segmenter",
     "compare",
     "get_segmenter",

@@ -297,6 +297,71 @@ def report_command(
         console.print(f"rewrote {write_report(result, directory)}")
 
 
+# --- filter -------------------------------------------------------------------------------------
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ToklabError(f"--sweep takes comma-separated numbers, e.g. 0.2,0.25,0.3,0.35; got '{text}'") from None
+    if not values:
+        raise ToklabError("--sweep needs at least one threshold")
+    return values
+
+
+@app.command("filter")
+@corpus_command(lazy=True)
+def filter_command(
+    corpus: Any,
+    t: Annotated[Optional[float], typer.Option("--t", "--threshold", "-t", help="Threshold: keep a document iff tokens <= t x chars (--by tokens; default 0.3, Cramming's) or zstd bytes <= t x raw bytes (--by zstd; default 0.5).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the kept shards: the input's shard layout and format (parquet stays parquet; jsonl and txt become .jsonl.zst), every field kept, plus a ratio column.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option("--segmenter", "-s", help="Segmenter spec that counts tokens. Default: bpe:32k trained on a sample of the input (Cramming's 'self' tokeniser), cached.")] = None,
+    by: Annotated[str, typer.Option("--by", help="What is measured: tokens (tokens per char) or zstd (compressed bytes per raw byte, no segmenter).")] = "tokens",
+    keep_rejected: Annotated[bool, typer.Option("--keep-rejected", help="Also write rejected and empty documents, with a reject_reason column, to <out>-rejected beside --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and report only; write no shards.")] = False,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="Comma-separated thresholds, e.g. 0.2,0.25,0.3,0.35: print their keep rates (overall and for the worst source); writes no shards.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed shard (the same arguments are required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier filter run's output in --out. Folders holding anything else are never touched.")] = False,
+    report: Annotated[Optional[str], typer.Option("--report", help="Report folder. Default: reports/filter-<out or corpus name>.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes (several shards) or threads (one shard). Default: every core.")] = None,
+    train_bytes: Annotated[int, typer.Option("--train-bytes", min=1, help="Bytes of the input, sampled from every shard, that a trainable --segmenter trains on.")] = 20_000_000,
+    top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 10,
+) -> None:
+    """Cramming-style compressibility filter: drop every document with tokens > t x chars.
+
+    Kept documents go to --out shard by shard (resumable: an interrupted run continues with
+    --resume, and ends byte-identical to an uninterrupted one). The run checks that
+    kept + rejected + empty = documents read. A report (per-source keep rates, a ratio histogram
+    with the threshold, rejected examples) goes under reports/."""
+    import re
+    from pathlib import Path
+
+    from toklab.filter import filter_corpus
+    from toklab.filter_report import terminal_tables, write_filter_report
+
+    thresholds = _thresholds(sweep) if sweep is not None else None
+    if out is None and not dry_run and thresholds is None:
+        raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
+    result = filter_corpus(
+        corpus(), out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
+        resume=resume, overwrite=overwrite, workers=workers, train_bytes=train_bytes, progress=True,
+    )  # fmt: skip
+    name = Path(out).name if out and not (dry_run or thresholds) else Path(result.corpus.rstrip("/*")).stem or "corpus"
+    target = write_filter_report(result, report or Path("reports") / f"filter-{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}")
+    for table in terminal_tables(result, top):
+        console.print(table)
+    _print_notes(result.notes)
+    if result.resumed_shards:
+        console.print(f"resumed: {result.resumed_shards} of {len(result.shards)} shards were already done")
+    if result.out is not None:
+        console.print(f"kept shards: {result.out}" + (f"; rejected: {result.rejected_out}" if result.rejected_out else ""))
+    console.print(result.count_check, style=None if result.conserved else "bold red")
+    console.print(f"report: {target}")
+    if not result.conserved:
+        raise typer.Exit(1)
+
+
 # --- tokenizer commands -----------------------------------------------------------------------
 
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)

@@ -15,6 +15,7 @@ import io
 import itertools
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,12 +44,24 @@ def renyi_efficiency(counts: np.ndarray, vocab_size: int, alpha: float = 2.5) ->
     return entropy / float(np.log2(vocab_size))
 
 
+def at_most(numerators: np.ndarray, denominators: np.ndarray, threshold: float) -> np.ndarray:
+    """numerators <= threshold * denominators, decided exactly for the decimal `threshold` as written.
+
+    In floats 0.35 * 180 is 62.99999999999999, which would drop a document of 63 tokens and 180 chars
+    that sits exactly on the line; with the threshold as a fraction (7/20) the test is exact.
+    """
+    fraction = Fraction(repr(float(threshold))).limit_denominator(10**6)
+    numerators = np.asarray(numerators, dtype=np.int64)
+    denominators = np.asarray(denominators, dtype=np.int64)
+    return numerators * fraction.denominator <= denominators * fraction.numerator
+
+
 def keep_rates(tokens: np.ndarray, chars: np.ndarray, n_bytes: np.ndarray, threshold: float) -> tuple[float, float]:
     """Cramming keep rates: the share of documents, and of bytes, with tokens <= threshold * chars."""
-    tokens, chars, n_bytes = (np.asarray(a, dtype=np.float64) for a in (tokens, chars, n_bytes))
-    if len(tokens) == 0:
+    n_bytes = np.asarray(n_bytes, dtype=np.float64)
+    if len(n_bytes) == 0:
         return 0.0, 0.0
-    kept = tokens <= threshold * chars
+    kept = at_most(tokens, chars, threshold)
     return float(kept.mean()), float(n_bytes[kept].sum() / max(n_bytes.sum(), 1.0))
 
 

@@ -20,8 +20,8 @@ class DocumentCounter:
         self.docs = self.bytes = 0
         self._shown = 0.0
 
-    def __call__(self, n_bytes: int) -> None:
-        self.docs += 1
+    def __call__(self, n_bytes: int, docs: int = 1) -> None:
+        self.docs += docs
         self.bytes += n_bytes
         now = time.monotonic()
         if self.bar is not None and now - self._shown >= 0.1:  # the display refreshes at 10 Hz anyway

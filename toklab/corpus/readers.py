@@ -176,7 +176,8 @@ def shard_kind(path: Path) -> str | None:
 Record = tuple[str, "int | None", dict[str, Any]]
 
 
-def parquet_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
+def parquet_batches(path: Path, ctx: _Context, batch_size: int = PARQUET_BATCH_ROWS) -> Iterator[Any]:
+    """The shard's arrow record batches, after checking its fields; a corrupt shard is an error naming it."""
     import pyarrow.parquet as pq
 
     try:
@@ -184,8 +185,7 @@ def parquet_records(path: Path, ctx: _Context, location: str) -> Iterator[Record
     except Exception as exc:  # pyarrow raises several types for a corrupt footer
         raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
     check_fields(ctx, parquet.schema_arrow.names)
-    row = 0
-    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    batches = parquet.iter_batches(batch_size=batch_size)
     while True:
         try:
             batch = next(batches)
@@ -193,6 +193,12 @@ def parquet_records(path: Path, ctx: _Context, location: str) -> Iterator[Record
             return
         except Exception as exc:
             raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
+        yield batch
+
+
+def parquet_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
+    row = 0
+    for batch in parquet_batches(path, ctx):
         for record in batch.to_pylist():
             yield f"{location}:{row}", None, record
             row += 1

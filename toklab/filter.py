@@ -1,0 +1,780 @@
+"""`filter`: Cramming-style compressibility filtering of a corpus, shard by shard and resumable.
+
+Rule (Geiping & Goldstein 2022): keep a document iff tokens <= t * chars, chars being Unicode code
+points, with the tokeniser itself as the judge (by default a BPE trained on a sample of the input).
+`by="zstd"` judges by zstd-compressed bytes / raw bytes instead. Empty documents are dropped and
+counted on their own, so kept + rejected + empty = documents read, which the run checks at the end.
+
+Every input shard becomes one output shard of the same relative path, in the input's format
+(parquet stays parquet with its schema and every column; jsonl and text become .jsonl.zst, every
+field kept), plus one column holding the document's ratio. Each output shard is written under a
+temporary name and renamed when whole, and a state file in the output folder records the shards
+done, so a killed run continues where it stopped and ends with byte-identical output.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from toklab.corpus.corpus import Corpus, Input, _stem, open_corpus
+from toklab.corpus.readers import CorpusOptions, ReadStats, parquet_batches, to_document
+from toklab.errors import ToklabError
+from toklab.files import temp_name
+from toklab.measures import at_most
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from toklab.corpus.document import Document
+    from toklab.segmenters import Segmenter
+
+MEASURES = ("tokens", "zstd")
+DEFAULT_THRESHOLD = {"tokens": 0.3, "zstd": 0.5}  # tokens: Cramming's default; zstd: toklab's choice
+RATIO_COLUMN = {"tokens": "tokens_per_char", "zstd": "zstd_ratio"}
+REASON_COLUMN = "reject_reason"
+DEFAULT_SEGMENTER = "bpe:32k"  # Cramming's "self" tokeniser: trained on a sample of the input
+DEFAULT_TRAIN_BYTES = 20_000_000
+ZSTD_LEVEL = 3
+STATE_FILE = ".toklab-filter.json"
+STATE_VERSION = 1
+BATCH_DOCS = 1024
+BATCH_BYTES = 8 * 2**20
+HIST_WIDTH = 0.005  # ratio histogram bins; the last bin holds everything from HIST_MAX up
+HIST_MAX = 4.0
+EXAMPLES = 4  # rejected examples kept of each kind (most extreme, nearest the threshold)
+SNIPPET_CHARS = 400
+UNCOMPRESSED_GUESS = 4  # bytes of text per byte of a compressed shard, to size the training sample
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """Keep a document iff numerator <= threshold * denominator (tokens/chars, or zstd bytes/raw bytes)."""
+
+    by: str = "tokens"
+    threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.by not in MEASURES:
+            raise ToklabError(f"--by must be one of {', '.join(MEASURES)}, got '{self.by}'")
+        if not self.threshold > 0:
+            raise ToklabError(f"--t must be positive, got {self.threshold}")
+
+    @property
+    def column(self) -> str:
+        return RATIO_COLUMN[self.by]
+
+    def measure(self, texts: Sequence[str], segmenter: "Segmenter | None", workers: int) -> tuple[np.ndarray, np.ndarray]:
+        """(numerators, denominators) for non-empty texts: (tokens, chars) or (zstd bytes, bytes)."""
+        if self.by == "tokens":
+            assert segmenter is not None
+            tokens = [len(ids) for ids in segmenter.encode_batch(texts, workers=workers)]
+            return np.array(tokens, dtype=np.int64), np.array([len(t) for t in texts], dtype=np.int64)
+        import zstandard
+
+        data = [t.encode("utf-8", "surrogatepass") for t in texts]
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        return np.array([len(compressor.compress(d)) for d in data], dtype=np.int64), np.array([len(d) for d in data], dtype=np.int64)
+
+
+# --- one shard ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker needs to filter one input shard (picklable)."""
+
+    index: int
+    item: Input
+    options: CorpusOptions
+    rule: FilterRule
+    kept_path: Path | None  # None: measure only (dry run, sweep)
+    rejected_path: Path | None
+    sweep: tuple[float, ...] = ()
+
+
+def _output_name(item: Input) -> str:
+    """The output shard's path relative to --out: the input's own, in the output format."""
+    suffix = ".parquet" if item.kind in ("parquet", "saved", "stream") else ".jsonl.zst"
+    location = Path(item.location)
+    return (location.parent / (_stem(location) + suffix)).as_posix()
+
+
+class _ShardOut:
+    """One output shard, written under a temporary name and renamed into place when whole."""
+
+    def __init__(self, final: Path, fmt: str, schema: Any = None) -> None:
+        self.final, self.fmt, self.schema = final, fmt, schema
+        self.tmp = temp_name(final)
+        self.rows = 0
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: Any = None
+        self._file: Any = None
+        if fmt == "jsonl.zst":
+            import zstandard
+
+            self._file = open(self.tmp, "wb")
+            self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+
+    def write_arrow(self, batch: Any, take: np.ndarray, columns: dict[str, list[Any]]) -> None:
+        """Rows of an arrow batch where `take`, with `columns` added (replacing same-named ones)."""
+        import pyarrow as pa
+
+        picked = batch.filter(pa.array(take))
+        for name, values in columns.items():
+            if name in picked.schema.names:
+                picked = picked.drop_columns([name])
+            chosen = [v for v, t in zip(values, take) if t]
+            picked = picked.append_column(name, pa.array(chosen, type=pa.float64() if name != REASON_COLUMN else pa.string()))
+        self._parquet(pa.Table.from_batches([picked]))
+
+    def write_records(self, records: list[dict[str, Any]], take: np.ndarray, columns: dict[str, list[Any]]) -> None:
+        rows = [{**r, **{k: v[i] for k, v in columns.items()}} for i, r in enumerate(records) if take[i]]
+        if not rows:
+            return
+        if self.fmt == "jsonl.zst":
+            self._writer.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8"))
+            self.rows += len(rows)
+            return
+        import pyarrow as pa
+
+        self._parquet(pa.Table.from_pylist(rows, schema=self._writer.schema if self._writer is not None else None))
+
+    def _parquet(self, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", compression_level=6)
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def close(self, empty_schema: Any = None) -> int:
+        """Finish and rename into place; returns the file's size (0 when nothing was written)."""
+        if self.fmt == "jsonl.zst":
+            self._writer.close()
+            self._file.close()
+        elif self._writer is None and empty_schema is not None:
+            self._parquet(empty_schema.empty_table())
+            self._writer.close()
+        elif self._writer is not None:
+            self._writer.close()
+        else:  # a records-to-parquet shard with no rows and no known schema: no file
+            return 0
+        os.replace(self.tmp, self.final)
+        return self.final.stat().st_size
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._file is not None:
+                self._file.close()
+        except Exception:
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _parquet_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[Any, list["Document | None"]]]:
+    """(arrow batch, one Document per row: None for a malformed row) for a parquet shard."""
+    opts = job.options
+    row = 0
+    for batch in parquet_batches(Path(job.item.target), ctx, BATCH_DOCS):
+        names = batch.schema.names
+        wanted = [n for n in dict.fromkeys([opts.text_field, opts.id_field or "id", opts.source_field]) if n in names]
+        columns = {n: batch.column(n).to_pylist() for n in wanted}
+        docs = []
+        for i in range(batch.num_rows):
+            docs.append(to_document({n: columns[n][i] for n in wanted}, f"{job.item.location}:{row}", ctx, keep_empty=True))
+            row += 1
+        yield batch, docs
+
+
+def _record_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[list[dict[str, Any]], list["Document | None"]]]:
+    """(records, documents) in batches, for every format read record by record."""
+    records: list[dict[str, Any]] = []
+    docs: list[Document | None] = []
+    size = 0
+    for location, line, record in job.item.records(ctx):
+        doc = to_document(record, location, ctx, line=line, keep_empty=True)
+        if doc is None:
+            continue  # malformed: counted by the reader, and not a document
+        if job.item.kind == "text":
+            record = {"id": doc.id, "text": doc.text, "source": doc.source}
+        records.append(record)
+        docs.append(doc)
+        size += len(doc.text)
+        if len(docs) >= BATCH_DOCS or size >= BATCH_BYTES:
+            yield records, docs
+            records, docs, size = [], [], 0
+    if docs:
+        yield records, docs
+
+
+def _new_outcome(job: ShardJob) -> dict[str, Any]:
+    return {
+        "index": job.index, "input": job.item.location, "kept_file": None, "rejected_file": None,
+        "documents": 0, "kept": 0, "rejected": 0, "empty": 0, "malformed": 0, "invalid_utf8": 0,
+        "bytes": 0, "kept_bytes": 0, "rejected_bytes": 0, "kept_file_bytes": 0, "rejected_file_bytes": 0,
+        "per_source": {}, "sweep": {}, "hist": [], "examples": [], "seconds": 0.0,
+    }  # fmt: skip
+
+
+def _reason(rule: FilterRule, ratio: float) -> str:
+    return f"{rule.column} {ratio:.4f} > {rule.threshold:g}"
+
+
+def filter_shard(job: ShardJob, segmenter: "Segmenter | None", workers: int = 1, advance: Any = None) -> dict[str, Any]:
+    """Filter one input shard; returns its counts, per-source tallies, histogram and examples."""
+    start = time.perf_counter()
+    rule = job.rule
+    stats = ReadStats()
+    ctx = job.item.context(job.options, stats)
+    outcome = _new_outcome(job)
+    hist = np.zeros(int(round(HIST_MAX / HIST_WIDTH)) + 1, dtype=np.int64)
+    examples: list[dict[str, Any]] = []
+    parquet_in = job.item.kind == "parquet"
+    fmt = "parquet" if _output_name(job.item).endswith(".parquet") else "jsonl.zst"
+    kept_out = _ShardOut(job.kept_path, fmt) if job.kept_path else None
+    rejected_out = _ShardOut(job.rejected_path, fmt) if job.rejected_path else None
+    sweep = sorted(set(job.sweep))
+    schema = None
+    try:
+        batches = _parquet_batches(job, ctx) if parquet_in else _record_batches(job, ctx)
+        for payload, docs in batches:
+            n = len(docs)
+            present = np.array([d is not None for d in docs], dtype=bool)
+            text_rows = [i for i, d in enumerate(docs) if d is not None and d.text]
+            texts = [docs[i].text for i in text_rows]  # type: ignore[union-attr]
+            numerators, denominators = rule.measure(texts, segmenter, workers) if texts else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            ratios = numerators / np.maximum(denominators, 1)
+            keep_text = at_most(numerators, denominators, rule.threshold)
+            keep = np.zeros(n, dtype=bool)
+            keep[text_rows] = keep_text
+            empty = present.copy()
+            empty[text_rows] = False
+            reject = present & ~keep & ~empty
+            ratio_col: list[float | None] = [None] * n
+            reason_col: list[str | None] = [None] * n
+            for i, r in zip(text_rows, ratios.tolist()):
+                ratio_col[i] = r
+            for i in np.flatnonzero(empty):
+                reason_col[i] = "empty"
+            for i in np.flatnonzero(reject):
+                reason_col[i] = _reason(rule, ratio_col[i])  # type: ignore[arg-type]
+
+            n_bytes = np.array([len(d.text.encode("utf-8", "surrogatepass")) if d is not None else 0 for d in docs], dtype=np.int64)
+            outcome["documents"] += int(present.sum())
+            outcome["kept"] += int(keep.sum())
+            outcome["rejected"] += int(reject.sum())
+            outcome["empty"] += int(empty.sum())
+            outcome["bytes"] += int(n_bytes.sum())
+            outcome["kept_bytes"] += int(n_bytes[keep].sum())
+            outcome["rejected_bytes"] += int(n_bytes[reject].sum())
+            bins = np.minimum((ratios / HIST_WIDTH).astype(np.int64), len(hist) - 1)
+            hist += np.bincount(bins, minlength=len(hist))
+            sweep_keep = {t: at_most(numerators, denominators, t) for t in sweep}
+            per_source = outcome["per_source"]
+            text_position = {row: k for k, row in enumerate(text_rows)}
+            for i in np.flatnonzero(present):
+                doc = docs[i]
+                tally = per_source.setdefault(doc.source, {"docs": 0, "bytes": 0, "kept_docs": 0, "kept_bytes": 0, "empty": 0, "sweep": {}})  # type: ignore[union-attr]
+                tally["docs"] += 1
+                tally["bytes"] += int(n_bytes[i])
+                if keep[i]:
+                    tally["kept_docs"] += 1
+                    tally["kept_bytes"] += int(n_bytes[i])
+                if empty[i]:
+                    tally["empty"] += 1
+                    continue
+                for t in sweep:
+                    if sweep_keep[t][text_position[i]]:
+                        cell = tally["sweep"].setdefault(repr(t), [0, 0])
+                        cell[0] += 1
+                        cell[1] += int(n_bytes[i])
+            for i in np.flatnonzero(reject):
+                doc = docs[i]
+                examples.append({"id": doc.id, "source": doc.source, "ratio": ratio_col[i], "chars": len(doc.text), "bytes": int(n_bytes[i]), "snippet": doc.text[:SNIPPET_CHARS]})  # type: ignore[union-attr]
+            examples = _pick_examples(examples)
+            if kept_out or rejected_out:
+                columns = {rule.column: ratio_col}
+                if parquet_in:
+                    schema = payload.schema
+                    if kept_out:
+                        kept_out.write_arrow(payload, keep, columns)
+                    if rejected_out:
+                        rejected_out.write_arrow(payload, reject | empty, {**columns, REASON_COLUMN: reason_col})
+                else:
+                    records = payload
+                    if kept_out:
+                        kept_out.write_records(records, keep, columns)
+                    if rejected_out:
+                        rejected_out.write_records(records, reject | empty, {**columns, REASON_COLUMN: reason_col})
+            if advance is not None:
+                advance(int(n_bytes.sum()), int(present.sum()))
+        if parquet_in and schema is None:
+            import pyarrow.parquet as pq
+
+            schema = pq.ParquetFile(job.item.target).schema_arrow
+        if kept_out:
+            outcome["kept_file_bytes"] = kept_out.close(_with_columns(schema, [rule.column]) if parquet_in else None)
+            outcome["kept_file"] = _output_name(job.item) if outcome["kept_file_bytes"] else None
+        if rejected_out:
+            outcome["rejected_file_bytes"] = rejected_out.close(_with_columns(schema, [rule.column, REASON_COLUMN]) if parquet_in else None)
+            outcome["rejected_file"] = _output_name(job.item) if outcome["rejected_file_bytes"] else None
+    except BaseException:
+        for out in (kept_out, rejected_out):
+            if out is not None:
+                out.abort()
+        raise
+    outcome["malformed"] = stats.malformed_lines
+    outcome["malformed_examples"] = stats.malformed_examples
+    outcome["invalid_utf8"] = stats.invalid_utf8
+    outcome["hist"] = hist.tolist()
+    outcome["examples"] = examples
+    outcome["seconds"] = round(time.perf_counter() - start, 3)
+    return outcome
+
+
+def _with_columns(schema: Any, names: list[str]) -> Any:
+    import pyarrow as pa
+
+    for name in names:
+        if name in schema.names:
+            schema = schema.remove(schema.get_field_index(name))
+        schema = schema.append(pa.field(name, pa.string() if name == REASON_COLUMN else pa.float64()))
+    return schema
+
+
+def _pick_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most extreme rejected documents and those nearest the threshold, ties broken by id."""
+    ordered = sorted(examples, key=lambda e: (e["ratio"], e["id"]))
+    picked = ordered[:EXAMPLES] + ordered[max(EXAMPLES, len(ordered) - EXAMPLES):]
+    return picked
+
+
+_worker_segmenter: "Segmenter | None" = None  # set once per worker process, not pickled per shard
+
+
+def _init_worker(segmenter: "Segmenter | None") -> None:
+    global _worker_segmenter
+    _worker_segmenter = segmenter
+
+
+def _run_job(job: ShardJob) -> dict[str, Any]:
+    return filter_shard(job, _worker_segmenter, workers=1)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FilterResult:
+    """A filter run: the counts, per-source keep rates, the ratio histogram and rejected examples."""
+
+    corpus: str
+    rule: FilterRule
+    segmenter: str | None  # the segmenter's spec; None for --by zstd
+    out: Path | None  # None for a dry run or a sweep
+    rejected_out: Path | None
+    documents: int
+    kept: int
+    rejected: int
+    empty: int
+    bytes: int
+    kept_bytes: int
+    rejected_bytes: int
+    malformed: int
+    per_source: "pd.DataFrame"  # one row per source, largest first
+    histogram: list[int]  # documents per ratio bin of width HIST_WIDTH; the last bin is "HIST_MAX and up"
+    examples: list[dict[str, Any]]  # rejected documents: the most extreme and those nearest the threshold
+    sweep: "pd.DataFrame | None" = None  # keep rates for each t of --sweep
+    conserved: bool = True  # kept + rejected + empty == documents, and the shards hold what was counted
+    count_check: str = ""
+    shards: list[dict[str, Any]] = field(default_factory=list)  # per input shard: files and counts
+    resumed_shards: int = 0  # shards found done by an earlier, interrupted run
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keep_rate_docs(self) -> float:
+        return self.kept / self.documents if self.documents else 0.0
+
+    @property
+    def keep_rate_bytes(self) -> float:
+        return self.kept_bytes / self.bytes if self.bytes else 0.0
+
+    @property
+    def dry_run(self) -> bool:
+        return self.out is None
+
+
+def rejected_folder(out: str | os.PathLike) -> Path:
+    """Where --keep-rejected puts rejected documents: a sibling of --out, so --out holds kept ones only."""
+    out = Path(out)
+    return out.with_name(out.name + "-rejected")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _check_paths(corpus: Corpus, out: Path, rejected: Path | None) -> None:
+    """Refuse an output that would write into the input, or whose replacement could delete it."""
+    roots = [Path(corpus.spec).expanduser().resolve()] if Path(corpus.spec).expanduser().is_dir() else []
+    roots += [Path(item.target).resolve() for item in corpus.inputs if item.kind != "stream"]
+    for target in [out] + ([rejected] if rejected else []):
+        for root in roots:
+            if _inside(target, root):
+                raise ToklabError(f"--out {target} is inside the input {root}; choose a folder outside it")
+            if _inside(root, target):
+                raise ToklabError(f"--out {target} contains the input {root}; choose a folder outside it")
+        if target.exists() and not target.is_dir():
+            raise ToklabError(f"--out {target} is a file; choose a folder")
+
+
+def _is_empty(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def _read_state(out: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("version") == STATE_VERSION else None
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+    final = out / STATE_FILE
+    tmp = temp_name(final)
+    tmp.write_text(json.dumps(state, indent=1, default=str) + "\n")
+    os.replace(tmp, final)
+
+
+def _prepare_out(out: Path, rejected: Path | None, config: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Check --out against --resume/--overwrite; return the run's state (with the shards already done)."""
+    state = _read_state(out) if out.exists() else None
+    fresh = {"version": STATE_VERSION, "config": config, "done": {}, "complete": False}
+    foreign = [f for f in (out, rejected) if f is not None and not _is_empty(f)]
+    if state is None:
+        if foreign:
+            raise ToklabError(
+                f"--out {foreign[0]} is not empty and holds no toklab filter output; choose a new or empty folder"
+                + (" (--overwrite only ever replaces an earlier filter's own output)" if overwrite or resume else "")
+            )
+        return fresh
+    same = state.get("config") == config
+    done = len(state.get("done", {}))
+    if overwrite:
+        shutil.rmtree(out)
+        if rejected is not None or state["config"].get("keep_rejected"):
+            shutil.rmtree(rejected_folder(out), ignore_errors=True)
+        return fresh
+    if not resume:
+        what = "a complete" if state.get("complete") else f"an interrupted ({done} of {len(config['inputs'])} shards done)"
+        raise ToklabError(f"--out {out} already holds {what} filter run; pass --resume to continue it or --overwrite to start again")
+    if not same:
+        changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+        raise ToklabError(f"--out {out} holds a filter run with other settings ({', '.join(changed)} differ); rerun with the same arguments, or pass --overwrite to start again")
+    for folder in (out, rejected):  # temporary files of shards a killed run was writing
+        if folder is not None and folder.exists():
+            for stale in folder.rglob(".*.tmp"):
+                stale.unlink()
+    state["done"] = {k: v for k, v in state["done"].items() if _outputs_intact(out, rejected, v)}
+    return state
+
+
+def _outputs_intact(out: Path, rejected: Path | None, outcome: dict[str, Any]) -> bool:
+    for folder, name, size in ((out, outcome["kept_file"], outcome["kept_file_bytes"]), (rejected, outcome["rejected_file"], outcome["rejected_file_bytes"])):
+        if folder is not None and name is not None and not ((folder / name).is_file() and (folder / name).stat().st_size == size):
+            return False
+    return True
+
+
+def _estimate_bytes(item: Input) -> int | None:
+    """Roughly how many bytes of text an input holds, without reading it."""
+    path = Path(item.target)
+    if item.kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            metadata = pq.ParquetFile(path).metadata
+            return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        except Exception:
+            return None
+    if item.kind in ("jsonl", "text") and path.is_file():
+        compressed = path.name.lower().endswith((".gz", ".zst"))
+        return path.stat().st_size * (UNCOMPRESSED_GUESS if compressed else 1)
+    return None
+
+
+def training_sample(corpus: Corpus, train_bytes: int) -> Corpus:
+    """A hash-sampled part of `corpus` of about `train_bytes`, drawn from every shard, all in the train part."""
+    sizes = [_estimate_bytes(item) for item in corpus.inputs]
+    total = sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None
+    fraction = min(1.0, 1.25 * train_bytes / total) if total else 1.0  # a little over, then capped
+    options = replace(corpus.options, sample=max(fraction, 1e-6), max_bytes=train_bytes, max_docs=None, val_fraction=0.0)
+    return Corpus(corpus.spec, corpus.inputs, options, corpus.description)
+
+
+def _config(corpus: Corpus, rule: FilterRule, segmenter: "Segmenter | None", keep_rejected: bool) -> dict[str, Any]:
+    """What decides the output; a resumed run must match it exactly."""
+    from toklab import __version__
+
+    opts = corpus.options
+    reading = {k: getattr(opts, k) for k in ("text_field", "id_field", "source_field", "lines", "name", "split", "strict")}
+    identity = None
+    if segmenter is not None:
+        identity = {"spec": segmenter.spec, "vocab_size": segmenter.vocab_size, "trained_on": segmenter.corpus_fingerprint}
+    return {
+        "inputs": [item.signature() for item in corpus.inputs],
+        "reading": reading,
+        "by": rule.by,
+        "threshold": rule.threshold,
+        "segmenter": identity,
+        "keep_rejected": keep_rejected,
+        "toklab_version": __version__,
+    }
+
+
+def filter_corpus(
+    corpus: "str | Corpus" = "default",
+    out: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    by: str = "tokens",
+    segmenter: "str | Segmenter | None" = None,
+    keep_rejected: bool = False,
+    dry_run: bool = False,
+    sweep: Sequence[float] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+    train_bytes: int = DEFAULT_TRAIN_BYTES,
+    progress: bool = False,
+    **corpus_options: Any,
+) -> FilterResult:
+    """Filter `corpus` into `out`: keep a document iff tokens <= threshold * chars.
+
+    `segmenter` is any spec (default: a BPE trained on about `train_bytes` of the input, cached),
+    or a Segmenter. `by="zstd"` uses zstd bytes / raw bytes instead. `dry_run` or `sweep` (a list
+    of thresholds to tabulate) measure only and write no shards. `keep_rejected` writes rejected
+    and empty documents, with the reason, to `rejected_folder(out)`. An interrupted run continues
+    with `resume=True`; `overwrite=True` replaces an earlier filter's output.
+    """
+    from toklab import __version__
+    from toklab.progress import document_progress, step_progress
+    from toklab.segmenters.base import cpu_count
+
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD.get(by, 0.3)
+    rule = FilterRule(by, float(threshold))
+    sweep = tuple(float(t) for t in sweep) if sweep else ()
+    for t in sweep:
+        FilterRule(by, t)  # the same check as --t
+    measure_only = dry_run or bool(sweep)
+    if out is None and not measure_only:
+        raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
+    if train_bytes <= 0:
+        raise ToklabError(f"--train-bytes must be positive, got {train_bytes}")
+    if isinstance(corpus, str):
+        corpus = open_corpus(corpus, progress=progress, **corpus_options)
+    elif corpus_options:
+        raise TypeError("pass corpus options to open_corpus when giving a Corpus")
+    opts = corpus.options
+    if opts.max_docs is not None or opts.max_bytes is not None or opts.sample < 1.0:
+        raise ToklabError("filter reads every document of its input; --max-docs, --max-bytes and --sample do not apply (pass a smaller input instead)")
+    workers = cpu_count() if workers is None else max(1, workers)
+
+    out_path = Path(out).expanduser().resolve() if out is not None and not measure_only else None
+    rejected_path = rejected_folder(out_path) if out_path is not None and keep_rejected else None
+    if out_path is not None:
+        _check_paths(corpus, out_path, rejected_path)
+        if len({_output_name(item) for item in corpus.inputs}) < len(corpus.inputs):
+            raise ToklabError("two input shards would map to the same output shard (e.g. a.jsonl and a.jsonl.gz); filter them separately")
+
+    seg = None
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if rule.by == "tokens":
+        from toklab.segmenters import Segmenter, get_segmenter
+
+        if isinstance(segmenter, Segmenter):
+            seg = segmenter
+        else:
+            seg = get_segmenter(segmenter or DEFAULT_SEGMENTER, training_sample(corpus, train_bytes), progress=progress)
+    elif segmenter is not None:
+        raise ToklabError("--segmenter applies to --by tokens only; --by zstd uses no segmenter")
+    timings["segmenter"] = time.perf_counter() - start
+
+    config = _config(corpus, rule, seg, keep_rejected)
+    state = {"done": {}}
+    if out_path is not None:
+        state = _prepare_out(out_path, rejected_path, config, resume, overwrite)
+        out_path.mkdir(parents=True, exist_ok=True)
+        if rejected_path is not None:
+            rejected_path.mkdir(parents=True, exist_ok=True)
+        _write_state(out_path, state)
+    resumed = len(state["done"])
+    jobs = [
+        ShardJob(
+            index=i,
+            item=item,
+            options=opts,
+            rule=rule,
+            kept_path=out_path / _output_name(item) if out_path is not None else None,
+            rejected_path=rejected_path / _output_name(item) if rejected_path is not None else None,
+            sweep=sweep,
+        )
+        for i, item in enumerate(corpus.inputs)
+        if str(i) not in state["done"]
+    ]
+
+    def record(outcome: dict[str, Any]) -> None:
+        state["done"][str(outcome["index"])] = outcome
+        if out_path is not None:
+            _write_state(out_path, state)
+
+    start = time.perf_counter()
+    if len(jobs) > 1 and workers > 1:
+        with step_progress("filtering shards", len(jobs), enabled=progress) as step, ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker, initargs=(seg,)) as pool:
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            for future in as_completed(futures):
+                step(futures[future].item.location)
+                record(future.result())
+    else:
+        with document_progress("filtering", enabled=progress) as advance:
+            for job in jobs:
+                record(filter_shard(job, seg, workers=workers, advance=advance))
+    timings["filter"] = time.perf_counter() - start
+
+    outcomes = [state["done"][str(i)] for i in range(len(corpus.inputs))]
+    result = _combine(corpus, rule, seg, outcomes, out_path, rejected_path, sweep)
+    result.resumed_shards = resumed
+    _count_check(result)
+    if out_path is not None:
+        state["complete"] = result.conserved
+        _write_state(out_path, state)
+    result.meta = {
+        "corpus": corpus.spec,
+        "corpus_description": corpus.description,
+        "by": rule.by,
+        "threshold": rule.threshold,
+        "ratio_column": rule.column,
+        "segmenter": seg.spec if seg is not None else None,
+        "workers": workers,
+        "toklab_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return result
+
+
+def _combine(corpus: Corpus, rule: FilterRule, seg: "Segmenter | None", outcomes: list[dict[str, Any]], out: Path | None, rejected: Path | None, sweep: tuple[float, ...]) -> FilterResult:
+    """Sum the per-shard outcomes into one result."""
+    import pandas as pd
+
+    def total(key: str) -> int:
+        return sum(o[key] for o in outcomes)
+
+    sources: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        for name, tally in o["per_source"].items():
+            into = sources.setdefault(name, {"docs": 0, "bytes": 0, "kept_docs": 0, "kept_bytes": 0, "empty": 0, "sweep": {}})
+            for key in ("docs", "bytes", "kept_docs", "kept_bytes", "empty"):
+                into[key] += tally[key]
+            for t, (docs, n_bytes) in tally["sweep"].items():
+                cell = into["sweep"].setdefault(t, [0, 0])
+                cell[0] += docs
+                cell[1] += n_bytes
+    rows = []
+    for name, s in sources.items():
+        rejected_docs = s["docs"] - s["kept_docs"] - s["empty"]
+        rows.append({
+            "source": name, "docs": s["docs"], "bytes": s["bytes"], "kept_docs": s["kept_docs"], "kept_bytes": s["kept_bytes"],
+            "rejected_docs": rejected_docs, "empty_docs": s["empty"], "dropped_bytes": s["bytes"] - s["kept_bytes"],
+            "keep_rate_docs": s["kept_docs"] / s["docs"], "keep_rate_bytes": s["kept_bytes"] / s["bytes"] if s["bytes"] else 0.0,
+        })  # fmt: skip
+    columns = ["source", "docs", "bytes", "kept_docs", "kept_bytes", "rejected_docs", "empty_docs", "dropped_bytes", "keep_rate_docs", "keep_rate_bytes"]
+    per_source = pd.DataFrame(rows, columns=columns).sort_values(["bytes", "source"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+    sweep_table = None
+    if sweep:
+        documents, n_bytes = total("documents"), total("bytes")
+        sweep_rows = []
+        for t in sorted(sweep):
+            kept_docs = sum(s["sweep"].get(repr(t), [0, 0])[0] for s in sources.values())
+            kept_bytes = sum(s["sweep"].get(repr(t), [0, 0])[1] for s in sources.values())
+            worst = min(sources.items(), key=lambda kv: (kv[1]["sweep"].get(repr(t), [0, 0])[1] / max(kv[1]["bytes"], 1), kv[0]))
+            sweep_rows.append({
+                "t": t, "kept_docs": kept_docs, "kept_bytes": kept_bytes,
+                "keep_rate_docs": kept_docs / documents if documents else 0.0, "keep_rate_bytes": kept_bytes / n_bytes if n_bytes else 0.0,
+                "sources_emptied": sum(1 for s in sources.values() if s["bytes"] and not s["sweep"].get(repr(t), [0, 0])[0]),
+                "worst_source": worst[0], "worst_source_keep_rate_bytes": worst[1]["sweep"].get(repr(t), [0, 0])[1] / max(worst[1]["bytes"], 1),
+            })  # fmt: skip
+        sweep_table = pd.DataFrame(sweep_rows)
+
+    hist = np.sum([np.array(o["hist"], dtype=np.int64) for o in outcomes], axis=0).tolist() if outcomes else []
+    examples = _pick_examples([e for o in outcomes for e in o["examples"]])
+    notes = []
+    malformed = total("malformed")
+    if malformed:
+        where = ", ".join(e for o in outcomes for e in o.get("malformed_examples", []))
+        notes.append(f"{malformed:,} malformed line{'s' if malformed != 1 else ''} skipped (at {where})")
+    invalid = total("invalid_utf8")
+    if invalid:
+        notes.append(f"{invalid:,} document{'s' if invalid != 1 else ''} with invalid UTF-8, decoded with replacement")
+    emptied = per_source[(per_source["kept_docs"] == 0) & (per_source["docs"] > per_source["empty_docs"])]
+    if len(emptied):
+        names = ", ".join(emptied["source"].head(8)) + (", ..." if len(emptied) > 8 else "")
+        notes.append(f"{len(emptied)} source{'s' if len(emptied) != 1 else ''} lost every document: {names}")
+    shards = [{k: o[k] for k in ("input", "kept_file", "rejected_file", "documents", "kept", "rejected", "empty", "seconds")} for o in outcomes]
+    return FilterResult(
+        corpus=corpus.spec, rule=rule, segmenter=seg.spec if seg is not None else None, out=out, rejected_out=rejected,
+        documents=total("documents"), kept=total("kept"), rejected=total("rejected"), empty=total("empty"),
+        bytes=total("bytes"), kept_bytes=total("kept_bytes"), rejected_bytes=total("rejected_bytes"), malformed=malformed,
+        per_source=per_source, histogram=hist, examples=examples, sweep=sweep_table, shards=shards, notes=notes,
+    )  # fmt: skip
+
+
+def count_rows(path: Path) -> int:
+    """Rows in an output shard, read back from the file itself."""
+    if path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    from toklab.corpus.readers import _open_binary
+
+    with _open_binary(path) as stream:
+        return sum(1 for _ in stream)
+
+
+def _count_check(result: FilterResult) -> None:
+    """kept + rejected + empty == documents read, and the written shards hold exactly those rows."""
+    problems = []
+    if result.kept + result.rejected + result.empty != result.documents:
+        problems.append(f"{result.kept:,} kept + {result.rejected:,} rejected + {result.empty:,} empty != {result.documents:,} read")
+    if result.out is not None:
+        kept_rows = sum(count_rows(result.out / s["kept_file"]) for s in result.shards if s["kept_file"])
+        if kept_rows != result.kept:
+            problems.append(f"the kept shards hold {kept_rows:,} rows, not {result.kept:,}")
+    if result.rejected_out is not None:
+        rejected_rows = sum(count_rows(result.rejected_out / s["rejected_file"]) for s in result.shards if s["rejected_file"])
+        if rejected_rows != result.rejected + result.empty:
+            problems.append(f"the rejected shards hold {rejected_rows:,} rows, not {result.rejected + result.empty:,}")
+    result.conserved = not problems
+    if problems:
+        result.count_check = "count check FAILED: " + "; ".join(problems)
+    else:
+        where = " (the written shards were counted again)" if result.out is not None else ""
+        result.count_check = f"count check passed: {result.documents:,} read = {result.kept:,} kept + {result.rejected:,} rejected + {result.empty:,} empty{where}"

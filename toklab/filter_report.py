@@ -1,0 +1,206 @@
+"""Filter reports: rich tables for the terminal, and a report folder (json, csv, md, png).
+
+The per-source view lists the sources the filter hit hardest first, so a language or kind of
+text that the threshold removes wholesale is the first thing a reader sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from toklab.errors import ToklabError
+from toklab.files import atomic_dir
+from toklab.filter import HIST_MAX, HIST_WIDTH, FilterResult
+
+SUMMARY = "summary.json"
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f}"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else ""
+
+
+def summary_rows(result: FilterResult) -> list[tuple[str, int, int]]:
+    """(what, documents, bytes) for read, kept, rejected and empty."""
+    return [
+        ("read", result.documents, result.bytes),
+        ("kept", result.kept, result.kept_bytes),
+        ("rejected", result.rejected, result.rejected_bytes),
+        ("empty", result.empty, 0),
+    ]
+
+
+def describe_rule(result: FilterResult) -> str:
+    rule = result.rule
+    if rule.by == "tokens":
+        return f"keep iff tokens <= {rule.threshold:g} x chars, tokens by {result.segmenter}"
+    return f"keep iff zstd bytes <= {rule.threshold:g} x raw bytes"
+
+
+def summary_table(result: FilterResult) -> Table:
+    title = f"filter {result.corpus}: {describe_rule(result)}" + (" (dry run)" if result.dry_run else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("", "docs", "share", "MB", "share "):
+        table.add_column(column, justify="right" if column else "left")
+    for what, docs, n_bytes in summary_rows(result):
+        table.add_row(what, f"{docs:,}", _pct(docs, result.documents), _mb(n_bytes), _pct(n_bytes, result.bytes))
+    return table
+
+
+def per_source_table(result: FilterResult, top: int = 10) -> Table:
+    """Sources hit hardest first (lowest share of bytes kept), then the rest summed in one row."""
+    rows = result.per_source.sort_values(["keep_rate_bytes", "bytes"], ascending=[True, False], kind="stable")
+    shown, rest = rows.iloc[:top], rows.iloc[top:]
+    table = Table(title=f"per source ({len(rows)}), hardest hit first", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=32)
+    for column in ("docs", "kept", "MB", "kept MB", "keep docs", "keep bytes"):
+        table.add_column(column, justify="right")
+    for row in shown.itertuples():
+        style = "bold red" if row.kept_docs == 0 and row.docs > row.empty_docs else None
+        table.add_row(
+            str(row.source), f"{row.docs:,}", f"{row.kept_docs:,}", _mb(row.bytes), _mb(row.kept_bytes),
+            _pct(row.kept_docs, row.docs), _pct(row.kept_bytes, row.bytes), style=style,
+        )  # fmt: skip
+    if len(rest):
+        docs, kept, n_bytes, kept_bytes = (int(rest[c].sum()) for c in ("docs", "kept_docs", "bytes", "kept_bytes"))
+        table.add_row(f"({len(rest)} more)", f"{docs:,}", f"{kept:,}", _mb(n_bytes), _mb(kept_bytes), _pct(kept, docs), _pct(kept_bytes, n_bytes), style="dim")
+    return table
+
+
+def sweep_table(result: FilterResult) -> Table:
+    assert result.sweep is not None
+    table = Table(title=f"keep rates by threshold t ({result.rule.column})", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("t", "keep docs", "keep bytes", "kept MB", "sources emptied", "worst source", "its bytes kept"):
+        if column == "worst source":
+            table.add_column(column, no_wrap=True, min_width=12)
+        else:
+            table.add_column(column, justify="right")
+    for row in result.sweep.itertuples():
+        table.add_row(
+            f"{row.t:g}", f"{100 * row.keep_rate_docs:.1f}%", f"{100 * row.keep_rate_bytes:.1f}%", _mb(row.kept_bytes),
+            str(row.sources_emptied), str(row.worst_source), f"{100 * row.worst_source_keep_rate_bytes:.1f}%",
+        )  # fmt: skip
+    return table
+
+
+def terminal_tables(result: FilterResult, top: int = 10) -> list[Table]:
+    tables = [summary_table(result), per_source_table(result, top)]
+    if result.sweep is not None:
+        tables.append(sweep_table(result))
+    return tables
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(result: FilterResult) -> str:
+    parts = [f"# Filter report: {result.corpus}\n", f"{describe_rule(result)}; chars are Unicode code points.\n"]
+    if result.out is not None:
+        parts.append(f"Kept shards: `{result.out}`" + (f"; rejected and empty documents, with the reason: `{result.rejected_out}`" if result.rejected_out else "") + "\n")
+    else:
+        parts.append("Dry run: no shards were written.\n")
+    parts.append(_markdown_table(["", "docs", "share", "MB", "share of bytes"], [
+        [what, f"{docs:,}", _pct(docs, result.documents), _mb(n_bytes), _pct(n_bytes, result.bytes)] for what, docs, n_bytes in summary_rows(result)
+    ]))  # fmt: skip
+    if result.count_check:
+        parts.append(f"\n{result.count_check}.\n")
+    parts.append("\n## Per source, hardest hit first\n\n")
+    rows = result.per_source.sort_values(["keep_rate_bytes", "bytes"], ascending=[True, False], kind="stable")
+    parts.append(_markdown_table(["source", "docs", "kept", "rejected", "empty", "MB", "kept MB", "keep docs", "keep bytes"], [
+        [str(r.source), f"{r.docs:,}", f"{r.kept_docs:,}", f"{r.rejected_docs:,}", f"{r.empty_docs:,}", _mb(r.bytes), _mb(r.kept_bytes),
+         _pct(r.kept_docs, r.docs), _pct(r.kept_bytes, r.bytes)] for r in rows.itertuples()
+    ]))  # fmt: skip
+    if result.sweep is not None:
+        parts.append("\n## Keep rates by threshold\n\n")
+        parts.append(_markdown_table(["t", "keep docs", "keep bytes", "sources emptied", "worst source", "its bytes kept"], [
+            [f"{r.t:g}", f"{100 * r.keep_rate_docs:.1f}%", f"{100 * r.keep_rate_bytes:.1f}%", str(r.sources_emptied), str(r.worst_source),
+             f"{100 * r.worst_source_keep_rate_bytes:.1f}%"] for r in result.sweep.itertuples()
+        ]))  # fmt: skip
+    parts.append("\n## Ratio histogram\n\n![ratio histogram](ratio_histogram.png)\n")
+    parts.append("\n## Rejected examples\n\nThe documents nearest the threshold, then the most extreme ones.\n")
+    for example in result.examples:
+        snippet = example["snippet"].replace("```", "'''")
+        parts.append(f"\n### `{example['id']}` ({example['source']}): {result.rule.column} {example['ratio']:.4f}, {example['chars']:,} chars\n\n```text\n{snippet}\n```\n")
+    if result.notes:
+        parts.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in result.notes))
+    return "".join(parts)
+
+
+def plot_histogram(result: FilterResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.array(result.histogram, dtype=np.int64)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if counts.sum():
+        cumulative = np.cumsum(counts) / counts.sum()
+        last = int(np.searchsorted(cumulative, 0.995)) + 1  # hide the far tail, but never the threshold
+        last = max(last, int(result.rule.threshold / HIST_WIDTH * 1.5) + 1)
+        last = min(last, len(counts))
+        edges = np.arange(last) * HIST_WIDTH
+        ax.bar(edges, counts[:last], width=HIST_WIDTH, align="edge", color="#4C72B0")
+        beyond = int(counts[last:].sum())
+        if beyond:
+            ax.text(0.99, 0.95, f"{beyond:,} docs beyond {last * HIST_WIDTH:.2f}" + (f" (incl. >= {HIST_MAX:g})" if counts[-1] else ""), transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    ax.axvline(result.rule.threshold, color="#C44E52", linestyle="--", label=f"t = {result.rule.threshold:g} (kept: {_pct(result.kept, result.documents - result.empty)})")
+    ax.set_xlabel(result.rule.column)
+    ax.set_ylabel("documents")
+    ax.set_title(f"{result.corpus}: {result.rule.column} per document", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(result: FilterResult) -> dict[str, Any]:
+    """The report's summary.json: every count, the rule, the shards and the run's details."""
+    return {
+        "corpus": result.corpus,
+        "by": result.rule.by,
+        "threshold": result.rule.threshold,
+        "ratio_column": result.rule.column,
+        "segmenter": result.segmenter,
+        "out": str(result.out) if result.out else None,
+        "rejected_out": str(result.rejected_out) if result.rejected_out else None,
+        "documents": result.documents, "kept": result.kept, "rejected": result.rejected, "empty": result.empty,
+        "bytes": result.bytes, "kept_bytes": result.kept_bytes, "rejected_bytes": result.rejected_bytes,
+        "malformed_lines": result.malformed,
+        "keep_rate_docs": result.keep_rate_docs, "keep_rate_bytes": result.keep_rate_bytes,
+        "conserved": result.conserved, "count_check": result.count_check,
+        "resumed_shards": result.resumed_shards,
+        "histogram": {"bin_width": HIST_WIDTH, "last_bin_from": HIST_MAX, "counts": result.histogram},
+        "examples": result.examples,
+        "shards": result.shards,
+        "notes": result.notes,
+        "meta": result.meta,
+    }  # fmt: skip
+
+
+def write_filter_report(result: FilterResult, out_dir: str | os.PathLike) -> Path:
+    """Write the report folder atomically; an earlier filter report there is replaced, other files never."""
+    final = Path(out_dir)
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / SUMMARY).is_file())):
+        raise ToklabError(f"--report {final} exists and is not a toklab filter report; choose a new or empty folder")
+    with atomic_dir(final) as tmp:
+        (tmp / SUMMARY).write_text(json.dumps(summary(result), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        result.per_source.to_csv(tmp / "per_source.csv", index=False)
+        if result.sweep is not None:
+            result.sweep.to_csv(tmp / "sweep.csv", index=False)
+        (tmp / "report.md").write_text(markdown(result), encoding="utf-8")
+        plot_histogram(result, tmp / "ratio_histogram.png")
+    return final
