@@ -340,3 +340,13 @@ def test_a_real_kill_mid_run_then_resume_gives_byte_identical_shards(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed:" in resumed.stdout and "count check passed" in resumed.stdout
     assert tree_digest(out) == tree_digest(tmp_path / "whole")
+
+
+def test_a_saved_dataset_becomes_parquet_with_its_columns(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"id": [1, 2, 3], "text": ["hello world", "ééé", ""], "x": [[1], [2], [3]]}).save_to_disk(str(tmp_path / "saved"))
+    result = filter_corpus(str(tmp_path / "saved"), tmp_path / "out", segmenter="bytes", threshold=1.0, keep_rejected=True)
+    assert pq.read_table(tmp_path / "out" / "saved.parquet").to_pylist() == [{"id": 1, "text": "hello world", "x": [1], "tokens_per_char": 1.0}]
+    rejected = pq.read_table(rejected_folder(tmp_path / "out") / "saved.parquet").to_pylist()
+    assert [(r["id"], r["reject_reason"]) for r in rejected] == [(2, "tokens_per_char 2.0000 > 1"), (3, "empty")]
+    assert (result.kept, result.rejected, result.empty) == (1, 1, 1) and result.conserved
