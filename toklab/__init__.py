@@ -21,12 +21,17 @@ from toklab.corpus import (
 
 from toklab.comparison import CompareResult, compare, run_compare
 from toklab.filter import FilterResult, filter_corpus
+from toklab.pretrain import pretrain, sample
+from toklab.gpt.train import RunResult
 from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
 
 __all__ = [
     "CompareResult",
     "FilterResult",
     "filter_corpus",
+    "RunResult",
+    "pretrain",
+    "sample",
     "Segmenter",
     "compare",
     "get_segmenter",

@@ -362,6 +362,86 @@ def filter_command(
         raise typer.Exit(1)
 
 
+# --- pretrain and sample ---------------------------------------------------------------------------
+
+TRAIN_PANEL = "Training"
+
+
+@app.command("pretrain")
+@corpus_command
+def pretrain_command(
+    corpus: Any,
+    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter spec, e.g. bytes, bpe:32k, tiktoken:gpt2, or a saved segmenter folder.")] = "bytes",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model preset: tiny, small, medium or gpt2-124m.")] = "tiny",
+    n_layer: Annotated[Optional[int], typer.Option("--n-layer", min=1, help="Layers (overrides the preset).")] = None,
+    n_head: Annotated[Optional[int], typer.Option("--n-head", min=1, help="Attention heads (overrides the preset).")] = None,
+    d_model: Annotated[Optional[int], typer.Option("--d-model", min=1, help="Width (overrides the preset).")] = None,
+    context: Annotated[int, typer.Option("--context", min=2, help="Context length in tokens.")] = 256,
+    flops: Annotated[Optional[float], typer.Option("--flops", help="Budget: training FLOPs (6N + 12LTd per token). The budget that makes segmenters comparable.")] = None,
+    tokens: Annotated[Optional[float], typer.Option("--tokens", help="Budget: training tokens.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Budget: optimiser steps (default 200 when no budget is given).")] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Budget: minutes of training.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoint, log.jsonl, summary.json/md, curves). Default: reports/pretrain-<corpus>-<segmenter>-<model>.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = 8,
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step, reached by gradient accumulation. Default: one micro-batch.")] = None,
+    lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate (AdamW).")] = 1e-3,
+    schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine (warmup, cosine decay to 10%) or one-cycle (Cramming: linear up to the middle, then down to 0).")] = "cosine",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end).")] = 50,
+    eval_tokens: Annotated[int, typer.Option("--eval-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Validation tokens per evaluation (the same windows every time).")] = 65_536,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, rich_help_panel=TRAIN_PANEL, help="Checkpoint every N steps (and at the end).")] = 100,
+    train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="Seed for initialisation.")] = 0,
+    device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto (bf16 autocast on CUDA, float32 on CPU), float32 or bfloat16.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
+) -> None:
+    """Train a GPT on the corpus cut by one segmenter; report loss, bits-per-byte and FLOPs.
+
+    The corpus is segmented into cached token shards (its train/validation split); training stops
+    at the budget (--flops, --tokens, --steps or --minutes). Validation bits-per-byte does not
+    depend on the tokeniser, so runs with different segmenters compare directly."""
+    from toklab.pretrain import pretrain
+
+    result = pretrain(
+        corpus, segmenter, model=model, context=context, n_layer=n_layer, n_head=n_head, d_model=d_model,
+        flops=flops, tokens=tokens, steps=steps, minutes=minutes, out=out, resume=resume, overwrite=overwrite, progress=True,
+        batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every, eval_tokens=eval_tokens,
+        checkpoint_every=checkpoint_every, seed=train_seed, device=device, dtype=dtype, compile=compile,
+    )  # fmt: skip
+    table = Table(title=f"pretrain {result.segmenter} on {corpus.spec}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("step", justify="right")
+    for column in ("tokens", "FLOPs", "train loss", "val loss", "val bits/byte"):
+        table.add_column(column, justify="right")
+    for h in result.history:
+        table.add_row(f"{h['step']:,}", f"{h['tokens']:,}", f"{h['flops']:.3g}", "-" if h["train_loss"] is None else f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}", f"{h['val_bits_per_byte']:.4f}")
+    console.print(table)
+    mfu = f", MFU {100 * result.mfu:.1f}%" if result.mfu is not None else ""
+    console.print(
+        f"{result.steps:,} steps, {result.tokens:,} tokens, {result.flops:.3g} FLOPs ({result.flops_per_byte:.3g} per byte) in {result.wall_s:,.1f} s; "
+        f"{result.tokens_per_s:,.0f} tokens/s, {result.bytes_per_s:,.0f} bytes/s{mfu}; peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB on {result.device}",
+        highlight=False,
+    )
+    console.print(f"val bits-per-byte {result.val_bits_per_byte:.4f}; run: {result.out}")
+
+
+@app.command("sample")
+def sample_command(
+    run: Annotated[str, typer.Option("--run", "-r", help="A run folder written by toklab pretrain.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Tokens to generate.")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Sample among the k likeliest tokens.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Generate text from a trained run, decoded by its own segmenter."""
+    from toklab.pretrain import sample
+
+    text = sample(run, prompt, max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed, device=device)
+    console.print(text, markup=False, highlight=False)
+
+
 # --- tokenizer commands -----------------------------------------------------------------------
 
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""The built-in GPT: model shapes and FLOPs accounting (the trainer lands with `toklab pretrain`)."""
+"""The built-in GPT: model (model.py), token shards (data.py), training loop (train.py) and FLOPs accounting (flops.py)."""
 
 from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape, flops_per_token
 

@@ -1,0 +1,200 @@
+"""`toklab pretrain` and `toklab sample`: the loop, bits-per-byte, FLOPs, budgets, resume and failures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import toklab.gpt.train as train_module
+from toklab.cli import main
+from toklab.errors import ToklabError
+from toklab.gpt.train import Budget, TrainConfig, bits_per_byte, gpu_peak_flops, learning_rate
+from toklab.pretrain import pretrain, read_history, sample
+
+TINY = {"context": 32, "eval_tokens": 2048, "batch_size": 4}
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pretrain") / "docs.jsonl"
+    words = "the cat sat on a mat and the dog ran to the park where birds sing all day long".split()
+    rng = np.random.default_rng(0)
+    lines = [json.dumps({"id": str(i), "text": " ".join(words[j] for j in rng.integers(0, len(words), 60))}) for i in range(400)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_loss_decreases_on_the_default_corpus_with_the_tiny_model(default_corpus_build, tmp_path):
+    result = pretrain("default", "bytes", model="tiny", steps=60, eval_every=30, out=tmp_path / "run", context=64, eval_tokens=8192)
+    history = result.history
+    assert [h["step"] for h in history] == [0, 30, 60]
+    assert history[0]["val_bits_per_byte"] == pytest.approx(math.log2(257), abs=0.3)  # an untrained model is near uniform
+    assert history[-1]["val_loss"] < history[0]["val_loss"] - 1.0
+    assert result.val_bits_per_byte == history[-1]["val_bits_per_byte"] < 6.5
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "bits_per_byte.png", "checkpoint.pt", "log.jsonl", "loss.png", "run.json", "segmenter", "summary.json", "summary.md",
+    ]  # fmt: skip
+    assert read_history(tmp_path / "run") == history
+
+
+def test_bits_per_byte_is_total_loss_over_ln2_times_target_bytes(corpus_file, tmp_path):
+    assert bits_per_byte(math.log(2) * 12.0, 4) == pytest.approx(3.0)  # 12 bits over 4 bytes
+    result = pretrain(corpus_file, "bytes", steps=5, out=tmp_path / "run", **TINY)
+    # recompute the last evaluation by hand: every validation window, per-token losses, byte table
+    from toklab.corpus import open_corpus
+    from toklab.gpt.data import build_token_data, val_windows
+    from toklab.gpt.model import GPT, GPTConfig
+    from toklab.segmenters import get_segmenter
+
+    seg = get_segmenter("bytes")
+    data = build_token_data(open_corpus(corpus_file), seg)
+    model = GPT(GPTConfig.from_dict(json.loads((tmp_path / "run" / "run.json").read_text())["model"]))
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
+    model.eval()
+    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in val_windows(data.val_shards, 32, 2048):
+            loss_sum += float(model(x, y, reduction="none")[1].double().sum())
+            n_tokens += y.numel()
+            n_bytes += int(sum(0 if t == 256 else 1 for t in y.flatten().tolist()))  # EOT stands for no bytes
+    assert result.val_loss == pytest.approx(loss_sum / n_tokens, rel=1e-6)
+    assert result.val_bits_per_byte == pytest.approx(loss_sum / (math.log(2) * n_bytes), rel=1e-6)
+
+
+def test_flops_are_6n_plus_12ltd_per_token_over_the_tokens_seen(corpus_file, tmp_path):
+    result = pretrain(corpus_file, "bytes", n_layer=2, n_head=2, d_model=32, steps=3, out=tmp_path / "run", **TINY)
+    # by hand: padded vocab 320; per layer 4*32^2 + 8*32^2 = 12,288; head 320*32 = 10,240
+    n = 2 * 12_288 + 10_240
+    per_token = 6 * n + 12 * 2 * 32 * 32
+    assert result.flops_per_token == per_token == 233_472
+    assert result.tokens == 3 * 4 * 32 and result.flops == result.tokens * per_token
+    assert result.model["matmul_params"] == n
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["flops"] == result.flops and "6N + 12·L·T·d" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_budgets_turn_into_steps():
+    assert Budget("flops", 1e9).total_steps(tokens_per_step=1000, flops_per_token=3e5) == 3  # floor(1e9 / 3e8)
+    assert Budget("tokens", 2500).total_steps(1000, 1.0) == 3
+    assert Budget("steps", 7).total_steps(1000, 1.0) == 7
+    assert Budget("minutes", 1).total_steps(1000, 1.0) is None
+    with pytest.raises(ToklabError, match="less than one step"):
+        Budget("flops", 1e3).total_steps(1000, 3e5)
+    with pytest.raises(ToklabError, match="must be positive"):
+        Budget("steps", 0)
+
+
+def test_schedules():
+    cosine = TrainConfig(lr=1.0, warmup=0.1, min_lr_ratio=0.1)
+    assert learning_rate(0.05, cosine) == pytest.approx(0.5)
+    assert learning_rate(0.1, cosine) == pytest.approx(1.0)
+    assert learning_rate(0.55, cosine) == pytest.approx(0.55)  # half way down the cosine: (1 + 0.1) / 2
+    assert learning_rate(1.0, cosine) == pytest.approx(0.1)
+    one_cycle = TrainConfig(lr=2.0, schedule="one-cycle")
+    assert [learning_rate(p, one_cycle) for p in (0.0, 0.25, 0.5, 0.75, 1.0)] == pytest.approx([0.0, 1.0, 2.0, 1.0, 0.0])
+
+
+def test_gradient_accumulation_reaches_the_batch_tokens(corpus_file, tmp_path):
+    result = pretrain(corpus_file, "bytes", tokens=1024, batch_tokens=256, out=tmp_path / "run", **TINY)
+    assert result.train["accumulation"] == 2 and result.train["tokens_per_step"] == 256
+    assert result.steps == 4 and result.tokens == 1024
+
+
+def test_resume_gives_the_same_losses(corpus_file, tmp_path, monkeypatch):
+    options = dict(steps=30, eval_every=5, checkpoint_every=10, **TINY)
+    whole = pretrain(corpus_file, "bytes", out=tmp_path / "whole", **options)
+
+    real_save = train_module.Trainer.save_checkpoint
+    saves = {"n": 0}
+
+    def crash_after_second_checkpoint(self):
+        real_save(self)
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise KeyboardInterrupt  # the process dies right after the step-20 checkpoint
+
+    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", crash_after_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus_file, "bytes", out=tmp_path / "cut", **options)
+    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", real_save)
+    assert [h["step"] for h in read_history(tmp_path / "cut")] == [0, 5, 10, 15, 20]
+    with pytest.raises(ToklabError, match="other settings"):
+        pretrain(corpus_file, "bytes", out=tmp_path / "cut", resume=True, **{**options, "steps": 40})
+    resumed = pretrain(corpus_file, "bytes", out=tmp_path / "cut", resume=True, **options)
+
+    def losses(history):
+        return [(h["step"], h["train_loss"], h["val_loss"], h["val_bits_per_byte"]) for h in history]
+
+    assert losses(resumed.history) == losses(whole.history)  # exactly, not approximately
+    assert losses(read_history(tmp_path / "cut")) == losses(whole.history)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, monkeypatch):
+    from toklab.gpt.model import GPT
+
+    real_forward = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, reduction="mean"):
+        logits, loss = real_forward(self, idx, targets, reduction)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 7:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(ToklabError, match="loss became nan at step 7.*last good checkpoint"):
+        pretrain(corpus_file, "bytes", steps=20, checkpoint_every=5, out=tmp_path / "run", **TINY)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+def test_out_of_memory_message_offers_settings_that_fit(corpus_file, tmp_path):
+    from toklab.corpus import open_corpus
+    from toklab.gpt.data import build_token_data
+    from toklab.gpt.model import model_config
+    from toklab.segmenters import get_segmenter
+
+    seg = get_segmenter("bytes")
+    trainer = train_module.Trainer(build_token_data(open_corpus(corpus_file), seg), model_config(257, "tiny", 32), TrainConfig(batch_size=8), tmp_path, segmenter_spec="bytes")
+    message = trainer._oom_message()
+    assert "--batch-size 8 x context 32" in message and "--batch-size 4 with 2 accumulation steps" in message and "--batch-tokens 256" in message
+
+
+def test_gpu_peaks_for_mfu():
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert gpu_peak_flops("Some Future Accelerator") is None
+
+
+def test_cli_pretrain_then_sample(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "pretrain", "-c", corpus_file, "-s", "bytes", "--steps", "5", "--context", "32", "--eval-tokens", "2048", "--out", str(out))
+    assert code == 0 and "val bits-per-byte" in stdout and "FLOPs" in stdout
+    code, stdout, _ = run(capsys, "sample", "--run", str(out), "--prompt", "the cat", "-n", "20", "--temperature", "0")
+    assert code == 0 and stdout.startswith("the cat")
+    assert sample(out, "the cat", max_new_tokens=20, temperature=0) == sample(out, "the cat", max_new_tokens=20, temperature=0)
+    # a second run into the same folder needs --resume or --overwrite; other folders are refused
+    code, _, err = run(capsys, "pretrain", "-c", corpus_file, "--steps", "5", "--out", str(out))
+    assert code == 2 and "--overwrite" in err
+    code, _, err = run(capsys, "pretrain", "-c", corpus_file, "--steps", "5", "--flops", "1e9", "--out", str(tmp_path / "x"))
+    assert code == 2 and "one budget" in err
+    code, _, err = run(capsys, "sample", "--run", str(tmp_path))
+    assert code == 2 and "not a pretrain run" in err
+    code, _, err = run(capsys, "pretrain", "-c", corpus_file, "--model", "huge", "--out", str(tmp_path / "y"))
+    assert code == 2 and "tiny" in err

@@ -1,0 +1,449 @@
+"""The training loop: a budget (FLOPs, tokens, steps or minutes), evaluation in bits-per-byte,
+checkpoints that resume exactly, and a run folder with a JSONL log and a summary.
+
+Validation bits-per-byte = sum of per-token losses (nats) / (ln 2 x sum of the target tokens'
+UTF-8 bytes), special tokens counting 0 bytes: the same figure whatever the segmenter, so runs
+with different tokenisations compare on the same scale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from toklab.errors import ToklabError
+from toklab.files import temp_name
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+RUN_FILE = "run.json"
+SCHEDULES = ("cosine", "one-cycle")
+BUDGETS = ("flops", "tokens", "steps", "minutes")
+
+# Dense bf16 tensor-core peak FLOP/s by GPU name (vendor datasheets), for MFU.
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
+
+def gpu_peak_flops(name: str) -> float | None:
+    """The peak for a device name such as 'NVIDIA H100 80GB HBM3'; None when it is not in the table."""
+    for key, peak in GPU_PEAK_FLOPS.items():  # more specific names come first
+        if key in name:
+            return peak
+    return None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When the run stops: after this many training FLOPs, tokens, optimiser steps, or minutes."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGETS:
+            raise ToklabError(f"unknown budget '{self.kind}' (use {', '.join(BUDGETS)})")
+        if not self.value > 0:
+            raise ToklabError(f"--{self.kind} must be positive, got {self.value:g}")
+
+    def total_steps(self, tokens_per_step: int, flops_per_token: float) -> int | None:
+        """Optimiser steps the budget allows; None for a wall-clock budget."""
+        if self.kind == "steps":
+            return int(self.value)
+        if self.kind == "tokens":
+            return max(1, math.ceil(self.value / tokens_per_step))
+        if self.kind == "flops":
+            steps = int(self.value // (flops_per_token * tokens_per_step))
+            if steps < 1:
+                raise ToklabError(f"--flops {self.value:.3g} is less than one step ({flops_per_token * tokens_per_step:.3g} FLOPs); raise it or shrink the batch")
+            return steps
+        return None
+
+
+@dataclass
+class TrainConfig:
+    """How to train: batch, optimiser, schedule, evaluation and checkpoints."""
+
+    budget: Budget = field(default_factory=lambda: Budget("steps", 200))
+    batch_size: int = 8  # sequences per micro-batch
+    batch_tokens: int | None = None  # tokens per optimiser step; None: one micro-batch. Reached by gradient accumulation.
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    warmup: float = 0.05  # share of the run spent warming up (cosine)
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 50  # steps
+    eval_tokens: int = 65_536  # validation target tokens per evaluation
+    checkpoint_every: int = 100  # steps
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ToklabError(f"unknown --schedule '{self.schedule}' (use {', '.join(SCHEDULES)})")
+        for name in ("batch_size", "eval_every", "eval_tokens", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ToklabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ToklabError(f"--lr must be positive, got {self.lr}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ToklabError(f"--batch-tokens must be positive, got {self.batch_tokens}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ToklabError(f"unknown --dtype '{self.dtype}' (use auto, float32 or bfloat16)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        data["budget"] = Budget(**data["budget"])
+        data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+def learning_rate(progress: float, config: TrainConfig) -> float:
+    """The learning rate at `progress` (0 at the start, 1 at the end of the budget).
+
+    cosine: linear warmup, then cosine decay to lr * min_lr_ratio. one-cycle (Cramming): a linear
+    rise to lr at the middle of the run, then a linear fall to 0.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if config.schedule == "one-cycle":
+        return config.lr * (p / 0.5 if p < 0.5 else (1.0 - p) / 0.5)
+    if config.warmup > 0 and p < config.warmup:
+        return config.lr * (p / config.warmup)
+    decay = (p - config.warmup) / max(1.0 - config.warmup, 1e-12)
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * decay))
+
+
+def bits_per_byte(loss_sum_nats: float, target_bytes: int) -> float:
+    """Tokeniser-independent: total loss in bits over the bytes the target tokens stand for."""
+    return loss_sum_nats / (math.log(2) * target_bytes) if target_bytes else float("nan")
+
+
+@dataclass
+class RunResult:
+    """A finished (or budget-stopped) training run."""
+
+    out: Path
+    segmenter: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    steps: int
+    tokens: int
+    flops: float
+    flops_per_token: float
+    flops_per_byte: float
+    train_loss: float
+    val_loss: float
+    val_bits_per_byte: float
+    tokens_per_s: float
+    bytes_per_s: float
+    mfu: float | None
+    peak_memory_bytes: int
+    device: str
+    wall_s: float
+    stopped_by: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "history"}
+        out["out"] = str(self.out)
+        return out
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ToklabError(f"--device {name}: no CUDA device is available (this torch build: {torch.__version__})")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise ToklabError(f"unknown --device '{name}' (use auto, cpu or cuda[:N])")
+    return name
+
+
+def _peak_memory(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One run in one folder: model, optimiser, data position, log and checkpoints."""
+
+    def __init__(self, data: Any, model_config: Any, config: TrainConfig, out: Path, *, segmenter_spec: str) -> None:
+        import torch
+
+        from toklab.gpt.data import TokenStream
+        from toklab.gpt.model import GPT
+
+        self.data, self.model_config, self.config, self.out = data, model_config, config, Path(out)
+        self.segmenter_spec = segmenter_spec
+        self.device = pick_device(config.device)
+        self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device_type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        if self.device_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        seed_everything(config.seed)
+        self.model = GPT(model_config).to(self.device)
+        self.optimizer = self.model.optimizer(config.lr, config.weight_decay, config.betas, self.device_type)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        micro_tokens = config.batch_size * model_config.context
+        self.accumulation = max(1, math.ceil((config.batch_tokens or micro_tokens) / micro_tokens))
+        self.tokens_per_step = micro_tokens * self.accumulation
+        self.flops_per_token = model_config.flops_per_token()
+        self.total_steps = config.budget.total_steps(self.tokens_per_step, self.flops_per_token)
+        self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed)
+        self.bytes_per_token = data.bytes("train") / max(data.tokens("train"), 1)
+        self.step = 0
+        self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.train_loss_sum = 0.0  # since the last evaluation
+        self.train_loss_count = 0
+        self.last_train_loss = float("nan")
+        self.history: list[dict[str, Any]] = []
+
+    # progress through the budget, 0..1, which drives the schedule
+    def progress(self) -> float:
+        if self.total_steps is not None:
+            return self.step / self.total_steps
+        return self.elapsed / (self.config.budget.value * 60.0)
+
+    def done(self) -> bool:
+        return self.progress() >= 1.0
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+    def train_step(self) -> float:
+        """One optimiser step (with gradient accumulation); returns the mean micro-batch loss."""
+        import torch
+
+        lr = learning_rate(self.progress(), self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(self.accumulation):
+            x, y = self.stream.next_batch()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                _, loss = self.forward(x, y)
+            (loss / self.accumulation).backward()
+            total += loss.item()
+        loss_value = total / self.accumulation
+        if not math.isfinite(loss_value):
+            raise ToklabError(self._nan_message(loss_value))
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.train_loss_sum += loss_value
+        self.train_loss_count += 1
+        self.last_train_loss = loss_value
+        return loss_value
+
+    def _nan_message(self, value: float) -> str:
+        kept = self.out / CHECKPOINT
+        where = f"the last good checkpoint is kept in {kept}" if kept.exists() else "no checkpoint was written yet"
+        return f"training loss became {value} at step {self.step + 1}; stopped ({where}); try a lower --lr"
+
+    def evaluate(self) -> tuple[float, float]:
+        """(validation loss in nats/token, validation bits-per-byte) on the fixed validation windows."""
+        import torch
+
+        from toklab.gpt.data import target_bytes, val_windows
+
+        self.model.eval()
+        loss_sum, n_tokens, n_bytes = 0.0, 0, 0
+        with torch.no_grad():
+            for x, y in val_windows(self.data.val_shards, self.model_config.context, self.config.eval_tokens):
+                with self._autocast():
+                    _, losses = self.model(x.to(self.device), y.to(self.device), reduction="none")
+                loss_sum += float(losses.double().sum())
+                n_tokens += y.numel()
+                n_bytes += target_bytes(y, self.data.byte_lengths)
+        self.model.train()
+        if n_tokens == 0:
+            raise ToklabError("the validation split has too few tokens for one window; raise --val-fraction or lower --context")
+        return loss_sum / n_tokens, bits_per_byte(loss_sum, n_bytes)
+
+    def log_evaluation(self) -> dict[str, Any]:
+        val_loss, val_bpb = self.evaluate()
+        train_loss = self.train_loss_sum / self.train_loss_count if self.train_loss_count else None  # None before any step
+        tokens = self.step * self.tokens_per_step
+        entry = {
+            "step": self.step,
+            "tokens": tokens,
+            "flops": tokens * self.flops_per_token,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_bits_per_byte": val_bpb,
+            "lr": learning_rate(self.progress(), self.config),
+            "elapsed_s": round(self.elapsed, 3),
+            "tokens_per_s": tokens / self.elapsed if self.elapsed else 0.0,
+        }
+        self.train_loss_sum, self.train_loss_count = 0.0, 0
+        self.history.append(entry)
+        with open(self.out / LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        return entry
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        import torch
+
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "stream": self.stream.state_dict(),
+            "rng": _rng_state(),
+            "train_loss": [self.train_loss_sum, self.train_loss_count, self.last_train_loss],
+            "history": self.history,
+        }
+        final = self.out / CHECKPOINT
+        tmp = temp_name(final)
+        torch.save(state, tmp)
+        os.replace(tmp, final)
+
+    def load_checkpoint(self) -> None:
+        import torch
+
+        path = self.out / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except FileNotFoundError:
+            raise ToklabError(f"--resume: no {CHECKPOINT} in {self.out}") from None
+        except Exception as exc:
+            raise ToklabError(f"cannot read {path}: {exc}") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.stream.load_state_dict(state["stream"])
+        _set_rng_state(state["rng"])
+        self.train_loss_sum, self.train_loss_count, self.last_train_loss = state["train_loss"]
+        self.history = state["history"]
+        # the log gets exactly the evaluations the checkpoint knows about; later ones are redone
+        lines = [json.dumps(entry) + "\n" for entry in self.history]
+        tmp = temp_name(self.out / LOG)
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, self.out / LOG)
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self, on_step: Callable[["Trainer", dict[str, Any] | None], None] | None = None) -> None:
+        """Train until the budget is spent: evaluate every eval_every steps and at the end,
+        checkpoint every checkpoint_every steps and at the end."""
+        import torch
+
+        if self.step == 0 and not self.history:
+            self.log_evaluation()  # the untrained model: where every curve starts
+        while not self.done():
+            start = time.perf_counter()
+            try:
+                self.train_step()
+            except torch.cuda.OutOfMemoryError:
+                raise ToklabError(self._oom_message()) from None
+            if self.device_type == "cuda":
+                torch.cuda.synchronize()
+            self.elapsed += time.perf_counter() - start
+            entry = None
+            finished = self.done()
+            if self.step % self.config.eval_every == 0 or finished:
+                entry = self.log_evaluation()
+            if self.step % self.config.checkpoint_every == 0 or finished:
+                self.save_checkpoint()
+            if on_step is not None:
+                on_step(self, entry)
+
+    def _oom_message(self) -> str:
+        b, a = self.config.batch_size, self.accumulation
+        options = [f"--batch-size {b // k} with {a * k} accumulation steps" for k in (2, 4, 8) if b // k >= 1]
+        fits = "; ".join(options) or "a smaller --context or model"
+        return (
+            f"CUDA out of memory with --batch-size {b} x context {self.model_config.context} and {a} accumulation steps "
+            f"({self.tokens_per_step:,} tokens per step); the same tokens per step fit in less memory as: {fits} "
+            f"(pass --batch-tokens {self.tokens_per_step} to keep the step size)"
+        )
