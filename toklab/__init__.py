@@ -23,6 +23,7 @@ from toklab.comparison import CompareResult, compare, run_compare
 from toklab.filter import FilterResult, filter_corpus
 from toklab.pretrain import pretrain, sample
 from toklab.gpt.train import RunResult
+from toklab.study import StudyResult, run_study
 from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "FilterResult",
     "filter_corpus",
     "RunResult",
+    "StudyResult",
+    "run_study",
     "pretrain",
     "sample",
     "Segmenter",

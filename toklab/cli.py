@@ -442,6 +442,72 @@ def sample_command(
     console.print(text, markup=False, highlight=False)
 
 
+# --- study -------------------------------------------------------------------------------------------
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ToklabError(f"{option} takes comma-separated numbers, e.g. 1e16,3e16; got '{text}'") from None
+    if not values:
+        raise ToklabError(f"{option} needs at least one value")
+    return values
+
+
+@app.command("study")
+@corpus_command
+def study_command(
+    corpus: Any,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "-s", help="Comma-separated segmenter specs (repeatable). Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
+    flops: Annotated[Optional[str], typer.Option("--flops", help="Comma-separated FLOP budgets, e.g. 1e16,3e16,1e17 (with --smoke: 3e10,1e11).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model preset for every run: tiny, small, medium or gpt2-124m. Default: small (with --smoke: tiny).")] = None,
+    context: Annotated[Optional[int], typer.Option("--context", min=2, help="Context length. Default: 256 (with --smoke: 64).")] = None,
+    filter_t: Annotated[Optional[float], typer.Option("--filter-t", help="Also train each segmenter on its Cramming-filtered train split (tokens <= t x chars); both rows are shown.")] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model and budgets, a few minutes on the default corpus.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again: replace the study in --out.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step (gradient accumulation).")] = None,
+    lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate.")] = 1e-3,
+    schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine or one-cycle.")] = "cosine",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end).")] = 50,
+    eval_tokens: Annotated[Optional[int], typer.Option("--eval-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Validation tokens per evaluation.")] = None,
+    device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto, cpu or cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
+) -> None:
+    """Does better compression buy quality per FLOP? Pretrain every segmenter at every FLOP budget
+    with one model shape and compare validation bits-per-byte on the same held-out text.
+
+    Writes table.md/csv/json, bits_per_byte_vs_flops.png and a summary of which segmenter wins
+    at each budget; every run's own folder is kept under runs/."""
+    from toklab.segmenters.registry import split_specs
+    from toklab.study import run_study
+
+    options: dict[str, Any] = {"lr": lr, "schedule": schedule, "eval_every": eval_every, "device": device, "dtype": dtype, "compile": compile}
+    for key, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens), ("eval_tokens", eval_tokens)):
+        if value is not None:
+            options[key] = value
+    result = run_study(
+        corpus, split_specs(segmenters) if segmenters else None, _floats(flops, "--flops") if flops else None,
+        model=model, context=context, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite, progress=True, **options,
+    )  # fmt: skip
+    table = Table(title=f"study {corpus.spec}: model {result.meta['model']}, context {result.meta['context']}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("segmenter", no_wrap=True)
+    for column in ("filtered", "budget", "bytes/\ntoken", "FLOPs/\nbyte", "bytes\nseen", "val bits/\nbyte", "wall s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in result.table.itertuples():
+        table.add_row(r.segmenter, "yes" if r.filtered else "", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}", f"{r.bytes_seen:,.0f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}")
+    console.print(table)
+    for line in result.summary:
+        console.print(line, highlight=False)
+    _print_notes(result.notes)
+    if result.skipped_runs:
+        console.print(f"{result.skipped_runs} finished run(s) were reused from an earlier start")
+    console.print(f"report: {result.out}")
+
+
 # --- tokenizer commands -----------------------------------------------------------------------
 
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
