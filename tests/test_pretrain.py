@@ -198,3 +198,11 @@ def test_cli_pretrain_then_sample(corpus_file, tmp_path, capsys):
     assert code == 2 and "not a pretrain run" in err
     code, _, err = run(capsys, "pretrain", "-c", corpus_file, "--model", "huge", "--out", str(tmp_path / "y"))
     assert code == 2 and "tiny" in err
+
+
+def test_bfloat16_autocast_path_trains_on_cpu(corpus_file, tmp_path):
+    # the CUDA runs use bf16 autocast; on CPU the same code path runs through CPU autocast
+    result = pretrain(corpus_file, "bytes", steps=10, dtype="bfloat16", device="cpu", out=tmp_path / "run", **TINY)
+    assert math.isfinite(result.val_loss) and result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    with pytest.raises(ToklabError, match="no CUDA device") if not torch.cuda.is_available() else pytest.raises(ToklabError, match="unknown --device"):
+        pretrain(corpus_file, "bytes", steps=1, device="cuda" if not torch.cuda.is_available() else "tpu", out=tmp_path / "x", **TINY)
