@@ -350,3 +350,10 @@ def test_a_saved_dataset_becomes_parquet_with_its_columns(tmp_path):
     rejected = pq.read_table(rejected_folder(tmp_path / "out") / "saved.parquet").to_pylist()
     assert [(r["id"], r["reject_reason"]) for r in rejected] == [(2, "tokens_per_char 2.0000 > 1"), (3, "empty")]
     assert (result.kept, result.rejected, result.empty) == (1, 1, 1) and result.conserved
+
+
+def test_parquet_batches_are_cut_by_text_size(monkeypatch):
+    monkeypatch.setattr(filter_module, "BATCH_BYTES", 10)
+    batch = pa.record_batch({"text": ["aaaa", "bbbbbbbb", "cc", None, "d" * 13, "e"]})
+    cut = [b.column("text").to_pylist() for b in filter_module._bounded(iter([batch]), "text")]
+    assert cut == [["aaaa"], ["bbbbbbbb", "cc", None], ["d" * 13], ["e"]]

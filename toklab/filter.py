@@ -188,7 +188,7 @@ def _parquet_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[Any, list["Docum
     """(arrow batch, one Document per row: None for a malformed row) for a parquet shard."""
     opts = job.options
     row = 0
-    for batch in parquet_batches(Path(job.item.target), ctx, BATCH_DOCS):
+    for batch in _bounded(parquet_batches(Path(job.item.target), ctx, BATCH_DOCS), opts.text_field):
         names = batch.schema.names
         wanted = [n for n in dict.fromkeys([opts.text_field, opts.id_field or "id", opts.source_field]) if n in names]
         columns = {n: batch.column(n).to_pylist() for n in wanted}
@@ -197,6 +197,30 @@ def _parquet_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[Any, list["Docum
             docs.append(to_document({n: columns[n][i] for n in wanted}, f"{job.item.location}:{row}", ctx, keep_empty=True))
             row += 1
         yield batch, docs
+
+
+def _bounded(batches: Iterator[Any], text_field: str) -> Iterator[Any]:
+    """Arrow batches cut so each holds about BATCH_BYTES of text at most, whatever the documents' size."""
+    import pyarrow.compute as pc
+
+    for batch in batches:
+        column = batch.column(text_field)
+        if not (_is_text(column.type)) or batch.num_rows <= 1:
+            yield batch
+            continue
+        sizes = np.cumsum(np.nan_to_num(pc.binary_length(column).to_numpy(zero_copy_only=False).astype(np.float64)))
+        start = 0
+        while start < batch.num_rows:
+            base = sizes[start - 1] if start else 0.0
+            stop = max(start + 1, int(np.searchsorted(sizes, base + BATCH_BYTES, side="right")))
+            yield batch.slice(start, stop - start)
+            start = stop
+
+
+def _is_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
 def _record_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[list[dict[str, Any]], list["Document | None"]]]:
