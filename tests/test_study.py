@@ -39,7 +39,7 @@ def test_smoke_study_runs_every_segmenter_at_every_budget(smoke):
         assert group.sort_values("budget_flops")["val_bits_per_byte"].is_monotonic_decreasing
     assert len(smoke.summary) == 2 and all(" wins with " in line for line in smoke.summary)
     assert sorted(p.name for p in smoke.out.iterdir()) == [
-        "bits_per_byte_vs_flops.png", "compare.csv", "runs", "study.json", "table.csv", "table.json", "table.md",
+        "bits_per_byte_vs_flops.png", "compare.csv", "runs", "study.json", "summary.md", "table.csv", "table.json", "table.md",
     ]  # fmt: skip
 
 

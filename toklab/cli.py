@@ -477,8 +477,10 @@ def study_command(
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
 ) -> None:
-    """Does better compression buy quality per FLOP? Pretrain every segmenter at every FLOP budget
-    with one model shape and compare validation bits-per-byte on the same held-out text.
+    """Does better compression buy quality per FLOP? Every segmenter at every FLOP budget, one model shape.
+
+    Pretrains each segmenter at each budget and compares validation bits-per-byte on the same
+    held-out text.
 
     Writes table.md/csv/json, bits_per_byte_vs_flops.png and a summary of which segmenter wins
     at each budget; every run's own folder is kept under runs/."""
@@ -495,10 +497,10 @@ def study_command(
     )  # fmt: skip
     table = Table(title=f"study {corpus.spec}: model {result.meta['model']}, context {result.meta['context']}", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("segmenter", no_wrap=True)
-    for column in ("filtered", "budget", "bytes/\ntoken", "FLOPs/\nbyte", "bytes\nseen", "val bits/\nbyte", "wall s"):
-        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("filtered", "FLOPs", "bytes/\ntoken", "FLOPs/\nbyte", "MB\nseen", "val bits/\nbyte", "wall s"):
+        table.add_column(column, justify="right")
     for r in result.table.itertuples():
-        table.add_row(r.segmenter, "yes" if r.filtered else "", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}", f"{r.bytes_seen:,.0f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}")
+        table.add_row(r.segmenter, "yes" if r.filtered else "", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}", f"{r.bytes_seen / 1e6:,.2f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}")
     console.print(table)
     for line in result.summary:
         console.print(line, highlight=False)

@@ -321,7 +321,9 @@ def write_study_report(result: StudyResult) -> None:
     out = result.out
     result.table.to_csv(out / "table.csv", index=False)
     _write_json(out / "table.json", {"meta": result.meta, "rows": json.loads(result.table.to_json(orient="records")), "summary": result.summary, "notes": result.notes})
-    tmp = temp_name(out / "table.md")
-    tmp.write_text(markdown(result), encoding="utf-8")
-    os.replace(tmp, out / "table.md")
+    summary = "\n".join(["# Which segmenter wins", ""] + [f"- {line}" for line in result.summary]) + "\n"
+    for name, text in (("table.md", markdown(result)), ("summary.md", summary)):
+        tmp = temp_name(out / name)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
     plot(result, out / "bits_per_byte_vs_flops.png")
