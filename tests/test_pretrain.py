@@ -206,3 +206,10 @@ def test_bfloat16_autocast_path_trains_on_cpu(corpus_file, tmp_path):
     assert math.isfinite(result.val_loss) and result.history[-1]["val_loss"] < result.history[0]["val_loss"]
     with pytest.raises(ToklabError, match="no CUDA device") if not torch.cuda.is_available() else pytest.raises(ToklabError, match="unknown --device"):
         pretrain(corpus_file, "bytes", steps=1, device="cuda" if not torch.cuda.is_available() else "tpu", out=tmp_path / "x", **TINY)
+
+
+def test_a_minutes_budget_stops_on_time(corpus_file, tmp_path):
+    result = pretrain(corpus_file, "bytes", minutes=0.01, eval_every=10**6, out=tmp_path / "run", **TINY)
+    assert result.stopped_by == "minutes" and result.steps >= 1
+    assert read_history(tmp_path / "run")[-1]["elapsed_s"] >= 0.6  # 0.01 minutes of training steps
+    assert read_history(tmp_path / "run")[-1]["step"] == result.steps
