@@ -66,3 +66,11 @@ def test_a_restarted_study_skips_finished_runs(smoke, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "--smoke", "--flops", "5e10", "--out", str(smoke.out)])
     assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_a_study_too_big_for_a_cpu_says_so():
+    from toklab.study import _cpu_warning
+
+    warning = _cpu_warning([1e16, 3e16, 1e17], variants=2, device="cpu")
+    assert "6 runs" in warning and "2.8e+17 FLOPs" in warning and "778 hours" in warning  # 2.8e17 / 1e11 / 3600
+    assert _cpu_warning([3e10, 1e11], variants=3, device="cpu") is None

@@ -174,13 +174,18 @@ def run_study(
         "train": {k: v for k, v in sorted(train_options.items())},
     }  # fmt: skip
     _prepare(out_path, config, overwrite)
+    warning = _cpu_warning(budgets, len(specs) * (2 if filter_t is not None else 1), train_options.get("device", "auto"))
+    if warning and progress:
+        from toklab.progress import stderr_console
+
+        stderr_console.print(f"[yellow]note:[/] {warning}")
 
     start = time.perf_counter()
     compared = run_compare(corpus, specs, compressors=False, progress=progress)
     compared.table.to_csv(out_path / "compare.csv", index=False)
     bytes_per_token = dict(zip(compared.table["segmenter"], compared.table["bytes_per_token"]))
     loaded, skipped_notes = get_segmenters(specs, corpus, progress=progress)  # unavailable ones are skipped, with a note
-    notes = list(dict.fromkeys(compared.notes + skipped_notes))
+    notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     if not loaded:
         raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(notes))
     rows: list[dict[str, Any]] = []
@@ -227,6 +232,24 @@ def run_study(
     )  # fmt: skip
     write_study_report(result)
     return result
+
+
+CPU_FLOPS_PER_S = 1e11  # what the tiny and small presets reach on a laptop-class CPU (reports/benchmarks/pretrain_throughput.md)
+
+
+def _cpu_warning(budgets: list[float], variants: int, device: str) -> str | None:
+    """A warning when the study would run for hours on a CPU."""
+    from toklab.gpt.train import pick_device
+
+    if pick_device(device) != "cpu":
+        return None
+    seconds = variants * sum(budgets) / CPU_FLOPS_PER_S
+    if seconds < 600:
+        return None
+    return (
+        f"this study trains {variants * len(budgets)} runs, {variants * sum(budgets):.2g} FLOPs in all, on a CPU: at about "
+        f"{CPU_FLOPS_PER_S / 1e12:.1f} TFLOP/s that is roughly {seconds / 3600:,.0f} hours; use a GPU, smaller --flops, or --smoke"
+    )
 
 
 def _run_or_reuse(pretrain: Any, corpus: Any, seg: "Segmenter", budget: float, run_dir: Path, model: str, context: int, progress: bool, options: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
