@@ -73,15 +73,14 @@ class FilterRule:
     def column(self) -> str:
         return RATIO_COLUMN[self.by]
 
-    def measure(self, texts: Sequence[str], segmenter: "Segmenter | None", workers: int) -> tuple[np.ndarray, np.ndarray]:
-        """(numerators, denominators) for non-empty texts: (tokens, chars) or (zstd bytes, bytes)."""
+    def measure(self, texts: Sequence[str], data: Sequence[bytes], segmenter: "Segmenter | None", workers: int) -> tuple[np.ndarray, np.ndarray]:
+        """(numerators, denominators) for non-empty texts and their UTF-8 bytes: (tokens, chars) or (zstd bytes, bytes)."""
         if self.by == "tokens":
             assert segmenter is not None
             tokens = [len(ids) for ids in segmenter.encode_batch(texts, workers=workers)]
             return np.array(tokens, dtype=np.int64), np.array([len(t) for t in texts], dtype=np.int64)
         import zstandard
 
-        data = [t.encode("utf-8", "surrogatepass") for t in texts]
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         if workers > 1 and len(data) > 1:  # one frame per document, the same bytes as compress(), on all cores
             sizes = [len(frame) for frame in compressor.multi_compress_to_buffer(data, threads=workers)]
@@ -283,7 +282,8 @@ def filter_shard(job: ShardJob, segmenter: "Segmenter | None", workers: int = 1,
             present = np.array([d is not None for d in docs], dtype=bool)
             text_rows = [i for i, d in enumerate(docs) if d is not None and d.text]
             texts = [docs[i].text for i in text_rows]  # type: ignore[union-attr]
-            numerators, denominators = rule.measure(texts, segmenter, workers) if texts else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            data = [t.encode("utf-8", "surrogatepass") for t in texts]
+            numerators, denominators = rule.measure(texts, data, segmenter, workers) if texts else (np.zeros(0, np.int64), np.zeros(0, np.int64))
             ratios = numerators / np.maximum(denominators, 1)
             keep_text = at_most(numerators, denominators, rule.threshold)
             keep = np.zeros(n, dtype=bool)
@@ -300,7 +300,8 @@ def filter_shard(job: ShardJob, segmenter: "Segmenter | None", workers: int = 1,
             for i in np.flatnonzero(reject):
                 reason_col[i] = _reason(rule, ratio_col[i])  # type: ignore[arg-type]
 
-            n_bytes = np.array([len(d.text.encode("utf-8", "surrogatepass")) if d is not None else 0 for d in docs], dtype=np.int64)
+            n_bytes = np.zeros(n, dtype=np.int64)  # empty and malformed rows: 0
+            n_bytes[text_rows] = [len(d) for d in data]
             outcome["documents"] += int(present.sum())
             outcome["kept"] += int(keep.sum())
             outcome["rejected"] += int(reject.sum())

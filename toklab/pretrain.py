@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError
 from toklab.files import temp_name
-from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, gpu_peak_flops
+from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, peak_memory, gpu_peak_flops
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -219,19 +219,13 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
         tokens_per_s=tokens_per_s,
         bytes_per_s=tokens_per_s * trainer.bytes_per_token,
         mfu=mfu,
-        peak_memory_bytes=_peak(trainer),
+        peak_memory_bytes=peak_memory(trainer.device),
         device=device,
         wall_s=wall,
         stopped_by=stopped,
         history=list(trainer.history),
         notes=notes,
     )
-
-
-def _peak(trainer: Trainer) -> int:
-    from toklab.gpt.train import _peak_memory
-
-    return _peak_memory(trainer.device)
 
 
 # --- report ------------------------------------------------------------------------------------

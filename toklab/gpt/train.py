@@ -199,7 +199,7 @@ def pick_device(name: str) -> str:
     return name
 
 
-def _peak_memory(device: str) -> int:
+def peak_memory(device: str) -> int:
     import torch
 
     if device.startswith("cuda"):
