@@ -300,13 +300,13 @@ def report_command(
 # --- filter -------------------------------------------------------------------------------------
 
 
-def _thresholds(text: str) -> list[float]:
+def _floats(text: str, option: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise ToklabError(f"--sweep takes comma-separated numbers, e.g. 0.2,0.25,0.3,0.35; got '{text}'") from None
+        raise ToklabError(f"{option} takes comma-separated numbers, e.g. 0.2,0.25,0.3; got '{text}'") from None
     if not values:
-        raise ToklabError("--sweep needs at least one threshold")
+        raise ToklabError(f"{option} needs at least one value")
     return values
 
 
@@ -340,7 +340,7 @@ def filter_command(
     from toklab.filter import filter_corpus
     from toklab.filter_report import terminal_tables, write_filter_report
 
-    thresholds = _thresholds(sweep) if sweep is not None else None
+    thresholds = _floats(sweep, "--sweep") if sweep is not None else None
     if out is None and not dry_run and thresholds is None:
         raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
     result = filter_corpus(
@@ -443,16 +443,6 @@ def sample_command(
 
 
 # --- study -------------------------------------------------------------------------------------------
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ToklabError(f"{option} takes comma-separated numbers, e.g. 1e16,3e16; got '{text}'") from None
-    if not values:
-        raise ToklabError(f"{option} needs at least one value")
-    return values
 
 
 @app.command("study")

@@ -35,6 +35,15 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a small text file under a temporary name, then rename it into place."""
+    final = Path(path)
+    tmp = temp_name(final)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, final)
+    return final
+
+
 def cache_dir() -> Path:
     """Where toklab keeps built corpora and trained artefacts.
 

@@ -29,7 +29,7 @@ import numpy as np
 from toklab.corpus.corpus import Corpus, Input, _stem, open_corpus
 from toklab.corpus.readers import CorpusOptions, ReadStats, parquet_batches, to_document
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import temp_name, write_text_atomic
 from toklab.measures import at_most
 
 if TYPE_CHECKING:
@@ -484,10 +484,7 @@ def _read_state(out: Path) -> dict[str, Any] | None:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    final = out / STATE_FILE
-    tmp = temp_name(final)
-    tmp.write_text(json.dumps(state, indent=1, default=str) + "\n")
-    os.replace(tmp, final)
+    write_text_atomic(out / STATE_FILE, json.dumps(state, indent=1, default=str) + "\n")
 
 
 def _prepare_out(out: Path, rejected: Path | None, config: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:

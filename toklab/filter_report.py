@@ -16,6 +16,7 @@ from rich.table import Table
 
 from toklab.errors import ToklabError
 from toklab.files import atomic_dir
+from toklab.reports import markdown_table
 from toklab.filter import HIST_MAX, HIST_WIDTH, FilterResult
 
 SUMMARY = "summary.json"
@@ -99,32 +100,26 @@ def terminal_tables(result: FilterResult, top: int = 10) -> list[Table]:
     return tables
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def markdown(result: FilterResult) -> str:
     parts = [f"# Filter report: {result.corpus}\n", f"{describe_rule(result)}; chars are Unicode code points.\n"]
     if result.out is not None:
         parts.append(f"Kept shards: `{result.out}`" + (f"; rejected and empty documents, with the reason: `{result.rejected_out}`" if result.rejected_out else "") + "\n")
     else:
         parts.append("Dry run: no shards were written.\n")
-    parts.append(_markdown_table(["", "docs", "share", "MB", "share of bytes"], [
+    parts.append(markdown_table(["", "docs", "share", "MB", "share of bytes"], [
         [what, f"{docs:,}", _pct(docs, result.documents), _mb(n_bytes), _pct(n_bytes, result.bytes)] for what, docs, n_bytes in summary_rows(result)
     ]))  # fmt: skip
     if result.count_check:
         parts.append(f"\n{result.count_check}.\n")
     parts.append("\n## Per source, hardest hit first\n\n")
     rows = result.per_source.sort_values(["keep_rate_bytes", "bytes"], ascending=[True, False], kind="stable")
-    parts.append(_markdown_table(["source", "docs", "kept", "rejected", "empty", "MB", "kept MB", "keep docs", "keep bytes"], [
+    parts.append(markdown_table(["source", "docs", "kept", "rejected", "empty", "MB", "kept MB", "keep docs", "keep bytes"], [
         [str(r.source), f"{r.docs:,}", f"{r.kept_docs:,}", f"{r.rejected_docs:,}", f"{r.empty_docs:,}", _mb(r.bytes), _mb(r.kept_bytes),
          _pct(r.kept_docs, r.docs), _pct(r.kept_bytes, r.bytes)] for r in rows.itertuples()
     ]))  # fmt: skip
     if result.sweep is not None:
         parts.append("\n## Keep rates by threshold\n\n")
-        parts.append(_markdown_table(["t", "keep docs", "keep bytes", "sources emptied", "worst source", "its bytes kept"], [
+        parts.append(markdown_table(["t", "keep docs", "keep bytes", "sources emptied", "worst source", "its bytes kept"], [
             [f"{r.t:g}", f"{100 * r.keep_rate_docs:.1f}%", f"{100 * r.keep_rate_bytes:.1f}%", str(r.sources_emptied), str(r.worst_source),
              f"{100 * r.worst_source_keep_rate_bytes:.1f}%"] for r in result.sweep.itertuples()
         ]))  # fmt: skip

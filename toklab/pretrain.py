@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import write_text_atomic
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, peak_memory, gpu_peak_flops
 
 if TYPE_CHECKING:
@@ -72,9 +72,7 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
             raise ToklabError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to start again")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(out / RUN_FILE)
-    tmp.write_text(json.dumps(run, indent=2) + "\n")
-    os.replace(tmp, out / RUN_FILE)
+    write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
 
 def pretrain(
@@ -287,10 +285,8 @@ def plot_curves(history: list[dict[str, Any]], out: Path, title: str) -> None:
 def write_run_report(result: RunResult) -> None:
     out = result.out
     payload = {**result.summary(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    for name, text in (("summary.json", json.dumps(payload, indent=2, default=str) + "\n"), ("summary.md", summary_markdown(result))):
-        tmp = temp_name(out / name)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+    write_text_atomic(out / "summary.json", json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(out / "summary.md", summary_markdown(result))
     plot_curves(result.history, out, f"{result.segmenter}: {result.model['n_layer']} layers, d {result.model['d_model']}")
 
 

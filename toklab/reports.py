@@ -154,6 +154,13 @@ def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Ta
     return table
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of already formatted cells ("|" in a cell is escaped)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: CompareResult) -> str:
     shown = {**SHOWN, **{c: f for c, f in EXTRA_SHOWN.items() if c in result.table.columns}}
     header = "| " + " | ".join(h.replace("\n", " ").replace("/ ", "/") for h, _ in shown.values()) + " |"

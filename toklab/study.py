@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import write_text_atomic
+from toklab.reports import markdown_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,9 +123,7 @@ def _prepare(out: Path, config: dict[str, Any], overwrite: bool) -> None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = temp_name(path)
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def run_study(
@@ -220,8 +219,6 @@ def run_study(
                     "val_bits_per_byte": summary["val_bits_per_byte"], "wall_s": summary["wall_s"], "val_loss": summary["val_loss"],
                     "steps": summary["steps"], "tokens_seen": summary["tokens"], "train_keep_rate_bytes": keep_rate if is_filtered else None, "run": name,
                 })  # fmt: skip
-                table = pd.DataFrame(rows, columns=COLUMNS)
-                _write_json(out_path / "table.json", json.loads(table.to_json(orient="records")))
     table = pd.DataFrame(rows, columns=COLUMNS)
     result = StudyResult(
         out=out_path, table=table, summary=conclusions(table), histories=histories, notes=notes, skipped_runs=skipped,
@@ -294,19 +291,18 @@ def _label(row: Any) -> str:
 def markdown(result: StudyResult) -> str:
     meta = result.meta
     header = ["segmenter", "filtered", "budget FLOPs", "bytes/token", "FLOPs/byte", "bytes seen", "val bits/byte", "wall s"]
+    rows = [
+        [r.segmenter, "yes" if r.filtered else "no", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}",
+         f"{r.bytes_seen:,.0f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}"]
+        for r in result.table.itertuples()
+    ]  # fmt: skip
     lines = [
         f"# Study: {meta['corpus']}\n",
         f"Model `{meta['model']}`, context {meta['context']}; every row trains to the same FLOP budget (6N + 12·L·T·d per token) "
         "and is scored on the same unfiltered validation split.\n",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        markdown_table(header, rows),
     ]
-    for r in result.table.itertuples():
-        lines.append(
-            f"| {r.segmenter} | {'yes' if r.filtered else 'no'} | {r.budget_flops:.0e} | {r.bytes_per_token:.3f} | {r.flops_per_byte:.3g} | "
-            f"{r.bytes_seen:,.0f} | {r.val_bits_per_byte:.4f} | {r.wall_s:.1f} |"
-        )
-    lines += ["", "## Summary", ""] + [f"- {line}" for line in result.summary] + ["", "![bits per byte against FLOPs](bits_per_byte_vs_flops.png)", ""]
+    lines += ["## Summary", ""] + [f"- {line}" for line in result.summary] + ["", "![bits per byte against FLOPs](bits_per_byte_vs_flops.png)", ""]
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     return "\n".join(lines)
@@ -344,9 +340,6 @@ def write_study_report(result: StudyResult) -> None:
     out = result.out
     result.table.to_csv(out / "table.csv", index=False)
     _write_json(out / "table.json", {"meta": result.meta, "rows": json.loads(result.table.to_json(orient="records")), "summary": result.summary, "notes": result.notes})
-    summary = "\n".join(["# Which segmenter wins", ""] + [f"- {line}" for line in result.summary]) + "\n"
-    for name, text in (("table.md", markdown(result)), ("summary.md", summary)):
-        tmp = temp_name(out / name)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+    write_text_atomic(out / "table.md", markdown(result))
+    write_text_atomic(out / "summary.md", "\n".join(["# Which segmenter wins", ""] + [f"- {line}" for line in result.summary]) + "\n")
     plot(result, out / "bits_per_byte_vs_flops.png")

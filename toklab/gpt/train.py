@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.files import temp_name
+from toklab.files import temp_name, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -406,10 +406,7 @@ class Trainer:
         self.train_loss_sum, self.train_loss_count, self.last_train_loss = state["train_loss"]
         self.history = state["history"]
         # the log gets exactly the evaluations the checkpoint knows about; later ones are redone
-        lines = [json.dumps(entry) + "\n" for entry in self.history]
-        tmp = temp_name(self.out / LOG)
-        tmp.write_text("".join(lines), encoding="utf-8")
-        os.replace(tmp, self.out / LOG)
+        write_text_atomic(self.out / LOG, "".join(json.dumps(entry) + "\n" for entry in self.history))
 
     # --- the run --------------------------------------------------------------------------------
 
