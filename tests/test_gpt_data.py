@@ -21,8 +21,10 @@ from toklab.gpt.data import (
     load_token_data,
     read_header,
     read_shard,
+    ValidationSet,
+    byte_capped,
+    scoring_order,
     target_bytes,
-    val_windows,
     write_shard,
 )
 from toklab.segmenters.bytes import ByteSegmenter
@@ -251,107 +253,190 @@ def two_shards(tmp_path: Path) -> list[Path]:
     return [write_shard(tmp_path / "a.bin", np.arange(100), 257), write_shard(tmp_path / "b.bin", np.arange(100, 200), 257)]
 
 
-def test_stream_walks_the_shards_in_contiguous_windows(two_shards):
-    stream = TokenStream(two_shards, batch_size=2, context=8)
-    # 17 tokens per batch, 16 further each time: starts 0, 16, ..., 80 fit in 100 tokens
-    starts = [(0, s) for s in range(0, 81, 16)] + [(100, s) for s in range(0, 81, 16)]
-    for base, start in starts:
-        assert stream.state_dict()["epoch"] == 0
+def _window_starts(x: torch.Tensor) -> list[int]:
+    # two_shards' values are their own global positions, so a row's first value is where it starts
+    return [int(v) for v in x[:, 0]]
+
+
+def test_an_epoch_visits_every_window_once_in_a_shuffled_order(two_shards):
+    stream = TokenStream(two_shards, batch_size=2, context=8, seed=0)
+    # windows of 9 tokens at 0, 8, ..., 88 in each 100-token shard: (100 - 1) // 8 = 12 per shard
+    assert stream.windows_per_epoch == 24
+    starts = []
+    for _ in range(12):
         x, y = stream.next_batch()
         assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (2, 8)
-        window = torch.arange(base + start, base + start + 17)
-        assert torch.equal(x, window[:-1].view(2, 8)) and torch.equal(y, window[1:].view(2, 8))
         assert torch.equal(y[:, :-1], x[:, 1:])
-    x, y = stream.next_batch()  # wraps to shard 0 of the next epoch, at an offset below context
-    state = stream.state_dict()
-    assert state["epoch"] == 1 and state["shard"] == 0
-    offset = int(x[0, 0])
-    assert 0 <= offset < 8 and torch.equal(x.flatten(), torch.arange(offset, offset + 16))
-    assert state["position"] == offset + 16
+        for row_x, row_y in zip(x, y):  # a window is 9 consecutive tokens of one shard
+            first = int(row_x[0])
+            assert row_x.tolist() == list(range(first, first + 8)) and row_y.tolist() == list(range(first + 1, first + 9))
+        starts += _window_starts(x)
+    expected = [base + 8 * k for base in (0, 100) for k in range(12)]
+    assert sorted(starts) == expected and starts != expected  # every window once, not in file order
+    assert stream.epoch == 1 and stream.epochs == 1.0
 
 
-def test_windows_never_span_shards_and_the_seed_is_deterministic(two_shards):
-    def run(seed: int) -> list[torch.Tensor]:
+def test_shuffling_is_deterministic_per_seed_and_differs_between_seeds_and_epochs(two_shards):
+    def order(seed: int, batches: int) -> list[int]:
         stream = TokenStream(two_shards, batch_size=2, context=8, seed=seed)
-        return [torch.cat(stream.next_batch()) for _ in range(60)]
+        return [s for _ in range(batches) for s in _window_starts(stream.next_batch()[0])]
 
-    a, b, c = run(0), run(0), run(1)
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
-    assert not all(torch.equal(p, q) for p, q in zip(a, c))
-    assert all(bool((t < 100).all()) or bool((t >= 100).all()) for t in a)
+    a, b, c = order(0, 24), order(0, 24), order(1, 24)
+    assert a == b and a != c
+    assert sorted(a[:24]) == sorted(a[24:]) and a[:24] != a[24:]  # the second epoch: the same windows, another order
+
+
+def test_data_accounting_counts_repeats_and_distinct_bytes_exactly(two_shards):
+    # every id stands for 2 bytes except 5 (0 bytes, like <|endoftext|>)
+    lengths = np.full(257, 2, dtype=np.int64)
+    lengths[5] = 0
+    stream = TokenStream(two_shards, batch_size=4, context=8, seed=3, byte_lengths=lengths)
+    # one epoch: 24 windows of 8 targets; targets 1..96 and 101..196; 5 is among them once
+    epoch_bytes = 2 * (24 * 8) - 2
+    for _ in range(3):
+        stream.next_batch()
+    assert stream.epochs == 0.5 and stream.unique_bytes == stream.bytes_seen <= 12 * 16
+    for _ in range(9):  # 1.5 epochs further (6 batches of 4 windows make an epoch): two full passes in all
+        stream.next_batch()
+    assert stream.epochs == 2.0
+    assert stream.unique_bytes == epoch_bytes and stream.bytes_seen == 2 * epoch_bytes
 
 
 @pytest.mark.parametrize("steps", [0, 3, 12, 25])
 def test_state_dict_resumes_to_the_identical_batch(two_shards, steps):
-    first = TokenStream(two_shards, batch_size=2, context=8, seed=5)
+    lengths = np.ones(257, dtype=np.int64)
+    first = TokenStream(two_shards, batch_size=2, context=8, seed=5, byte_lengths=lengths)
     for _ in range(steps):
         first.next_batch()
     state = first.state_dict()
-    resumed = TokenStream(two_shards, batch_size=2, context=8, seed=5)
+    resumed = TokenStream(two_shards, batch_size=2, context=8, seed=5, byte_lengths=lengths)
     resumed.load_state_dict(json.loads(json.dumps(state)))  # survives a checkpoint file
     for _ in range(15):
         x1, y1 = first.next_batch()
         x2, y2 = resumed.next_batch()
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert first.state_dict() == resumed.state_dict()
+    with pytest.raises(ToklabError, match="older toklab"):
+        resumed.load_state_dict({"shard": 0, "position": 0, "epoch": 0})
 
 
 def test_a_short_split_is_a_user_error(tmp_path):
     shard = write_shard(tmp_path / "s.bin", np.arange(10), 257)
-    with pytest.raises(ToklabError, match=r"10 tokens.*17"):
+    with pytest.raises(ToklabError, match=r"10 tokens.*1 windows.*needs 2"):
         TokenStream([shard], batch_size=2, context=8)
-    other = write_shard(tmp_path / "t.bin", np.arange(10), 257)
-    with pytest.raises(ToklabError, match="no shard holds a whole batch"):
-        TokenStream([shard, other], batch_size=2, context=8)
-    stream = TokenStream([shard], batch_size=1, context=9)  # exactly 10 tokens is one batch
+    stream = TokenStream([shard], batch_size=1, context=9)  # exactly 10 tokens is one window
     assert stream.next_batch()[1].tolist() == [list(range(1, 10))]
-    assert stream.next_batch()[0].tolist() == [list(range(9))]  # and every batch after wraps to it
-
-
-def test_a_shard_of_exactly_one_batch_is_read_in_every_epoch(tmp_path):
-    # later epochs start at an offset; a shard with no room for it must still give its one batch
-    shards = [write_shard(tmp_path / "s.bin", np.arange(10), 257), write_shard(tmp_path / "t.bin", np.arange(100, 150), 257)]
-    stream = TokenStream(shards, batch_size=1, context=9, seed=0)
-    from_first = 0
-    for _ in range(60):
-        x, _ = stream.next_batch()
-        if stream.state_dict()["shard"] == 0:
-            from_first += 1
-            assert x.tolist() == [list(range(9))]
-    epoch = stream.state_dict()["epoch"]
-    assert epoch >= 10 and from_first == epoch + 1  # shard 0 opens every epoch, this one included
+    assert stream.next_batch()[0].tolist() == [list(range(9))]  # and every batch after repeats it
 
 
 def test_stream_over_built_data(corpus):
     data = build_token_data(corpus, get_segmenter("bytes"))
     tokens = shard_tokens_of(data.train_shards)
-    stream = TokenStream(data.train_shards, batch_size=4, context=16)
-    x, _ = stream.next_batch()
-    x, y = stream.next_batch()
-    assert x.flatten().tolist() == tokens[64:128] and y.flatten().tolist() == tokens[65:129]
+    stream = TokenStream(data.train_shards, batch_size=4, context=16, byte_lengths=data.byte_lengths)
+    seen = 0
+    for _ in range(2):
+        x, y = stream.next_batch()
+        for row_x, row_y in zip(x.tolist(), y.tolist()):
+            assert row_x[1:] == row_y[:-1]
+            assert any(tokens[i : i + 17] == row_x + row_y[-1:] for i in range(0, len(tokens) - 16, 16))  # a window at a multiple of the context
+            seen += sum(0 if t == data.eot else 1 for t in row_y)
+    assert stream.bytes_seen == seen
 
 
-# --- validation windows ------------------------------------------------------------------------
+# --- validation: whole documents ------------------------------------------------------------------
 
 
-def test_val_windows_are_fixed_consecutive_windows(tmp_path):
-    tokens = np.arange(300) % 257
-    shards = [write_shard(tmp_path / "v0.bin", tokens, 257), write_shard(tmp_path / "v1.bin", tokens[:20], 257)]
-    batches = list(val_windows(shards, context=8))
-    assert [tuple(x.shape) for x, _ in batches] == [(16, 8), (16, 8), (5, 8), (2, 8)]  # 299 // 8 = 37, 19 // 8 = 2
-    x = torch.cat([b[0] for b in batches[:3]])
-    y = torch.cat([b[1] for b in batches[:3]])
-    assert x.flatten().tolist() == tokens[: 37 * 8].tolist() and y.flatten().tolist() == tokens[1 : 37 * 8 + 1].tolist()
-    assert batches[3][1].flatten().tolist() == tokens[1:17].tolist()
-    again = list(val_windows(shards, context=8))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
-    capped = list(val_windows(shards, context=8, max_tokens=50))
-    assert [tuple(x.shape) for x, _ in capped] == [(6, 8)]  # 6 windows hold 48 <= 50 targets
-    assert sum(x.numel() for x, _ in val_windows(shards, context=8, max_tokens=10_000)) == 39 * 8
-    with pytest.raises(ToklabError, match="context 8"):
-        list(val_windows([write_shard(tmp_path / "s.bin", np.arange(8), 257)], context=8))
-    with pytest.raises(ToklabError, match="max_tokens"):
-        list(val_windows(shards, context=8, max_tokens=7))
+def test_the_val_index_locates_every_document(corpus):
+    seg = get_segmenter("bytes")
+    data = build_token_data(corpus, seg)
+    index = data.val_documents()
+    val = [r for r in RECORDS if split_of(r["id"], VAL_FRACTION) == "val"]
+    assert index["id"].tolist() == [r["id"] for r in val]
+    assert index["bytes"].tolist() == [len(r["text"].encode()) for r in val] == index["tokens"].tolist()
+    stream = shard_tokens_of(data.val_shards)
+    for row, r in zip(index.itertuples(), val):
+        assert stream[row.start - 1] == stream[row.start + row.tokens] == data.eot
+        assert bytes(stream[row.start : row.start + row.tokens]).decode() == r["text"]
+
+
+def test_scoring_order_and_byte_cap_depend_on_ids_and_bytes_alone():
+    ids = [f"d{i}" for i in range(50)]
+    order = scoring_order(ids)
+    assert sorted(order.tolist()) == list(range(50)) and order.tolist() != list(range(50))
+    assert scoring_order(list(reversed(ids))).tolist() == [49 - i for i in order.tolist()]  # the same documents, whatever the file order
+    sizes = np.array([10] * 50)
+    assert byte_capped(order, sizes, 35).tolist() == order[:3].tolist()  # 30 bytes fit, 40 do not
+    assert byte_capped(order, sizes, 5).tolist() == order[:1].tolist()  # never empty
+    assert byte_capped(order, sizes, None).tolist() == order.tolist()
+
+
+def _score_by_hand(data, context: int) -> tuple[list[int], int]:
+    """Every document's targets and their count, from the raw stream and the index, without ValidationSet."""
+    stream = shard_tokens_of(data.val_shards)
+    targets = []
+    for row in data.val_documents().itertuples():
+        targets += stream[row.start : row.start + row.tokens + 1]  # its tokens and the <|endoftext|> after
+    return targets, len(targets)
+
+
+@pytest.mark.parametrize("context", [4, 16, 1000])
+def test_validation_windows_cover_every_document_from_its_first_token(corpus, context):
+    data = build_token_data(corpus, get_segmenter("bytes"))
+    validation = ValidationSet(data, context)
+    expected, n = _score_by_hand(data, context)
+    index = data.val_documents()
+    stream = shard_tokens_of(data.val_shards)
+    by_doc: dict[int, list[list[int]]] = {}
+    for x, y, lengths, doc in validation.batches():
+        assert x.shape == y.shape and x.shape[1] <= context
+        for row_x, row_y, length, d in zip(x.tolist(), y.tolist(), lengths.tolist(), doc.tolist()):
+            assert row_y[length:] == [-100] * (len(row_y) - length)  # padding is ignored by the loss
+            assert row_x[1:length] == row_y[: length - 1]  # the input is the target shifted by one
+            by_doc.setdefault(d, []).append(row_y[:length])
+    rebuilt = [t for d in range(len(index)) for piece in _ordered(by_doc[d], stream, index, d) for t in piece]
+    assert rebuilt == expected and len(rebuilt) == n
+
+
+def _ordered(pieces: list[list[int]], stream: list[int], index, d: int) -> list[list[int]]:
+    """A document's windows in text order (batches come sorted by length)."""
+    start, n = int(index["start"][d]), int(index["tokens"][d]) + 1
+    targets = stream[start : start + n]
+    out, at = [], 0
+    remaining = list(pieces)
+    while at < n:
+        match = next(p for p in remaining if targets[at : at + len(p)] == p)
+        remaining.remove(match)
+        out.append(match)
+        at += len(match)
+    return out
+
+
+def test_a_document_starts_with_its_end_of_text_and_later_windows_start_afresh(corpus):
+    data = build_token_data(corpus, get_segmenter("bytes"))
+    validation = ValidationSet(data, 8)
+    index = data.val_documents()
+    stream = shard_tokens_of(data.val_shards)
+    d0 = 0
+    start, n = int(index["start"][d0]), int(index["tokens"][d0]) + 1
+    rows = [(x, y, l) for xb, yb, lb, db in validation.batches(np.array([d0])) for x, y, l, d in zip(xb.tolist(), yb.tolist(), lb.tolist(), db.tolist())]
+    assert sum(l for _, _, l in rows) == n
+    first = next(x for x, y, l in rows if y[:l] == stream[start : start + min(8, n)])
+    assert first[: min(8, n)] == stream[start - 1 : start - 1 + min(8, n)] and first[0] == data.eot
+
+
+def test_a_byte_capped_validation_set_is_the_same_documents_for_every_segmenter(corpus):
+    sets = []
+    for spec in ("bytes", "bpe:300"):
+        seg = get_segmenter(spec, corpus)
+        data = build_token_data(corpus, seg)
+        validation = ValidationSet(data, 16, max_bytes=400)
+        index = data.val_documents()
+        chosen = index.iloc[validation.selected]
+        sets.append((sorted(chosen["id"]), int(chosen["bytes"].sum())))
+        assert sum(int(l.sum()) for _, _, l, _ in validation.batches()) == int(chosen["tokens"].sum()) + len(chosen)
+    assert sets[0] == sets[1] and 0 < sets[0][1] <= 400
+    all_bytes = sum(len(r["text"].encode()) for r in RECORDS if split_of(r["id"], VAL_FRACTION) == "val")
+    assert sets[0][1] < all_bytes
 
 
 def test_target_bytes_sums_the_byte_lengths_of_the_targets():

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from toklab.errors import ToklabError
 from toklab.gpt.train import Budget, TrainConfig, bits_per_byte, gpu_peak_flops, learning_rate
 from toklab.pretrain import pretrain, read_history, sample
 
-TINY = {"context": 32, "eval_tokens": 2048, "batch_size": 4}
+TINY = {"context": 32, "eval_bytes": 2048, "batch_size": 4}
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -36,40 +37,91 @@ def corpus_file(tmp_path_factory):
 
 
 def test_loss_decreases_on_the_default_corpus_with_the_tiny_model(default_corpus_build, tmp_path):
-    result = pretrain("default", "bytes", model="tiny", steps=60, eval_every=30, out=tmp_path / "run", context=64, eval_tokens=8192)
+    result = pretrain("default", "bytes", model="tiny", steps=60, eval_every=30, out=tmp_path / "run", context=64, eval_bytes=8192, val_bytes=65_536)
     history = result.history
     assert [h["step"] for h in history] == [0, 30, 60]
     assert history[0]["val_bits_per_byte"] == pytest.approx(math.log2(257), abs=0.3)  # an untrained model is near uniform
     assert history[-1]["val_loss"] < history[0]["val_loss"] - 1.0
     assert result.val_bits_per_byte == history[-1]["val_bits_per_byte"] < 6.5
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "bits_per_byte.png", "checkpoint.pt", "log.jsonl", "loss.png", "run.json", "segmenter", "summary.json", "summary.md",
+        "bits_per_byte.png", "checkpoint.pt", "log.jsonl", "loss.png", "per_source.csv", "run.json", "segmenter", "summary.json", "summary.md",
+        "val_documents.parquet",
     ]  # fmt: skip
     assert read_history(tmp_path / "run") == history
 
 
-def test_bits_per_byte_is_total_loss_over_ln2_times_target_bytes(corpus_file, tmp_path):
+def _val_records(corpus_file: str) -> list[dict]:
+    from toklab import split_of
+
+    records = [json.loads(line) for line in open(corpus_file, encoding="utf-8")]
+    return [r for r in records if split_of(r["id"], 0.1) == "val"]
+
+
+def test_bits_per_byte_is_total_loss_over_ln2_times_the_bytes_of_every_validation_document(corpus_file, tmp_path):
     assert bits_per_byte(math.log(2) * 12.0, 4) == pytest.approx(3.0)  # 12 bits over 4 bytes
     result = pretrain(corpus_file, "bytes", steps=5, out=tmp_path / "run", **TINY)
-    # recompute the last evaluation by hand: every validation window, per-token losses, byte table
-    from toklab.corpus import open_corpus
-    from toklab.gpt.data import build_token_data, val_windows
+    # by hand from the checkpoint: every validation document alone, EOT + its bytes as input,
+    # its bytes + EOT as targets, in consecutive windows of the context (32)
     from toklab.gpt.model import GPT, GPTConfig
-    from toklab.segmenters import get_segmenter
 
-    seg = get_segmenter("bytes")
-    data = build_token_data(open_corpus(corpus_file), seg)
     model = GPT(GPTConfig.from_dict(json.loads((tmp_path / "run" / "run.json").read_text())["model"]))
     model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
     model.eval()
-    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
+    val = _val_records(corpus_file)
+    per_doc, n_bytes, n_tokens = {}, 0, 0
     with torch.no_grad():
-        for x, y in val_windows(data.val_shards, 32, 2048):
-            loss_sum += float(model(x, y, reduction="none")[1].double().sum())
-            n_tokens += y.numel()
-            n_bytes += int(sum(0 if t == 256 else 1 for t in y.flatten().tolist()))  # EOT stands for no bytes
-    assert result.val_loss == pytest.approx(loss_sum / n_tokens, rel=1e-6)
-    assert result.val_bits_per_byte == pytest.approx(loss_sum / (math.log(2) * n_bytes), rel=1e-6)
+        for r in val:
+            data = list(r["text"].encode())
+            inputs, targets = [256] + data, data + [256]
+            loss = 0.0
+            for k in range(0, len(targets), 32):
+                x, y = torch.tensor([inputs[k : k + 32]]), torch.tensor([targets[k : k + 32]])
+                loss += float(model(x, y, reduction="none")[1].double().sum())
+            per_doc[r["id"]] = loss
+            n_bytes += len(data)
+            n_tokens += len(targets)
+    total = sum(per_doc.values())
+    assert result.val_docs_scored == len(val) and result.val_bytes_scored == n_bytes and result.val_tokens_scored == n_tokens
+    assert result.val_loss == pytest.approx(total / n_tokens, rel=1e-5)
+    assert result.val_bits_per_byte == pytest.approx(total / (math.log(2) * n_bytes), rel=1e-5)
+    # the per-document file holds the same losses, and they add up to the reported figure
+    docs = pd.read_parquet(tmp_path / "run" / "val_documents.parquet")
+    assert sorted(docs["id"]) == sorted(per_doc) and int(docs["bytes"].sum()) == n_bytes
+    assert dict(zip(docs["id"], docs["loss_nats"])) == pytest.approx(per_doc, rel=1e-5)
+    assert docs["loss_nats"].sum() / (math.log(2) * docs["bytes"].sum()) == pytest.approx(result.val_bits_per_byte, rel=1e-12)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["val_docs_scored"] == len(val) and summary["val_bytes_scored"] == n_bytes
+    per_source = pd.read_csv(tmp_path / "run" / "per_source.csv")
+    assert per_source["bytes"].sum() == n_bytes and per_source["documents"].sum() == len(val)
+
+
+def test_summary_train_loss_is_the_logged_mean_and_the_last_step_is_named_apart(corpus_file, tmp_path):
+    result = pretrain(corpus_file, "bytes", steps=8, eval_every=4, out=tmp_path / "run", **TINY)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    last = read_history(tmp_path / "run")[-1]
+    assert summary["train_loss"] == last["train_loss"] == result.train_loss
+    assert summary["last_step_train_loss"] == result.last_step_train_loss != result.train_loss
+
+
+def test_epochs_and_distinct_bytes_on_a_corpus_smaller_than_the_budget(tmp_path):
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": f"{i:03d} tiny text, repeated often."}) + "\n" for i in range(60)))
+    result = pretrain(str(path), "bytes", steps=70, out=tmp_path / "run", context=16, batch_size=4, eval_every=100)
+    from toklab.corpus import open_corpus
+    from toklab.gpt.data import build_token_data, read_shard
+    from toklab.segmenters import get_segmenter
+
+    data = build_token_data(open_corpus(str(path)), get_segmenter("bytes"))
+    tokens = np.concatenate([np.asarray(read_shard(p)) for p in data.train_shards])
+    assert len(data.train_shards) == 1
+    windows = (tokens.size - 1) // 16
+    epoch_bytes = int((tokens[1 : windows * 16 + 1] != 256).sum())  # the targets of every window; EOT is 0 bytes
+    assert result.epochs == pytest.approx(70 * 4 / windows) and result.epochs > 2
+    assert result.unique_train_bytes == epoch_bytes
+    assert 2 * epoch_bytes <= result.train_bytes_seen <= 3 * epoch_bytes
+    assert result.train_split_bytes == data.bytes("train")
+    assert any("repeated" in note for note in result.notes)
+    assert "repeated" in (tmp_path / "run" / "summary.md").read_text()
 
 
 def test_flops_are_6n_plus_12ltd_per_token_over_the_tokens_seen(corpus_file, tmp_path):
@@ -129,6 +181,8 @@ def test_resume_gives_the_same_losses(corpus_file, tmp_path, monkeypatch):
         pretrain(corpus_file, "bytes", out=tmp_path / "cut", **options)
     monkeypatch.setattr(train_module.Trainer, "save_checkpoint", real_save)
     assert [h["step"] for h in read_history(tmp_path / "cut")] == [0, 5, 10, 15, 20]
+    first_session_wall = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["wall"]
+    assert first_session_wall > 0
     with pytest.raises(ToklabError, match="other settings"):
         pretrain(corpus_file, "bytes", out=tmp_path / "cut", resume=True, **{**options, "steps": 40})
     resumed = pretrain(corpus_file, "bytes", out=tmp_path / "cut", resume=True, **options)
@@ -141,6 +195,38 @@ def test_resume_gives_the_same_losses(corpus_file, tmp_path, monkeypatch):
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.wall_s > first_session_wall  # wall time adds up over sessions
+    assert resumed.val_bits_per_byte == whole.val_bits_per_byte
+
+
+def test_resume_reads_a_checkpoint_onto_the_cpu_whatever_the_device(corpus_file, tmp_path, monkeypatch):
+    # On CUDA, torch.load(map_location="cuda") moved the saved RNG state to the GPU and
+    # torch.set_rng_state raised TypeError. Emulated here: a load mapped anywhere but the CPU
+    # returns RNG states that are not CPU byte tensors, as a CUDA mapping does.
+    options = dict(steps=6, checkpoint_every=3, **TINY)
+    pretrain(corpus_file, "bytes", out=tmp_path / "run", **options)
+    real_load = torch.load
+
+    def load(path, map_location=None, **kwargs):
+        state = real_load(path, map_location="cpu", **kwargs)
+        if map_location != "cpu" and isinstance(state, dict) and "rng" in state:
+            state["rng"]["torch"] = state["rng"]["torch"].to("meta")  # a tensor off the CPU, as a CUDA mapping gives
+        return state
+
+    from toklab.corpus import open_corpus
+    from toklab.gpt.data import build_token_data
+    from toklab.gpt.model import GPTConfig
+    from toklab.segmenters import get_segmenter
+
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    trainer = train_module.Trainer(
+        build_token_data(open_corpus(corpus_file), get_segmenter("bytes")), GPTConfig.from_dict(run["model"]), TrainConfig.from_dict(run["train"]),
+        tmp_path / "run", segmenter_spec="bytes",
+    )  # fmt: skip
+    trainer.device = "cuda:0"  # as on a GPU machine; the model stays where it is
+    monkeypatch.setattr(torch, "load", load)
+    trainer.load_checkpoint()
+    assert trainer.step == 6
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, monkeypatch):
@@ -184,7 +270,7 @@ def test_gpu_peaks_for_mfu():
 
 def test_cli_pretrain_then_sample(corpus_file, tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = run(capsys, "pretrain", "-c", corpus_file, "-s", "bytes", "--steps", "5", "--context", "32", "--eval-tokens", "2048", "--out", str(out))
+    code, stdout, _ = run(capsys, "pretrain", "-c", corpus_file, "-s", "bytes", "--steps", "5", "--context", "32", "--eval-bytes", "2048", "--out", str(out))
     assert code == 0 and "val bits-per-byte" in stdout and "FLOPs" in stdout
     code, stdout, _ = run(capsys, "sample", "--run", str(out), "--prompt", "the cat", "-n", "20", "--temperature", "0")
     assert code == 0 and stdout.startswith("the cat")

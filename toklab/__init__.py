@@ -21,7 +21,7 @@ from toklab.corpus import (
 
 from toklab.comparison import CompareResult, compare, run_compare
 from toklab.filter import FilterResult, filter_corpus
-from toklab.pretrain import pretrain, sample
+from toklab.pretrain import SeedsResult, pretrain, pretrain_seeds, sample
 from toklab.gpt.train import RunResult
 from toklab.study import StudyResult, run_study
 from toklab.segmenters import Segmenter, get_segmenter, load_segmenter
@@ -34,6 +34,8 @@ __all__ = [
     "StudyResult",
     "run_study",
     "pretrain",
+    "pretrain_seeds",
+    "SeedsResult",
     "sample",
     "Segmenter",
     "compare",

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from toklab import __version__
 from toklab.errors import ToklabError
+from toklab.gpt.train import EVAL_BYTES, VAL_BYTES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -377,6 +378,7 @@ def pretrain_command(
     n_head: Annotated[Optional[int], typer.Option("--n-head", min=1, help="Attention heads (overrides the preset).")] = None,
     d_model: Annotated[Optional[int], typer.Option("--d-model", min=1, help="Width (overrides the preset).")] = None,
     context: Annotated[int, typer.Option("--context", min=2, help="Context length in tokens.")] = 256,
+    context_bytes: Annotated[Optional[int], typer.Option("--context-bytes", min=2, help="Context in bytes instead: the whole number of tokens nearest to N bytes at this segmenter's bytes/token on the training split.")] = None,
     flops: Annotated[Optional[float], typer.Option("--flops", help="Budget: training FLOPs (6N + 12LTd per token). The budget that makes segmenters comparable.")] = None,
     tokens: Annotated[Optional[float], typer.Option("--tokens", help="Budget: training tokens.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Budget: optimiser steps (default 200 when no budget is given).")] = None,
@@ -389,9 +391,12 @@ def pretrain_command(
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate (AdamW).")] = 1e-3,
     schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine (warmup, cosine decay to 10%) or one-cycle (Cramming: linear up to the middle, then down to 0).")] = "cosine",
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end).")] = 50,
-    eval_tokens: Annotated[int, typer.Option("--eval-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Validation tokens per evaluation (the same windows every time).")] = 65_536,
+    val_bytes: Annotated[Optional[int], typer.Option("--val-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Score on whole validation documents up to N bytes, chosen by a hash of their ids (the same for every segmenter). Default: 16 MiB; --val-all scores the whole split.")] = VAL_BYTES,
+    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, help="Score on every document of the validation split, however large.")] = False,
+    eval_bytes: Annotated[Optional[int], typer.Option("--eval-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluations before the last score the first N bytes of the same documents (the curve's points).")] = EVAL_BYTES,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, rich_help_panel=TRAIN_PANEL, help="Checkpoint every N steps (and at the end).")] = 100,
-    train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="Seed for initialisation.")] = 0,
+    train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="Seed for initialisation and data order.")] = 0,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, rich_help_panel=TRAIN_PANEL, help="Train N runs with seeds --train-seed, +1, ... (each in <out>/seed-<k>) and report the mean bits-per-byte with a 95% interval.")] = 1,
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto (bf16 autocast on CUDA, float32 on CPU), float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
@@ -401,15 +406,30 @@ def pretrain_command(
     The corpus is segmented into cached token shards (its train/validation split); training stops
     at the budget (--flops, --tokens, --steps or --minutes). Validation bits-per-byte does not
     depend on the tokeniser, so runs with different segmenters compare directly."""
-    from toklab.pretrain import pretrain
+    from toklab.pretrain import pretrain, pretrain_seeds
 
-    result = pretrain(
-        corpus, segmenter, model=model, context=context, n_layer=n_layer, n_head=n_head, d_model=d_model,
-        flops=flops, tokens=tokens, steps=steps, minutes=minutes, out=out, resume=resume, overwrite=overwrite, progress=True,
-        batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every, eval_tokens=eval_tokens,
-        checkpoint_every=checkpoint_every, seed=train_seed, device=device, dtype=dtype, compile=compile,
+    options: dict[str, Any] = dict(
+        model=model, context=context, context_bytes=context_bytes, n_layer=n_layer, n_head=n_head, d_model=d_model,
+        flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, progress=True,
+        batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every,
+        val_bytes=None if val_all else val_bytes, eval_bytes=eval_bytes, checkpoint_every=checkpoint_every, device=device, dtype=dtype, compile=compile,
     )  # fmt: skip
-    table = Table(title=f"pretrain {result.segmenter} on {corpus.spec}", title_justify="left", box=box.SIMPLE_HEAD)
+    if seeds > 1:
+        several = pretrain_seeds(corpus, segmenter, seeds=seeds, seed=train_seed, out=out, **options)
+        for result in several.runs:
+            _print_run(result, corpus.spec)
+        bpb = several.val_bits_per_byte
+        console.print(
+            f"{seeds} seeds: val bits-per-byte {bpb.estimate:.4f}, 95% interval {bpb.low:.4f} to {bpb.high:.4f} ({bpb.method}); "
+            + ", ".join(f"seed {r.train['seed']}: {r.val_bits_per_byte:.4f}" for r in several.runs),
+            highlight=False,
+        )
+        return
+    _print_run(pretrain(corpus, segmenter, out=out, seed=train_seed, **options), corpus.spec)
+
+
+def _print_run(result: Any, corpus_spec: str) -> None:
+    table = Table(title=f"pretrain {result.segmenter} on {corpus_spec} (seed {result.train['seed']})", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("step", justify="right")
     for column in ("tokens", "FLOPs", "train loss", "val loss", "val bits/byte"):
         table.add_column(column, justify="right")
@@ -422,7 +442,13 @@ def pretrain_command(
         f"{result.tokens_per_s:,.0f} tokens/s, {result.bytes_per_s:,.0f} bytes/s{mfu}; peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB on {result.device}",
         highlight=False,
     )
-    console.print(f"val bits-per-byte {result.val_bits_per_byte:.4f}; run: {result.out}")
+    console.print(
+        f"val bits-per-byte {result.val_bits_per_byte:.4f} on {result.val_docs_scored:,} whole validation documents ({result.val_bytes_scored:,} bytes; "
+        f"the table's earlier rows score the first {result.train['eval_bytes'] or 0:,} bytes of them); training data: {result.epochs:.2f} passes, "
+        f"{result.unique_train_bytes:,} distinct bytes; run: {result.out}",
+        highlight=False,
+    )
+    _print_notes(result.notes[1:])
 
 
 @app.command("sample")
@@ -452,7 +478,9 @@ def study_command(
     segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "-s", help="Comma-separated segmenter specs (repeatable). Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
     flops: Annotated[Optional[str], typer.Option("--flops", help="Comma-separated FLOP budgets, e.g. 1e16,3e16,1e17 (with --smoke: 3e10,1e11).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model preset for every run: tiny, small, medium or gpt2-124m. Default: small (with --smoke: tiny).")] = None,
-    context: Annotated[Optional[int], typer.Option("--context", min=2, help="Context length. Default: 256 (with --smoke: 64).")] = None,
+    context: Annotated[Optional[int], typer.Option("--context", min=2, help="Context length in tokens. Default: 256 (with --smoke: 64).")] = None,
+    context_bytes: Annotated[Optional[int], typer.Option("--context-bytes", min=2, help="Equal context in bytes: each segmenter's context in tokens is the whole number nearest to N bytes at its own bytes/token.")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per configuration; rows give the mean and a 95% interval. Default: 3.")] = None,
     filter_t: Annotated[Optional[float], typer.Option("--filter-t", help="Also train each segmenter on its Cramming-filtered train split (tokens <= t x chars); both rows are shown.")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model and budgets, a few minutes on the default corpus.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
@@ -461,8 +489,11 @@ def study_command(
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step (gradient accumulation).")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate.")] = 1e-3,
     schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine or one-cycle.")] = "cosine",
-    eval_every: Annotated[int, typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end).")] = 50,
-    eval_tokens: Annotated[Optional[int], typer.Option("--eval-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Validation tokens per evaluation.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end). Default: 50 (with --smoke: 100).")] = None,
+    val_bytes: Annotated[Optional[int], typer.Option("--val-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Score every run on whole validation documents up to N bytes, chosen by id hash. Default: 16 MiB (with --smoke: 65,536).")] = None,
+    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, help="Score every run on the whole validation split.")] = False,
+    eval_bytes: Annotated[Optional[int], typer.Option("--eval-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluations before the last score the first N bytes of the same documents. Default: 256 KiB (with --smoke: 16,384).")] = None,
+    train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="The first seed; --seeds N uses this one and the N-1 after it.")] = 0,
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
@@ -477,21 +508,33 @@ def study_command(
     from toklab.segmenters.registry import split_specs
     from toklab.study import run_study
 
-    options: dict[str, Any] = {"lr": lr, "schedule": schedule, "eval_every": eval_every, "device": device, "dtype": dtype, "compile": compile}
-    for key, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens), ("eval_tokens", eval_tokens)):
+    options: dict[str, Any] = {"lr": lr, "schedule": schedule, "device": device, "dtype": dtype, "compile": compile, "seed": train_seed}
+    for key, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens), ("val_bytes", val_bytes), ("eval_bytes", eval_bytes), ("eval_every", eval_every)):
         if value is not None:
             options[key] = value
+    if val_all:
+        options["val_bytes"] = None
     result = run_study(
         corpus, split_specs(segmenters) if segmenters else None, _floats(flops, "--flops") if flops else None,
-        model=model, context=context, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite, progress=True, **options,
+        model=model, context=context, context_bytes=context_bytes, seeds=seeds, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite,
+        progress=True, **options,
     )  # fmt: skip
-    table = Table(title=f"study {corpus.spec}: model {result.meta['model']}, context {result.meta['context']}", title_justify="left", box=box.SIMPLE_HEAD)
+    meta = result.meta
+    context_text = f"context {meta['context_bytes']:,} bytes" if meta.get("context_bytes") else f"context {meta['context']}"
+    table = Table(title=f"study {corpus.spec}: model {meta['model']}, {context_text}, {len(meta['seeds'])} seed(s)", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("segmenter", no_wrap=True)
-    for column in ("filtered", "FLOPs", "bytes/\ntoken", "FLOPs/\nbyte", "MB\nseen", "val bits/\nbyte", "wall s"):
+    filtered = bool(result.table.filtered.any())
+    columns = (["filtered"] if filtered else []) + ["FLOPs", "bytes/\ntoken", "MB\nseen", "epochs", "bits/\nbyte", "95%\n±", "wall s"]
+    for column in columns:
         table.add_column(column, justify="right")
     for r in result.table.itertuples():
-        table.add_row(r.segmenter, "yes" if r.filtered else "", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}", f"{r.bytes_seen / 1e6:,.2f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}")
+        interval = f"{(r.val_bpb_high - r.val_bpb_low) / 2:.4f}" if r.val_bpb_low == r.val_bpb_low else "n/a"
+        cells = (["yes" if r.filtered else ""] if filtered else []) + [
+            f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.bytes_seen / 1e6:,.2f}", f"{r.epochs:.2f}", f"{r.val_bits_per_byte:.4f}", interval, f"{r.wall_s:.0f}",
+        ]  # fmt: skip
+        table.add_row(r.segmenter, *cells)
     console.print(table)
+    console.print(f"scored on {meta['val_docs_scored']:,} whole validation documents ({meta['val_bytes_scored']:,} bytes), the same for every run", highlight=False)
     for line in result.summary:
         console.print(line, highlight=False)
     _print_notes(result.notes)

@@ -14,18 +14,26 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError
 from toklab.files import write_text_atomic
-from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, peak_memory, gpu_peak_flops
+from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
     from toklab.segmenters import Segmenter
+    from toklab.stats import Interval
 
 SEGMENTER_DIR = "segmenter"
+SCORING_NOTE = (
+    "Validation bits-per-byte = Σ loss / (ln 2 × Σ UTF-8 bytes) over whole validation documents, each scored from its "
+    "first token and including the <|endoftext|> that ends it (0 bytes); the documents are the whole validation split, or "
+    "a sample chosen by a hash of their ids and capped in bytes, the same for every segmenter. Per-document losses are "
+    "in val_documents.parquet, per-source bits-per-byte in per_source.csv."
+)
 FLOPS_FORMULA = (
     "FLOPs per token = 6N + 12·L·T·d, N = every matmul weight (attention and MLP of each layer, and the "
     "output head over the padded vocabulary; not the embedding lookup), L layers, T context, d width"
@@ -81,6 +89,7 @@ def pretrain(
     *,
     model: str | None = "tiny",
     context: int = 256,
+    context_bytes: int | None = None,
     n_layer: int | None = None,
     n_head: int | None = None,
     d_model: int | None = None,
@@ -98,8 +107,10 @@ def pretrain(
 
     Give one budget: `flops` (what makes segmenters comparable), `tokens`, `steps` or `minutes`
     (default 200 steps). `model` is a preset (tiny, small, medium, gpt2-124m); n_layer, n_head
-    and d_model override it. Other options are `TrainConfig` fields (batch_size, batch_tokens,
-    lr, schedule, eval_every, eval_tokens, checkpoint_every, seed, device, dtype, compile).
+    and d_model override it. `context_bytes` replaces `context` by the whole number of tokens
+    nearest to that many bytes at this segmenter's bytes/token on the training split. Other
+    options are `TrainConfig` fields (batch_size, batch_tokens, lr, schedule, eval_every,
+    val_bytes, eval_bytes, checkpoint_every, seed, device, dtype, compile).
     """
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
@@ -113,10 +124,14 @@ def pretrain(
         raise TypeError(f"pretrain: {exc}") from None
     if context < 2:
         raise ToklabError(f"--context must be at least 2, got {context}")
+    if context_bytes is not None and context_bytes < 2:
+        raise ToklabError(f"--context-bytes must be at least 2, got {context_bytes}")
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress)
     seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
     data = build_token_data(corpus, seg, progress=progress)
+    if context_bytes is not None:
+        context = context_for_bytes(context_bytes, data.bytes_per_token("train"))
     preset = model if not (n_layer and n_head and d_model) else None
     shape = model_config(seg.vocab_size, preset, context, n_layer=n_layer, n_head=n_head, d_model=d_model)
     custom = any(v is not None for v in (n_layer, n_head, d_model))
@@ -141,13 +156,98 @@ def pretrain(
         trainer.load_checkpoint()
     else:
         (out_path / LOG).unlink(missing_ok=True)
-    start = time.perf_counter()
     with _progress_bar(trainer, enabled=progress) as on_step:
         trainer.run(on_step)
-    wall = time.perf_counter() - start
-    result = _result(trainer, seg, shape, config, out_path, wall)
+    if trainer.final_scores is None:  # resumed after the last checkpoint: score it again (deterministic)
+        trainer.final_scores = trainer.evaluate(final=True)
+    result = _result(trainer, seg, shape, config, out_path, trainer.wall_so_far())
     write_run_report(result)
+    write_document_scores(trainer, out_path)
     return result
+
+
+@dataclass
+class SeedsResult:
+    """The same run with several seeds: every run, and the mean bits-per-byte with its 95% interval."""
+
+    runs: list[RunResult]
+    val_bits_per_byte: "Interval"
+
+
+def pretrain_seeds(corpus: "str | Corpus" = "default", segmenter: "str | Segmenter" = "bytes", *, seeds: int = 1, seed: int = 0, out: str | os.PathLike | None = None, progress: bool = False, **options: Any) -> SeedsResult:
+    """`pretrain` with seeds `seed`, `seed + 1`, ...: each run in `<out>/seed-<k>`, and the mean
+    validation bits-per-byte over them with its 95% t-interval (none for one seed)."""
+    from toklab.corpus import open_corpus
+    from toklab.segmenters import Segmenter, get_segmenter
+    from toklab.stats import mean_interval
+
+    if seeds < 1:
+        raise ToklabError(f"--seeds must be at least 1, got {seeds}")
+    if isinstance(corpus, str):
+        corpus = open_corpus(corpus, progress=progress)
+    seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
+    if out is None:
+        out = Path("reports") / (run_name(corpus.spec, seg.spec, str(options.get("model") or "tiny")) + f"-{seeds}-seeds")
+    runs = [pretrain(corpus, seg, seed=k, out=Path(out) / f"seed-{k}", progress=progress, **options) for k in range(seed, seed + seeds)]
+    return SeedsResult(runs, mean_interval([r.val_bits_per_byte for r in runs]))
+
+
+def context_for_bytes(context_bytes: int, bytes_per_token: float) -> int:
+    """The context in tokens nearest to `context_bytes` bytes at `bytes_per_token` (at least 2)."""
+    return max(2, int(round(context_bytes / bytes_per_token)))
+
+
+DOCUMENTS_FILE = "val_documents.parquet"
+PER_SOURCE_FILE = "per_source.csv"
+
+
+def write_document_scores(trainer: Trainer, out: Path) -> None:
+    """Per-document losses of the final evaluation (so any two runs compare document by document)
+    and bits-per-byte per source, beside the summary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from toklab.files import temp_name
+
+    scores, index = trainer.final_scores, trainer.validation.index
+    table = document_table(scores, index)
+    tmp = temp_name(out / DOCUMENTS_FILE)
+    try:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+        os.replace(tmp, out / DOCUMENTS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_text_atomic(out / PER_SOURCE_FILE, per_source_bits(table).to_csv(index=False))
+
+
+def document_table(scores: Any, index: Any) -> "Any":
+    """One row per scored document: id, source, bytes, tokens (targets, the <|endoftext|> included), loss in nats."""
+    import pandas as pd
+
+    rows = index.iloc[scores.doc]
+    return pd.DataFrame({
+        "id": rows["id"].to_numpy(), "source": rows["source"].to_numpy(), "bytes": scores.bytes, "tokens": scores.tokens, "loss_nats": scores.loss_nats,
+    })  # fmt: skip
+
+
+def per_source_bits(documents: Any) -> Any:
+    """Bits-per-byte per source of a document table (largest source first)."""
+    import math
+
+    grouped = documents.groupby("source", sort=False).agg(documents=("bytes", "size"), bytes=("bytes", "sum"), loss_nats=("loss_nats", "sum"))
+    grouped["bits_per_byte"] = grouped["loss_nats"] / (math.log(2) * grouped["bytes"])
+    return grouped.reset_index().sort_values(["bytes", "source"], ascending=[False, True], kind="stable")[["source", "documents", "bytes", "bits_per_byte"]]
+
+
+def read_document_scores(run_dir: str | os.PathLike) -> Any:
+    """The per-document losses a run wrote (a DataFrame: id, source, bytes, tokens, loss_nats)."""
+    import pandas as pd
+
+    path = Path(run_dir) / DOCUMENTS_FILE
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise ToklabError(f"{run_dir} has no {DOCUMENTS_FILE}: it was not finished by this toklab") from None
 
 
 class _progress_bar:
@@ -192,6 +292,7 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     import torch
 
     last = trainer.history[-1]
+    scores = trainer.final_scores
     tokens = trainer.step * trainer.tokens_per_step
     tokens_per_s = tokens / trainer.elapsed if trainer.elapsed else 0.0
     device = torch.cuda.get_device_name(trainer.device) if trainer.device_type == "cuda" else "cpu"
@@ -200,6 +301,9 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     notes = [FLOPS_FORMULA]
     if trainer.device_type == "cuda" and peak is None:
         notes.append(f"no MFU: {device} is not in toklab's table of GPU peaks")
+    stream = trainer.stream
+    if stream.epochs > 1:
+        notes.append(f"the training data repeated: {stream.epochs:.2f} passes over the training split ({stream.unique_bytes:,} distinct bytes, {stream.bytes_seen:,} trained on)")
     stopped = config.budget.kind
     return RunResult(
         out=out,
@@ -211,9 +315,17 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
         flops=tokens * trainer.flops_per_token,
         flops_per_token=trainer.flops_per_token,
         flops_per_byte=trainer.flops_per_token / trainer.bytes_per_token,
-        train_loss=trainer.last_train_loss,
-        val_loss=last["val_loss"],
-        val_bits_per_byte=last["val_bits_per_byte"],
+        train_loss=last["train_loss"] if last["train_loss"] is not None else float("nan"),
+        last_step_train_loss=trainer.last_train_loss,
+        val_loss=scores.loss_sum / scores.n_tokens,
+        val_bits_per_byte=bits_per_byte(scores.loss_sum, scores.n_bytes),
+        val_docs_scored=len(scores.doc),
+        val_bytes_scored=scores.n_bytes,
+        val_tokens_scored=scores.n_tokens,
+        epochs=stream.epochs,
+        train_bytes_seen=stream.bytes_seen,
+        unique_train_bytes=stream.unique_bytes,
+        train_split_bytes=trainer.data.bytes("train"),
         tokens_per_s=tokens_per_s,
         bytes_per_s=tokens_per_s * trainer.bytes_per_token,
         mfu=mfu,
@@ -240,9 +352,11 @@ def summary_markdown(result: RunResult) -> str:
         ("training FLOPs", f"{result.flops:.4g}"),
         ("FLOPs per token", f"{result.flops_per_token:.4g}"),
         ("FLOPs per byte", f"{result.flops_per_byte:.4g}"),
-        ("train loss (nats/token)", f"{result.train_loss:.4f}"),
+        ("train loss (nats/token)", f"{result.train_loss:.4f} (mean since the previous evaluation; last step {result.last_step_train_loss:.4f})"),
+        ("training data", f"{result.epochs:.3g} passes over the training split: {result.unique_train_bytes:,} distinct bytes of {result.train_split_bytes:,}, {result.train_bytes_seen:,} trained on" + (" (repeated)" if result.epochs > 1 else "")),
         ("validation loss (nats/token)", f"{result.val_loss:.4f}"),
         ("validation bits-per-byte", f"{result.val_bits_per_byte:.4f}"),
+        ("scored on", f"{result.val_docs_scored:,} whole validation documents, {result.val_bytes_scored:,} bytes ({result.val_tokens_scored:,} target tokens)"),
         ("tokens/s", f"{result.tokens_per_s:,.0f}"),
         ("bytes/s", f"{result.bytes_per_s:,.0f}"),
         ("MFU", f"{100 * result.mfu:.1f}%" if result.mfu is not None else "n/a (" + ("CPU" if result.device == "cpu" else "GPU not in the peak table") + ")"),
@@ -251,7 +365,7 @@ def summary_markdown(result: RunResult) -> str:
         ("wall time", f"{result.wall_s:,.1f} s"),
     ]
     lines = [f"# Pretrain run: {result.out.name}\n", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    lines += ["", f"{FLOPS_FORMULA}.", "", "Validation bits-per-byte = Σ loss / (ln 2 × Σ UTF-8 bytes of the target tokens), special tokens counting 0 bytes.", ""]
+    lines += ["", f"{FLOPS_FORMULA}.", "", SCORING_NOTE, ""]
     lines += ["![loss](loss.png)", "", "![bits per byte](bits_per_byte.png)", ""]
     return "\n".join(lines)
 

@@ -1,9 +1,12 @@
 """`study`: segmenters compared end to end at equal training FLOPs.
 
-For every segmenter and FLOP budget, one pretrain run with the same model shape; with a Cramming
-threshold, also one on the segmenter's own filtered training split. Validation bits-per-byte is
-always measured on the same held-out text (the unfiltered validation split), so every row is on
-one scale. Finished runs are kept in the study folder, so a restarted study skips them.
+For every segmenter, FLOP budget and seed, one pretrain run with the same model shape; with a
+Cramming threshold, also runs on the segmenter's own filtered training split. Every run is scored
+on the same whole validation documents (the unfiltered validation split, or one byte-capped
+sample of it chosen by id hash), so every row is on one scale, and keeps its per-document losses.
+A row gives the mean over seeds with a 95% interval; a winner is named at a budget only when a
+paired bootstrap over documents and seeds says the difference is not noise. Finished runs are
+kept in the study folder, so a restarted study skips them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from toklab.errors import ToklabError
 from toklab.files import write_text_atomic
 from toklab.reports import markdown_table
+from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,13 +35,26 @@ if TYPE_CHECKING:
 
 STUDY_FILE = "study.json"
 RUNS = "runs"
-# Finishes in a few minutes on a 2-core CPU on the default corpus.
-SMOKE = {"segmenters": ["bytes", "bpe:4k"], "flops": [3e10, 1e11], "model": "tiny", "context": 64, "batch_size": 8, "eval_tokens": 16_384}
-DEFAULTS = {"segmenters": ["bytes", "bpe:32k"], "flops": [1e16, 3e16, 1e17], "model": "small", "context": 256, "batch_size": 8, "eval_tokens": 65_536}
-COLUMNS = [
-    "segmenter", "filtered", "budget_flops", "flops", "bytes_per_token", "flops_per_byte", "bytes_seen", "val_bits_per_byte", "wall_s",
-    "val_loss", "steps", "tokens_seen", "train_keep_rate_bytes", "run",
+# The CPU smoke configuration; its validation sample is capped so scoring stays a small share of the time.
+SMOKE = {
+    "segmenters": ["bytes", "bpe:4k"], "flops": [3e10, 1e11], "model": "tiny", "context": 64, "seeds": 3, "batch_size": 8,
+    "val_bytes": 65_536, "eval_bytes": 16_384, "eval_every": 100,
+}  # fmt: skip
+DEFAULTS = {"segmenters": ["bytes", "bpe:32k"], "flops": [1e16, 3e16, 1e17], "model": "small", "context": 256, "seeds": 3, "batch_size": 8}
+RUN_COLUMNS = [
+    "segmenter", "filtered", "budget_flops", "seed", "flops", "context", "bytes_per_token", "flops_per_byte", "bytes_seen", "train_bytes_seen",
+    "epochs", "val_bits_per_byte", "val_docs_scored", "val_bytes_scored", "val_loss", "steps", "tokens_seen", "wall_s", "run",
 ]  # fmt: skip
+COLUMNS = [
+    "segmenter", "filtered", "budget_flops", "seeds", "flops", "context", "bytes_per_token", "flops_per_byte", "bytes_seen", "epochs",
+    "val_bits_per_byte", "val_bpb_low", "val_bpb_high", "val_docs_scored", "val_bytes_scored", "wall_s", "train_keep_rate_bytes", "runs",
+]  # fmt: skip
+CAPTION = (
+    "bytes/token, FLOPs/byte and bytes seen all come from the training split each row trained on (UTF-8 bytes ÷ tokens, the "
+    "<|endoftext|> between documents counted as a token); bytes seen counts distinct bytes of training text, and epochs the "
+    "passes over that split (above 1, the data repeated). Validation bits-per-byte is the mean over seeds with its 95% "
+    "t-interval across seeds, on the same whole validation documents for every row."
+)
 
 
 class CrammingFiltered:
@@ -79,11 +96,14 @@ class CrammingFiltered:
 
 @dataclass
 class StudyResult:
-    """A study: one row per (segmenter, filtered or not, FLOP budget), and what it concludes."""
+    """A study: one row per (segmenter, filtered or not, FLOP budget) over its seeds, and what it concludes."""
 
     out: Path
-    table: "pd.DataFrame"
-    summary: list[str]  # which segmenter wins at each budget, and by how much
+    table: "pd.DataFrame"  # one row per configuration: means over seeds and 95% intervals
+    runs: "pd.DataFrame"  # one row per run (configuration and seed)
+    summary: list[str]  # which segmenter wins at each budget, or that they are indistinguishable
+    differences: "pd.DataFrame"  # at each budget, every row against the best, with a paired bootstrap interval
+    per_source: "pd.DataFrame"  # validation bits-per-byte per source for every configuration
     histories: dict[str, list[dict[str, Any]]]  # run name -> its evaluations
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -94,8 +114,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float) -> str:
-    return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}")
+def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float, seed: int) -> str:
+    return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}-seed{seed}")
 
 
 def _prepare(out: Path, config: dict[str, Any], overwrite: bool) -> None:
@@ -133,6 +153,8 @@ def run_study(
     *,
     model: str | None = None,
     context: int | None = None,
+    context_bytes: int | None = None,
+    seeds: int | None = None,
     filter_t: float | None = None,
     smoke: bool = False,
     out: str | os.PathLike | None = None,
@@ -140,9 +162,11 @@ def run_study(
     progress: bool = False,
     **train_options: Any,
 ) -> StudyResult:
-    """Pretrain every segmenter at every FLOP budget with one model shape; with `filter_t`, also on
-    each segmenter's Cramming-filtered train split. `smoke` picks a CPU configuration of a few
-    minutes (tiny model, tiny budgets) for anything not given. Other options go to `pretrain`.
+    """Pretrain every segmenter at every FLOP budget with `seeds` seeds and one model shape; with
+    `filter_t`, also on each segmenter's Cramming-filtered train split. `context_bytes` gives every
+    segmenter the context in tokens that covers that many bytes at its own bytes/token. `smoke`
+    picks a CPU configuration of about a minute (tiny model, tiny budgets) for anything not given.
+    Other options go to `pretrain` (seed is the first seed; val_bytes caps the scoring set).
     """
     import pandas as pd
 
@@ -151,7 +175,6 @@ def run_study(
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
     from toklab.pretrain import pretrain
-    from toklab.segmenters import get_segmenters
 
     base = SMOKE if smoke else DEFAULTS
     specs = list(segmenters) if segmenters else list(base["segmenters"])
@@ -160,20 +183,27 @@ def run_study(
         raise ToklabError("--flops budgets must be positive")
     if filter_t is not None and not filter_t > 0:
         raise ToklabError(f"--filter-t must be positive, got {filter_t}")
+    seeds = int(seeds if seeds is not None else base["seeds"])
+    if seeds < 1:
+        raise ToklabError(f"--seeds must be at least 1, got {seeds}")
+    if context_bytes is not None and context_bytes < 2:
+        raise ToklabError(f"--context-bytes must be at least 2, got {context_bytes}")
     model = model or base["model"]
     context = context or base["context"]
-    for key in ("batch_size", "eval_tokens"):
-        train_options.setdefault(key, base[key])
+    for key in ("batch_size", "val_bytes", "eval_bytes", "eval_every"):
+        if key in base:
+            train_options.setdefault(key, base[key])
+    first_seed = int(train_options.pop("seed", 0))
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress)
     out_path = Path(out) if out is not None else Path("reports") / _slug(f"study-{Path(corpus.spec.rstrip('/*')).stem or 'corpus'}{'-smoke' if smoke else ''}")
     config = {
         "corpus": corpus.spec, "corpus_fingerprint": corpus.fingerprint(), "val_fraction": corpus.options.val_fraction,
-        "segmenters": specs, "flops": budgets, "model": model, "context": context, "filter_t": filter_t,
-        "train": {k: v for k, v in sorted(train_options.items())},
+        "segmenters": specs, "flops": budgets, "model": model, "context": None if context_bytes else context, "context_bytes": context_bytes,
+        "seeds": list(range(first_seed, first_seed + seeds)), "filter_t": filter_t, "train": {k: v for k, v in sorted(train_options.items())},
     }  # fmt: skip
     _prepare(out_path, config, overwrite)
-    warning = _cpu_warning(budgets, len(specs) * (2 if filter_t is not None else 1), train_options.get("device", "auto"))
+    warning = _cpu_warning(budgets, seeds * len(specs) * (2 if filter_t is not None else 1), train_options.get("device", "auto"))
     if warning and progress:
         from toklab.progress import stderr_console
 
@@ -182,17 +212,20 @@ def run_study(
     start = time.perf_counter()
     compared = run_compare(corpus, specs, compressors=False, progress=progress)
     compared.table.to_csv(out_path / "compare.csv", index=False)
-    bytes_per_token = dict(zip(compared.table["segmenter"], compared.table["bytes_per_token"]))
+    from toklab.segmenters import get_segmenters
+
     loaded, skipped_notes = get_segmenters(specs, corpus, progress=progress)  # unavailable ones are skipped, with a note
     notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     if not loaded:
         raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(notes))
-    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    keep_rates: dict[tuple[str, bool], float | None] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
+    documents: dict[str, "pd.DataFrame"] = {}
     skipped = 0
     for seg in loaded:
         variants: list[tuple[bool, Any]] = [(False, corpus)]
-        keep_rate = None
+        keep_rates[(seg.spec, False)] = None
         if filter_t is not None:
             filtered = CrammingFiltered(corpus, seg, filter_t)
             train_bytes = build_token_data(corpus, seg, progress=progress).bytes("train")
@@ -200,30 +233,41 @@ def run_study(
                 kept_bytes = build_token_data(filtered, seg, progress=progress).bytes("train")
             except ToklabError:  # the threshold leaves no training document
                 kept_bytes = 0
-            keep_rate = kept_bytes / train_bytes if train_bytes else 0.0
+            keep_rates[(seg.spec, True)] = kept_bytes / train_bytes if train_bytes else 0.0
             if kept_bytes:
                 variants.append((True, filtered))
             else:
                 notes.append(f"no filtered runs for {seg.spec}: at t={filter_t:g} no training document has tokens <= t x chars")
         for is_filtered, train_corpus in variants:
             for budget in budgets:
-                name = _run_name(seg.spec, is_filtered, filter_t, budget)
-                run_dir = out_path / RUNS / name
-                summary, history, was_done = _run_or_reuse(pretrain, train_corpus, seg, budget, run_dir, model, context, progress, train_options)
-                skipped += was_done
-                histories[name] = history
-                rows.append({
-                    "segmenter": seg.spec, "filtered": is_filtered, "budget_flops": budget, "flops": summary["flops"],
-                    "bytes_per_token": bytes_per_token.get(seg.spec, float("nan")),
-                    "flops_per_byte": summary["flops_per_byte"], "bytes_seen": summary["flops"] / summary["flops_per_byte"],
-                    "val_bits_per_byte": summary["val_bits_per_byte"], "wall_s": summary["wall_s"], "val_loss": summary["val_loss"],
-                    "steps": summary["steps"], "tokens_seen": summary["tokens"], "train_keep_rate_bytes": keep_rate if is_filtered else None, "run": name,
-                })  # fmt: skip
-    table = pd.DataFrame(rows, columns=COLUMNS)
+                for seed in config["seeds"]:
+                    name = _run_name(seg.spec, is_filtered, filter_t, budget, seed)
+                    run_dir = out_path / RUNS / name
+                    summary, history, was_done = _run_or_reuse(
+                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed}
+                    )
+                    skipped += was_done
+                    histories[name] = history
+                    documents[name] = _documents(run_dir)
+                    runs.append({
+                        "segmenter": seg.spec, "filtered": is_filtered, "budget_flops": budget, "seed": seed, "flops": summary["flops"],
+                        "context": summary["model"]["context"], "bytes_per_token": summary["flops_per_token"] / summary["flops_per_byte"],
+                        "flops_per_byte": summary["flops_per_byte"], "bytes_seen": summary["unique_train_bytes"],
+                        "train_bytes_seen": summary["train_bytes_seen"], "epochs": summary["epochs"], "val_bits_per_byte": summary["val_bits_per_byte"],
+                        "val_docs_scored": summary["val_docs_scored"], "val_bytes_scored": summary["val_bytes_scored"], "val_loss": summary["val_loss"],
+                        "steps": summary["steps"], "tokens_seen": summary["tokens"], "wall_s": summary["wall_s"], "run": name,
+                    })  # fmt: skip
+    run_table = pd.DataFrame(runs, columns=RUN_COLUMNS)
+    _check_same_documents(documents)
+    table = aggregate(run_table, keep_rates)
+    differences = pairwise_differences(run_table, documents)
+    per_source = per_source_table(run_table, documents)
     result = StudyResult(
-        out=out_path, table=table, summary=conclusions(table), histories=histories, notes=notes, skipped_runs=skipped,
+        out=out_path, table=table, runs=run_table, summary=conclusions(table, differences), differences=differences, per_source=per_source,
+        histories=histories, notes=notes, skipped_runs=skipped,
         meta={
             **config, "toklab_version": __version__, "wall_s": round(time.perf_counter() - start, 1),
+            "val_docs_scored": int(run_table["val_docs_scored"].iloc[0]), "val_bytes_scored": int(run_table["val_bytes_scored"].iloc[0]),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )  # fmt: skip
@@ -249,66 +293,207 @@ def _cpu_warning(budgets: list[float], variants: int, device: str) -> str | None
     )
 
 
-def _run_or_reuse(pretrain: Any, corpus: Any, seg: "Segmenter", budget: float, run_dir: Path, model: str, context: int, progress: bool, options: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+def _run_or_reuse(
+    pretrain: Any, corpus: Any, seg: "Segmenter", budget: float, run_dir: Path, model: str, context: int, context_bytes: int | None, progress: bool, options: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """A finished run's summary as it is; an interrupted one resumed; anything else (re)started."""
     from toklab.gpt.train import CHECKPOINT, RUN_FILE
-    from toklab.pretrain import read_history
+    from toklab.pretrain import DOCUMENTS_FILE, read_history
 
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / "summary.json").is_file() and (run_dir / DOCUMENTS_FILE).is_file():
         return json.loads((run_dir / "summary.json").read_text()), read_history(run_dir), True
     resume = (run_dir / RUN_FILE).is_file() and (run_dir / CHECKPOINT).is_file()
-    result = pretrain(corpus, seg, model=model, context=context, flops=budget, out=run_dir, resume=resume, overwrite=not resume, progress=progress, **options)
+    result = pretrain(
+        corpus, seg, model=model, context=context, context_bytes=context_bytes, flops=budget, out=run_dir, resume=resume, overwrite=not resume, progress=progress, **options
+    )  # fmt: skip
     return result.summary(), result.history, False
 
 
-def conclusions(table: "pd.DataFrame") -> list[str]:
-    """One line per budget: the winner by validation bits-per-byte, and its margin over the runner-up."""
+def _documents(run_dir: Path) -> "pd.DataFrame":
+    from toklab.pretrain import read_document_scores
+
+    return read_document_scores(run_dir).sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _check_same_documents(documents: dict[str, "pd.DataFrame"]) -> None:
+    """Every run must have scored the same documents, byte for byte, or no row compares with another."""
+    names = list(documents)
+    first = documents[names[0]]
+    for name in names[1:]:
+        other = documents[name]
+        if not (first["id"].equals(other["id"]) and first["bytes"].equals(other["bytes"])):
+            raise ToklabError(f"runs {names[0]} and {name} scored different validation documents; start the study again with --overwrite")
+
+
+def _key(row: Any) -> tuple[str, bool, float]:
+    return (row.segmenter, bool(row.filtered), float(row.budget_flops))
+
+
+def aggregate(runs: "pd.DataFrame", keep_rates: dict[tuple[str, bool], float | None]) -> "pd.DataFrame":
+    """One row per (segmenter, filtered, budget): means over seeds and the 95% t-interval of bits-per-byte."""
+    import pandas as pd
+
+    rows = []
+    for (spec, filtered, budget), group in runs.groupby(["segmenter", "filtered", "budget_flops"], sort=False):
+        bpb = mean_interval(group["val_bits_per_byte"].tolist())
+        rows.append({
+            "segmenter": spec, "filtered": bool(filtered), "budget_flops": budget, "seeds": len(group), "flops": group["flops"].mean(),
+            "context": int(group["context"].iloc[0]), "bytes_per_token": group["bytes_per_token"].iloc[0], "flops_per_byte": group["flops_per_byte"].iloc[0],
+            "bytes_seen": group["bytes_seen"].mean(), "epochs": group["epochs"].mean(), "val_bits_per_byte": bpb.estimate,
+            "val_bpb_low": bpb.low, "val_bpb_high": bpb.high, "val_docs_scored": int(group["val_docs_scored"].iloc[0]),
+            "val_bytes_scored": int(group["val_bytes_scored"].iloc[0]), "wall_s": group["wall_s"].sum(),
+            "train_keep_rate_bytes": keep_rates.get((spec, bool(filtered))), "runs": ",".join(group["run"]),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _losses(runs: "pd.DataFrame", documents: dict[str, "pd.DataFrame"], key: tuple[str, bool, float]) -> "Any":
+    import numpy as np
+
+    names = [r.run for r in runs.itertuples() if _key(r) == key]
+    return np.stack([documents[n]["loss_nats"].to_numpy(np.float64) for n in names])
+
+
+def pairwise_differences(runs: "pd.DataFrame", documents: dict[str, "pd.DataFrame"], *, replicates: int = 2000) -> "pd.DataFrame":
+    """At each budget, every configuration against the best one (lowest mean bits-per-byte): the
+    difference (other - best) with a paired bootstrap interval over documents and seeds."""
+    import numpy as np
+    import pandas as pd
+
+    doc_bytes = next(iter(documents.values()))["bytes"].to_numpy(np.int64)
+    rows = []
+    for budget, group in runs.groupby("budget_flops", sort=True):
+        means = group.groupby(["segmenter", "filtered"], sort=False)["val_bits_per_byte"].mean()
+        ranked = means.sort_values(kind="stable")
+        (best_spec, best_filtered) = ranked.index[0]
+        best = _losses(runs, documents, (best_spec, bool(best_filtered), float(budget)))
+        for (spec, filtered) in ranked.index[1:]:
+            other = _losses(runs, documents, (spec, bool(filtered), float(budget)))
+            diff = paired_bootstrap_difference(other, best, doc_bytes, replicates=replicates)
+            rows.append({
+                "budget_flops": budget, "best": _label(best_spec, best_filtered), "other": _label(spec, filtered),
+                "difference": diff.estimate, "low": diff.low, "high": diff.high, "distinguishable": diff.excludes_zero(), "method": diff.method,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["budget_flops", "best", "other", "difference", "low", "high", "distinguishable", "method"])
+
+
+def per_source_table(runs: "pd.DataFrame", documents: dict[str, "pd.DataFrame"]) -> "pd.DataFrame":
+    """Validation bits-per-byte per source (prose, code, markup, each script) for every configuration:
+    the mean over seeds and its 95% t-interval."""
+    import math
+
+    import pandas as pd
+
+    rows = []
+    for (spec, filtered, budget), group in runs.groupby(["segmenter", "filtered", "budget_flops"], sort=False):
+        per_seed: dict[str, list[float]] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        for name in group["run"]:
+            by_source = documents[name].groupby("source", sort=False).agg(documents=("bytes", "size"), bytes=("bytes", "sum"), loss=("loss_nats", "sum"))
+            for source, r in by_source.iterrows():
+                per_seed.setdefault(source, []).append(r["loss"] / (math.log(2) * r["bytes"]))
+                sizes[source] = (int(r["documents"]), int(r["bytes"]))
+        for source, values in per_seed.items():
+            interval = mean_interval(values)
+            rows.append({
+                "segmenter": spec, "filtered": bool(filtered), "budget_flops": budget, "source": source, "documents": sizes[source][0],
+                "bytes": sizes[source][1], "val_bits_per_byte": interval.estimate, "low": interval.low, "high": interval.high,
+            })  # fmt: skip
+    table = pd.DataFrame(rows, columns=["segmenter", "filtered", "budget_flops", "source", "documents", "bytes", "val_bits_per_byte", "low", "high"])
+    return table.sort_values(["budget_flops", "segmenter", "filtered", "bytes", "source"], ascending=[True, True, True, False, True], kind="stable").reset_index(drop=True)
+
+
+def conclusions(table: "pd.DataFrame", differences: "pd.DataFrame") -> list[str]:
+    """One line per budget: the best configuration, and whether its lead over the runner-up is more
+    than noise (the paired interval excludes 0) or the two are indistinguishable; then a line per
+    budget where training data repeated."""
     lines = []
     for budget, group in table.groupby("budget_flops", sort=True):
         ranked = group.sort_values("val_bits_per_byte", kind="stable")
-        name = [_label(r) for r in ranked.itertuples()]
         best = ranked.iloc[0]
+        name = _label(best.segmenter, best.filtered)
+        seeds = f"{int(best.seeds)} seed{'s' if best.seeds != 1 else ''}"
+        spread = f" (95% interval {best.val_bpb_low:.4f} to {best.val_bpb_high:.4f} over {seeds})" if best.val_bpb_low == best.val_bpb_low else f" ({seeds})"
         if len(ranked) == 1:
-            lines.append(f"At {budget:.0e} FLOPs only {name[0]} ran: {best.val_bits_per_byte:.4f} bits/byte.")
+            lines.append(f"At {budget:.0e} FLOPs only {name} ran: {best.val_bits_per_byte:.4f} bits/byte{spread}.")
             continue
-        second = ranked.iloc[1]
-        margin = second.val_bits_per_byte - best.val_bits_per_byte
-        lines.append(
-            f"At {budget:.0e} FLOPs {name[0]} wins with {best.val_bits_per_byte:.4f} bits/byte, {margin:.4f} "
-            f"({100 * margin / second.val_bits_per_byte:.1f}%) below {name[1]} ({second.val_bits_per_byte:.4f}); "
-            f"it saw {best.bytes_seen / max(second.bytes_seen, 1):.2f}x the text of {name[1]} for the same compute."
-        )
+        runner_up = ranked.iloc[1]
+        other = _label(runner_up.segmenter, runner_up.filtered)
+        row = differences[(differences.budget_flops == budget) & (differences.other == other)].iloc[0]
+        diff = Interval(row.difference, row.low, row.high, 0, row.method)  # other - best
+        if diff.excludes_zero():
+            lines.append(f"At {budget:.0e} FLOPs {name} is best with {best.val_bits_per_byte:.4f} bits/byte{spread}. " + verdict(other, name, diff) + f" ({row.method})")
+        else:
+            lines.append(
+                f"At {budget:.0e} FLOPs no winner: {name} has the lowest mean, {best.val_bits_per_byte:.4f} bits/byte{spread}, but "
+                + verdict(other, name, diff) + f" ({row.method})"
+            )
+        repeated = group[group.epochs > 1]
+        if len(repeated):
+            what = ", ".join(f"{_label(r.segmenter, r.filtered)} {r.epochs:.1f}x" for r in repeated.itertuples())
+            lines.append(f"At {budget:.0e} FLOPs the training data repeated ({what} passes over the training split): these runs saw no new text after the first pass.")
     return lines
 
 
-def _label(row: Any) -> str:
-    return f"{row.segmenter}{' (filtered)' if row.filtered else ''}"
+def _label(spec: str, filtered: Any) -> str:
+    return f"{spec}{' (filtered)' if filtered else ''}"
 
 
 # --- report -------------------------------------------------------------------------------------
 
 
+def _interval_text(low: float, high: float) -> str:
+    return f"{low:.4f}–{high:.4f}" if low == low else "n/a (1 seed)"
+
+
 def markdown(result: StudyResult) -> str:
-    meta = result.meta
-    header = ["segmenter", "filtered", "budget FLOPs", "bytes/token", "FLOPs/byte", "bytes seen", "val bits/byte", "wall s"]
+    meta, table = result.meta, result.table
+    header = ["segmenter", "filtered", "budget FLOPs", "seeds", "context", "bytes/token", "FLOPs/byte", "bytes seen", "epochs", "val bits/byte", "95% interval", "wall s"]
     rows = [
-        [r.segmenter, "yes" if r.filtered else "no", f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}",
-         f"{r.bytes_seen:,.0f}", f"{r.val_bits_per_byte:.4f}", f"{r.wall_s:.1f}"]
-        for r in result.table.itertuples()
+        [r.segmenter, "yes" if r.filtered else "no", f"{r.budget_flops:.0e}", f"{r.seeds}", f"{r.context}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}",
+         f"{r.bytes_seen:,.0f}", f"{r.epochs:.2f}", f"{r.val_bits_per_byte:.4f}", _interval_text(r.val_bpb_low, r.val_bpb_high), f"{r.wall_s:.1f}"]
+        for r in table.itertuples()
     ]  # fmt: skip
+    context = f"{meta['context_bytes']:,} bytes per window, each segmenter's context in tokens set from its bytes/token" if meta.get("context_bytes") else f"a fixed {meta['context']} tokens"
     lines = [
         f"# Study: {meta['corpus']}\n",
-        f"Model `{meta['model']}`, context {meta['context']}; every row trains to the same FLOP budget (6N + 12·L·T·d per token) "
-        "and is scored on the same unfiltered validation split.\n",
+        f"Model `{meta['model']}`, context {context}; every row trains to the same FLOP budget (6N + 12·L·T·d per token) with "
+        f"seeds {', '.join(str(s) for s in meta['seeds'])}. Every run is scored on the same {meta['val_docs_scored']:,} whole validation documents "
+        f"({meta['val_bytes_scored']:,} bytes) of the unfiltered validation split. {CAPTION}\n",
         markdown_table(header, rows),
     ]
-    lines += ["## Summary", ""] + [f"- {line}" for line in result.summary] + ["", "![bits per byte against FLOPs](bits_per_byte_vs_flops.png)", ""]
+    lines += ["## Summary", ""] + [f"- {line}" for line in result.summary] + [""]
+    if len(result.differences):
+        diff_rows = [
+            [f"{d.budget_flops:.0e}", d.other, d.best, f"{d.difference:+.4f}", f"{d.low:+.4f} to {d.high:+.4f}", "yes" if d.distinguishable else "no"]
+            for d in result.differences.itertuples()
+        ]
+        lines += ["## Differences from the best row at each budget", "", "Paired bootstrap over validation documents and seeds (bits/byte, other − best).", ""]
+        lines += [markdown_table(["budget", "row", "best", "difference", "95% interval", "distinguishable"], diff_rows)]
+    lines += _per_source_markdown(result.per_source)
+    lines += ["![bits per byte against FLOPs](bits_per_byte_vs_flops.png)", "", "![compression against learnability](bytes_per_token_vs_bits_per_byte.png)", ""]
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     return "\n".join(lines)
 
 
+def _per_source_markdown(per_source: "pd.DataFrame", top: int = 8) -> list[str]:
+    """Bits-per-byte per source at the largest budget, for the largest sources (all in per_source.csv)."""
+    if per_source.empty:
+        return []
+    last = per_source[per_source.budget_flops == per_source.budget_flops.max()]
+    sources = last.groupby("source", sort=False)["bytes"].first().sort_values(ascending=False, kind="stable").index[:top]
+    header = ["segmenter", "filtered"] + [str(s) for s in sources]
+    rows = []
+    for (spec, filtered), group in last.groupby(["segmenter", "filtered"], sort=False):
+        values = dict(zip(group.source, group.val_bits_per_byte))
+        rows.append([spec, "yes" if filtered else "no"] + [f"{values[s]:.3f}" if s in values else "" for s in sources])
+    budget = last.budget_flops.iloc[0]
+    return [f"## Bits-per-byte per source at {budget:.0e} FLOPs", "", f"Mean over seeds; the {len(sources)} largest sources of the scoring set (every source and budget, with intervals, in per_source.csv).", "", markdown_table(header, rows)]
+
+
 def plot(result: StudyResult, path: Path) -> None:
+    """Bits-per-byte against training FLOPs: each configuration's mean over seeds with its 95% band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,17 +503,19 @@ def plot(result: StudyResult, path: Path) -> None:
     table = result.table
     for i, ((spec, filtered), group) in enumerate(table.groupby(["segmenter", "filtered"], sort=False)):
         color = f"C{i % 10}"
-        label = f"{spec}{' (filtered)' if filtered else ''}"
-        for run in group["run"]:  # each run's own curve, faint
-            history = [h for h in result.histories.get(run, []) if h["flops"] > 0]
-            if history:
-                ax.plot([h["flops"] for h in history], [h["val_bits_per_byte"] for h in history], color=color, alpha=0.25, linewidth=1)
-        group = group.sort_values("flops")  # where each run actually stopped: a whole number of steps within its budget
-        ax.plot(group["flops"], group["val_bits_per_byte"], marker="o", color=color, linestyle="--" if filtered else "-", label=label)
+        for runs in group["runs"]:  # each run's intermediate evaluations, faint
+            for run in runs.split(","):
+                history = [h for h in result.histories.get(run, []) if h["flops"] > 0]
+                if history:
+                    ax.plot([h["flops"] for h in history], [h["val_bits_per_byte"] for h in history], color=color, alpha=0.15, linewidth=0.8)
+        group = group.sort_values("flops")  # where runs actually stopped: a whole number of steps within the budget
+        ax.plot(group["flops"], group["val_bits_per_byte"], marker="o", color=color, linestyle="--" if filtered else "-", label=_label(spec, filtered))
+        if group["val_bpb_low"].notna().any():
+            ax.fill_between(group["flops"], group["val_bpb_low"], group["val_bpb_high"], color=color, alpha=0.2, linewidth=0)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("validation bits-per-byte")
-    ax.set_title(f"{result.meta['corpus']}: model {result.meta['model']}, context {result.meta['context']}", fontsize=10)
+    ax.set_title(f"{result.meta['corpus']}: model {result.meta['model']}; bands: 95% interval over seeds; faint: each run's own curve", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -336,10 +523,45 @@ def plot(result: StudyResult, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_compression(result: StudyResult, path: Path) -> None:
+    """Compression against learnability: bytes/token (x) against validation bits-per-byte (y), one
+    point per configuration at each budget, with its 95% interval over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    table = result.table
+    for i, (budget, group) in enumerate(table.groupby("budget_flops", sort=True)):
+        color = f"C{i % 10}"
+        low = (group["val_bits_per_byte"] - group["val_bpb_low"]).fillna(0).clip(lower=0)
+        high = (group["val_bpb_high"] - group["val_bits_per_byte"]).fillna(0).clip(lower=0)
+        ax.errorbar(group["bytes_per_token"], group["val_bits_per_byte"], yerr=[low, high], fmt="o", color=color, capsize=3, label=f"{budget:.0e} FLOPs")
+        for r in group.itertuples():
+            ax.annotate(_label(r.segmenter, r.filtered), (r.bytes_per_token, r.val_bits_per_byte), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("bytes per token (training split)")
+    ax.set_ylabel("validation bits-per-byte")
+    ax.set_title("Does denser tokenisation buy quality per FLOP? (lower is better; bars: 95% interval over seeds)", fontsize=9)
+    ax.legend(fontsize=8, title="budget")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_study_report(result: StudyResult) -> None:
     out = result.out
-    result.table.to_csv(out / "table.csv", index=False)
-    _write_json(out / "table.json", {"meta": result.meta, "rows": json.loads(result.table.to_json(orient="records")), "summary": result.summary, "notes": result.notes})
+    write_text_atomic(out / "table.csv", result.table.to_csv(index=False))
+    write_text_atomic(out / "runs.csv", result.runs.to_csv(index=False))
+    write_text_atomic(out / "differences.csv", result.differences.to_csv(index=False))
+    write_text_atomic(out / "per_source.csv", result.per_source.to_csv(index=False))
+    _write_json(out / "table.json", {
+        "meta": result.meta, "caption": CAPTION, "rows": json.loads(result.table.to_json(orient="records")),
+        "runs": json.loads(result.runs.to_json(orient="records")), "differences": json.loads(result.differences.to_json(orient="records")),
+        "summary": result.summary, "notes": result.notes,
+    })  # fmt: skip
     write_text_atomic(out / "table.md", markdown(result))
     write_text_atomic(out / "summary.md", "\n".join(["# Which segmenter wins", ""] + [f"- {line}" for line in result.summary]) + "\n")
     plot(result, out / "bits_per_byte_vs_flops.png")
+    plot_compression(result, out / "bytes_per_token_vs_bits_per_byte.png")

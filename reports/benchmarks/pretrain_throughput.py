@@ -26,7 +26,7 @@ import json, sys
 from toklab.pretrain import pretrain
 args = json.loads(sys.argv[1])
 result = pretrain("default", args["segmenter"], model=args["model"], context=args["context"], steps=args["steps"],
-                  batch_size=args["batch_size"], eval_every=10**9, eval_tokens=args["context"] * 4, checkpoint_every=10**9,
+                  batch_size=args["batch_size"], eval_every=10**9, val_bytes=args["context"] * 8, eval_bytes=args["context"] * 8, checkpoint_every=10**9,
                   out=args["out"], overwrite=True, device=args["device"], compile=args["compile"])
 print(json.dumps(result.summary()))
 """

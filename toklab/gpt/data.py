@@ -26,6 +26,8 @@ from toklab.progress import document_progress
 from toklab.segmenters.base import EOT
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from toklab.corpus import Corpus
     from toklab.segmenters.base import Segmenter
 
@@ -35,9 +37,12 @@ HEADER_BYTES = HEADER_INTS * 4
 DTYPES = {1: np.dtype("<u2"), 2: np.dtype("<u4")}  # version -> token dtype
 MANIFEST = "manifest.json"
 BYTE_LENGTHS = "byte_lengths.npy"
-FORMAT = 1  # bump when the folder layout changes, so old caches are not reused
+VAL_INDEX = "val_documents.parquet"  # one row per validation document: id, source, bytes, tokens, start
+FORMAT = 2  # bump when the folder layout changes, so old caches are not reused
 SPLITS = ("train", "val")
-VAL_BATCH = 16  # windows per validation batch
+EVAL_BATCH_WINDOWS = 16  # full-context windows per evaluation batch
+EVAL_BATCH_TOKENS = 8192  # at least this many tokens per evaluation batch, so short contexts batch well
+SCORING_SALT = "toklab-scoring"  # the hash that orders validation documents for a byte-capped sample
 
 
 def _version_for(vocab_size: int) -> int:
@@ -140,6 +145,20 @@ class TokenData:
         self._split(split)
         return self.train_shards if split == "train" else self.val_shards
 
+    def bytes_per_token(self, split: str = "train") -> float:
+        """UTF-8 bytes per token of a split, the <|endoftext|> between documents counted as a token."""
+        return self.bytes(split) / max(self.tokens(split), 1)
+
+    def val_documents(self) -> "pd.DataFrame":
+        """One row per validation document in split order: id, source, bytes, tokens (without the
+        <|endoftext|> after it) and start (the position of its first token in the split's stream)."""
+        import pandas as pd
+
+        try:
+            return pd.read_parquet(self.directory / VAL_INDEX)
+        except (OSError, ValueError) as exc:
+            raise ToklabError(f"cannot read {self.directory / VAL_INDEX}: {exc}; delete the folder to rebuild it") from None
+
 
 def token_data_key(corpus: "Corpus", segmenter: "Segmenter") -> str:
     """Cache folder name: what the corpus reads, its split, and everything that decides the ids."""
@@ -203,29 +222,41 @@ def _batches(texts: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _encode_split(corpus: "Corpus", segmenter: "Segmenter", split: str, writer: _ShardWriter, eot: int, batch_docs: int, advance: Callable[[int], Any]) -> dict[str, Any]:
-    """Segment one split into `writer`; returns its documents, tokens and bytes."""
+def _encode_split(
+    corpus: "Corpus", segmenter: "Segmenter", split: str, writer: _ShardWriter, eot: int, batch_docs: int, advance: Callable[[int], Any], lengths: np.ndarray
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Segment one split into `writer`; returns its documents, tokens and bytes, and for the
+    validation split one index row per document (where its tokens are, for whole-document scoring)."""
     documents = n_bytes = 0
+    index: list[dict[str, Any]] = []
     writer.add(np.array([eot], dtype=np.int64))  # the first document gets the same context start as the rest
     docs = corpus.train() if split == "train" else corpus.val()
     for batch in _batches(docs, batch_docs):
         encoded = segmenter.encode_batch([d.text for d in batch])
-        lengths = [len(ids) for ids in encoded]
-        flat = np.empty(sum(lengths) + len(encoded), dtype=np.int64)
+        sizes = [len(ids) for ids in encoded]
+        flat = np.empty(sum(sizes) + len(encoded), dtype=np.int64)
         pos = 0
-        for ids, n in zip(encoded, lengths):
+        for ids, n in zip(encoded, sizes):
             flat[pos : pos + n] = ids
             flat[pos + n] = eot
             pos += n + 1
         if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= writer.vocab_size):
             raise ValueError(f"segmenter {segmenter.spec} produced ids outside [0, {writer.vocab_size})")
+        start = writer.tokens
         writer.add(flat)
-        for d in batch:
+        for d, ids, n in zip(batch, encoded, sizes):
             size = d.n_bytes
+            if split == "val":
+                # bits-per-byte divides by these bytes, so the ids must stand for exactly them
+                covered = int(lengths[np.asarray(ids, dtype=np.int64)].sum()) if n else 0
+                if covered != size:
+                    raise ToklabError(f"segmenter {segmenter.spec} breaks the byte-length contract on document {d.id!r}: its ids stand for {covered} bytes, the text has {size}")
+                index.append({"id": d.id, "source": d.source, "bytes": size, "tokens": n, "start": start})
+            start += n + 1
             n_bytes += size
             advance(size)
         documents += len(batch)
-    return {"documents": documents, "tokens": writer.tokens, "bytes": n_bytes}
+    return {"documents": documents, "tokens": writer.tokens, "bytes": n_bytes}, index
 
 
 def build_token_data(
@@ -273,14 +304,24 @@ def build_token_data(
         # val first: it is small, so an empty one is reported before the long train pass.
         for split in ("val", "train"):
             writer = _ShardWriter(tmp, split, shard_tokens, vocab_size)
-            counts = _encode_split(corpus, segmenter, split, writer, eot, batch_docs, advance)
+            counts, index = _encode_split(corpus, segmenter, split, writer, eot, batch_docs, advance, lengths)
             if counts["documents"] == 0:
                 hint = "raise --val-fraction or read more documents" if split == "val" else "read more documents or lower --val-fraction"
                 raise ToklabError(f"the {split} split of {corpus.spec} has no documents; {hint}")
             manifest["splits"][split] = {**counts, "shards": writer.close()}
+            if split == "val":
+                _write_val_index(tmp / VAL_INDEX, index)
         np.save(tmp / BYTE_LENGTHS, lengths)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return load_token_data(target)
+
+
+def _write_val_index(path: Path, index: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("bytes", pa.int64()), ("tokens", pa.int64()), ("start", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(index, schema=schema), path)
 
 
 def load_token_data(directory: str | os.PathLike) -> TokenData:
@@ -289,6 +330,8 @@ def load_token_data(directory: str | os.PathLike) -> TokenData:
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         lengths = np.load(directory / BYTE_LENGTHS)
+        if not (directory / VAL_INDEX).is_file():
+            raise FileNotFoundError(2, "missing", str(directory / VAL_INDEX))
     except FileNotFoundError as exc:
         raise ToklabError(f"{directory} is not a toklab token folder (no {Path(exc.filename).name})") from None
     except (OSError, ValueError) as exc:
@@ -314,99 +357,222 @@ def load_token_data(directory: str | os.PathLike) -> TokenData:
     return TokenData(directory, vocab_size, eot, shards["train"], shards["val"], lengths.astype(np.int64, copy=False), manifest)
 
 
-# --- reading batches ---------------------------------------------------------------------------
+# --- training batches --------------------------------------------------------------------------
 
 
 class TokenStream:
-    """Deterministic batches of (x, y) windows over a split's shards, with a resumable position.
+    """Shuffled training windows over a split's shards: deterministic per seed, resumable, and
+    counting exactly how much text it has handed out.
 
-    Walks the shards in order, taking batch_size*context+1 contiguous tokens at a time and moving
-    on by batch_size*context; a window never spans two shards. After the last shard it wraps to
-    the first and counts an epoch. The first epoch starts at token 0; each later one starts at an
-    offset below `context` drawn from (seed, epoch), so repeated passes cut the text elsewhere.
+    Each shard is cut into windows of context+1 tokens starting at 0, context, 2*context, ...
+    (a window's last target is the next window's first input); a window never spans two shards,
+    and fewer than context tokens at a shard's end are never used. Every epoch visits every window
+    once, in an order drawn from (seed, epoch); a batch is the next batch_size windows, so one may
+    straddle two epochs. The windows are the same in every epoch, so the text seen so far is
+    known exactly: `bytes_seen` counts repeats, `unique_bytes` does not.
     """
 
-    def __init__(self, shards: list[Path], batch_size: int, context: int, *, seed: int = 0) -> None:
+    def __init__(self, shards: list[Path], batch_size: int, context: int, *, seed: int = 0, byte_lengths: np.ndarray | None = None) -> None:
         if batch_size < 1 or context < 1:
             raise ToklabError(f"batch size and context must be positive, got {batch_size} and {context}")
         if not shards:
             raise ToklabError("no token shards to read")
         self.shards = [Path(p) for p in shards]
         self.batch_size, self.context, self.seed = batch_size, context, seed
+        self.byte_lengths = None if byte_lengths is None else np.asarray(byte_lengths, dtype=np.int64)
         self._data = [read_shard(p) for p in self.shards]
-        self.need = batch_size * context + 1
+        per_shard = np.array([max(d.size - 1, 0) // context for d in self._data], dtype=np.int64)
+        self.windows_per_epoch = int(per_shard.sum())
         total = sum(d.size for d in self._data)
-        if total < self.need:
+        if self.windows_per_epoch < batch_size:
             raise ToklabError(
-                f"the split holds {total:,} tokens, but a batch of {batch_size} x {context} needs {self.need:,}; "
+                f"the split holds {total:,} tokens, {self.windows_per_epoch:,} windows of context {context}, but a batch needs {batch_size}; "
                 "lower the batch size or context, or read more documents"
             )
-        largest = max(d.size for d in self._data)
-        if largest < self.need:
-            raise ToklabError(f"no shard holds a whole batch ({self.need:,} tokens; the largest has {largest:,}); rebuild with larger shards")
-        self.shard, self.position, self.epoch = 0, 0, 0
+        self._first_window = np.concatenate([[0], np.cumsum(per_shard)])  # global window index where each shard starts
+        self.tokens_per_epoch = self.windows_per_epoch * context  # targets per epoch
+        self.windows_seen = 0
+        self.bytes_seen = 0  # target bytes handed out, repeats included
+        self.unique_bytes = 0  # target bytes of distinct windows handed out
+        self._order: np.ndarray | None = None
+        self._order_epoch = -1
 
-    def _offset(self, epoch: int) -> int:
-        if epoch == 0:
-            return 0
-        return int(np.random.default_rng([self.seed, epoch]).integers(self.context))
+    @property
+    def epoch(self) -> int:
+        return self.windows_seen // self.windows_per_epoch
 
-    def _start(self, shard: int, epoch: int) -> int:
-        # Clamped so that every shard long enough for one batch yields one in every epoch.
-        return min(self._offset(epoch), self._data[shard].size - self.need)
+    @property
+    def epochs(self) -> float:
+        """Passes over the split's windows so far, fractional."""
+        return self.windows_seen / self.windows_per_epoch
 
-    def _settle(self) -> None:
-        """Move to the next place a whole batch fits (the next shard, or the next epoch)."""
-        while self.position + self.need > self._data[self.shard].size:
-            self.shard += 1
-            if self.shard == len(self._data):
-                self.shard, self.epoch = 0, self.epoch + 1
-            if self._data[self.shard].size >= self.need:
-                self.position = self._start(self.shard, self.epoch)
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.windows_per_epoch)
+            self._order_epoch = epoch
+        return self._order  # type: ignore[return-value]
+
+    def _window(self, index: int) -> np.ndarray:
+        shard = int(np.searchsorted(self._first_window, index, side="right")) - 1
+        start = (index - int(self._first_window[shard])) * self.context
+        return np.asarray(self._data[shard][start : start + self.context + 1], dtype=np.int64)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """int64 (x, y) of shape [batch_size, context]; y is x shifted by one token."""
-        self._settle()
-        window = np.asarray(self._data[self.shard][self.position : self.position + self.need], dtype=np.int64)
-        self.position += self.need - 1
-        tokens = torch.from_numpy(window)
-        return tokens[:-1].view(self.batch_size, self.context), tokens[1:].view(self.batch_size, self.context)
+        rows = np.empty((self.batch_size, self.context + 1), dtype=np.int64)
+        for i in range(self.batch_size):
+            epoch, k = divmod(self.windows_seen, self.windows_per_epoch)
+            rows[i] = self._window(int(self._permutation(epoch)[k]))
+            self.windows_seen += 1
+            if self.byte_lengths is not None:
+                size = int(self.byte_lengths[rows[i, 1:]].sum())
+                self.bytes_seen += size
+                if epoch == 0:
+                    self.unique_bytes += size
+        tokens = torch.from_numpy(rows)
+        return tokens[:, :-1], tokens[:, 1:]
 
     def state_dict(self) -> dict[str, int]:
-        return {"shard": self.shard, "position": self.position, "epoch": self.epoch}
+        return {"windows_seen": self.windows_seen, "bytes_seen": self.bytes_seen, "unique_bytes": self.unique_bytes, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        shard, position, epoch = int(state["shard"]), int(state["position"]), int(state["epoch"])
-        if not (0 <= shard < len(self._data)) or position < 0 or epoch < 0:
-            raise ToklabError(f"cannot resume the token stream at shard {shard}, position {position}: it has {len(self._data)} shards")
-        self.shard, self.position, self.epoch = shard, position, epoch
+        try:
+            seen, bytes_seen, unique = int(state["windows_seen"]), int(state["bytes_seen"]), int(state["unique_bytes"])
+        except (KeyError, TypeError, ValueError):
+            raise ToklabError("this checkpoint's data position was written by an older toklab; start the run again with --overwrite") from None
+        if seen < 0 or bytes_seen < 0 or unique < 0:
+            raise ToklabError(f"cannot resume the token stream at window {seen}")
+        self.windows_seen, self.bytes_seen, self.unique_bytes = seen, bytes_seen, unique
 
 
-def val_windows(
-    shards: list[Path], context: int, max_tokens: int | None = None, *, batch_size: int = VAL_BATCH
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The fixed validation set: consecutive non-overlapping windows from the start of each shard,
-    in batches (x, y) of shape [n <= batch_size, context], covering at most `max_tokens` targets."""
-    if context < 1 or batch_size < 1:
-        raise ToklabError(f"context and batch size must be positive, got {context} and {batch_size}")
-    if max_tokens is not None and max_tokens < context:
-        raise ToklabError(f"max_tokens {max_tokens} is less than one window of {context} tokens")
-    data = [read_shard(p) for p in shards]
-    if not any(d.size > context for d in data):
-        total = sum(d.size for d in data)
-        raise ToklabError(f"the validation split holds {total:,} tokens; one window of context {context} needs {context + 1} in one shard")
-    left = None if max_tokens is None else max_tokens // context  # windows still to yield
-    for tokens in data:
-        windows = (tokens.size - 1) // context
-        start = 0
-        while windows > 0 and (left is None or left > 0):
-            n = min(batch_size, windows, left if left is not None else windows)
-            slab = torch.from_numpy(np.asarray(tokens[start : start + n * context + 1], dtype=np.int64))
-            yield slab[:-1].view(n, context), slab[1:].view(n, context)
-            start += n * context
-            windows -= n
-            if left is not None:
-                left -= n
+# --- validation: whole documents ------------------------------------------------------------------
+
+
+def scoring_order(ids: Iterable[str]) -> np.ndarray:
+    """Validation documents ordered by a hash of their id alone: the same order for every
+    segmenter, so a sample capped in bytes picks the same documents for all of them."""
+    from toklab.corpus.document import unit_hash
+
+    keys = np.array([unit_hash(str(i), SCORING_SALT) for i in ids], dtype=np.float64)
+    return np.argsort(keys, kind="stable")
+
+
+def byte_capped(order: np.ndarray, doc_bytes: np.ndarray, max_bytes: int | None) -> np.ndarray:
+    """The longest prefix of `order` whose documents hold at most `max_bytes` bytes (at least one
+    document); every document when `max_bytes` is None."""
+    if max_bytes is None:
+        return order
+    if max_bytes < 1:
+        raise ToklabError(f"the validation byte cap must be positive, got {max_bytes}")
+    total = np.cumsum(np.asarray(doc_bytes, dtype=np.int64)[order])
+    return order[: max(1, int(np.searchsorted(total, max_bytes, side="right")))]
+
+
+@dataclass
+class Scores:
+    """One evaluation: per-document losses and sizes over the documents scored."""
+
+    doc: np.ndarray  # indices into the validation index
+    loss_nats: np.ndarray  # float64 per document: its tokens and the <|endoftext|> after it
+    tokens: np.ndarray  # targets per document (its tokens + 1)
+    bytes: np.ndarray  # UTF-8 bytes per document
+
+    @property
+    def loss_sum(self) -> float:
+        return float(self.loss_nats.sum())
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.sum())
+
+    @property
+    def n_bytes(self) -> int:
+        return int(self.bytes.sum())
+
+
+class ValidationSet:
+    """The documents every run is scored on: whole validation documents, chosen by id hash and
+    capped in bytes (or all of them), identical for every segmenter, seed and budget.
+
+    A document is scored from its first token: the model reads <|endoftext|> and the document's
+    tokens and predicts each token and the <|endoftext|> after it, so the targets stand for exactly
+    the document's bytes. A document longer than the context is scored in consecutive windows of
+    `context` targets; each later window starts afresh, with no context from before its start.
+    Windows are sorted by length and batched, so short documents cost little padding.
+    """
+
+    def __init__(self, data: TokenData, context: int, max_bytes: int | None = None, *, batch_windows: int = EVAL_BATCH_WINDOWS) -> None:
+        if context < 1:
+            raise ToklabError(f"context must be positive, got {context}")
+        index = data.val_documents()
+        self.index = index
+        self.context = context
+        self.order = scoring_order(index["id"])
+        self.doc_bytes = index["bytes"].to_numpy(np.int64)
+        self.doc_tokens = index["tokens"].to_numpy(np.int64) + 1  # the <|endoftext|> after each is a target too
+        self.selected = byte_capped(self.order, self.doc_bytes, max_bytes)
+        self.eot, self.batch_windows = data.eot, batch_windows
+        self._stream, self._starts = self._gather(data, index["start"].to_numpy(np.int64))
+
+    def _gather(self, data: TokenData, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The selected documents' tokens, each with the <|endoftext|> before and after it, in one
+        compact array (a large split is never read whole), and where each document starts in it."""
+        shards = [read_shard(p) for p in data.val_shards]
+        offsets = np.concatenate([[0], np.cumsum([s.size for s in shards])])
+
+        def read(a: int, b: int) -> np.ndarray:  # stream[a:b] across shard boundaries
+            parts = []
+            for k, shard in enumerate(shards):
+                lo, hi = max(a, int(offsets[k])), min(b, int(offsets[k + 1]))
+                if lo < hi:
+                    parts.append(np.asarray(shard[lo - offsets[k] : hi - offsets[k]], dtype=np.int64))
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+        local = np.full(len(starts), -1, dtype=np.int64)
+        pieces, at = [], 0
+        for d in np.sort(self.selected).tolist():
+            piece = read(int(starts[d]) - 1, int(starts[d]) + int(self.doc_tokens[d]))
+            pieces.append(piece)
+            local[d] = at + 1
+            at += piece.size
+        return (np.concatenate(pieces) if pieces else np.zeros(0, np.int64)), local
+
+    def subset(self, max_bytes: int | None) -> np.ndarray:
+        """The documents of a smaller byte cap: a prefix of this set in the same hash order."""
+        return byte_capped(self.selected, self.doc_bytes, max_bytes)
+
+    def batches(self, docs: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]]:
+        """(x, y, lengths, doc) batches over the windows of `docs` (default: the whole set): x and y
+        are [n, L] int64, padded at the end with <|endoftext|> (y with -100, which the loss ignores)."""
+        docs = self.selected if docs is None else docs
+        windows: list[tuple[int, int, int]] = []  # (document, input start in the stream, length)
+        T = self.context
+        for d in docs.tolist():
+            first, n = int(self._starts[d]) - 1, int(self.doc_tokens[d])  # the <|endoftext|> before it is the first input
+            windows.extend((d, first + k, min(T, n - k)) for k in range(0, n, T))
+        windows.sort(key=lambda w: -w[2])
+        per_batch = max(1, self.batch_windows)
+        budget = max(per_batch * T, EVAL_BATCH_TOKENS)  # tokens per batch, so a batch of short windows holds more of them
+        i = 0
+        while i < len(windows):
+            length = windows[i][2]
+            n = max(1, min(len(windows) - i, budget // length))
+            chunk = windows[i : i + n]
+            x = np.full((n, length), self.eot, dtype=np.int64)
+            y = np.full((n, length), -100, dtype=np.int64)
+            for row, (_, start, size) in enumerate(chunk):
+                x[row, :size] = self._stream[start : start + size]
+                y[row, :size] = self._stream[start + 1 : start + 1 + size]
+            yield torch.from_numpy(x), torch.from_numpy(y), np.array([w[2] for w in chunk]), np.array([w[0] for w in chunk])
+            i += n
+
+    def scores(self, losses: Iterable[tuple[np.ndarray, np.ndarray]], docs: np.ndarray | None = None) -> Scores:
+        """Sum per-window losses into per-document losses; `losses` yields (row losses summed, doc) per batch."""
+        docs = self.selected if docs is None else docs
+        total = np.zeros(len(self.index), dtype=np.float64)
+        for row_sums, row_docs in losses:
+            np.add.at(total, row_docs, row_sums)
+        return Scores(doc=docs, loss_nats=total[docs], tokens=self.doc_tokens[docs], bytes=self.doc_bytes[docs])
 
 
 def target_bytes(y: torch.Tensor, byte_lengths: np.ndarray) -> int:

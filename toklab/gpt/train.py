@@ -26,6 +26,8 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 RUN_FILE = "run.json"
 SCHEDULES = ("cosine", "one-cycle")
+VAL_BYTES = 16 * 2**20  # a larger validation split is scored on a 16 MiB document sample
+EVAL_BYTES = 256 * 2**10  # the curve's intermediate points: 256 KiB of the same documents
 BUDGETS = ("flops", "tokens", "steps", "minutes")
 
 # Dense bf16 tensor-core peak FLOP/s by GPU name (vendor datasheets), for MFU.
@@ -98,7 +100,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     eval_every: int = 50  # steps
-    eval_tokens: int = 65_536  # validation target tokens per evaluation
+    val_bytes: int | None = VAL_BYTES  # the scoring set: whole validation documents up to this many bytes, by id hash; None: all
+    eval_bytes: int | None = EVAL_BYTES  # evaluations before the last score a hash-ordered prefix of the scoring set this size
     checkpoint_every: int = 100  # steps
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
@@ -108,8 +111,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ToklabError(f"unknown --schedule '{self.schedule}' (use {', '.join(SCHEDULES)})")
-        for name in ("batch_size", "eval_every", "eval_tokens", "checkpoint_every"):
+        for name in ("batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
+                raise ToklabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("val_bytes", "eval_bytes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ToklabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ToklabError(f"--lr must be positive, got {self.lr}")
@@ -165,9 +171,17 @@ class RunResult:
     flops: float
     flops_per_token: float
     flops_per_byte: float
-    train_loss: float
+    train_loss: float  # mean over the optimiser steps since the evaluation before the last one
+    last_step_train_loss: float
     val_loss: float
     val_bits_per_byte: float
+    val_docs_scored: int
+    val_bytes_scored: int
+    val_tokens_scored: int
+    epochs: float  # passes over the training split's windows
+    train_bytes_seen: int  # bytes of training text trained on, repeats included
+    unique_train_bytes: int  # distinct bytes of training text trained on
+    train_split_bytes: int
     tokens_per_s: float
     bytes_per_s: float
     mfu: float | None
@@ -223,9 +237,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors whatever device the checkpoint was mapped to
+    torch.set_rng_state(torch.as_tensor(state["torch"], device="cpu", dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.as_tensor(s, device="cpu", dtype=torch.uint8) for s in state["cuda"]])
 
 
 def seed_everything(seed: int) -> None:
@@ -245,7 +260,7 @@ class Trainer:
     def __init__(self, data: Any, model_config: Any, config: TrainConfig, out: Path, *, segmenter_spec: str) -> None:
         import torch
 
-        from toklab.gpt.data import TokenStream
+        from toklab.gpt.data import TokenStream, ValidationSet
         from toklab.gpt.model import GPT
 
         self.data, self.model_config, self.config, self.out = data, model_config, config, Path(out)
@@ -267,13 +282,17 @@ class Trainer:
         self.tokens_per_step = micro_tokens * self.accumulation
         self.flops_per_token = model_config.flops_per_token()
         self.total_steps = config.budget.total_steps(self.tokens_per_step, self.flops_per_token)
-        self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed)
-        self.bytes_per_token = data.bytes("train") / max(data.tokens("train"), 1)
+        self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed, byte_lengths=data.byte_lengths)
+        self.validation = ValidationSet(data, model_config.context, config.val_bytes)
+        self.bytes_per_token = data.bytes_per_token("train")
         self.step = 0
         self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.wall = 0.0  # wall seconds of the run (evaluations and checkpoints included), summed over resumed sessions
+        self.final_scores: Any = None  # the last evaluation's per-document scores, on the whole scoring set
         self.train_loss_sum = 0.0  # since the last evaluation
         self.train_loss_count = 0
         self.last_train_loss = float("nan")
+        self.last_window_train_loss: float | None = None  # the mean logged at the last evaluation
         self.history: list[dict[str, Any]] = []
 
     # progress through the budget, 0..1, which drives the schedule
@@ -327,28 +346,27 @@ class Trainer:
         where = f"the last good checkpoint is kept in {kept}" if kept.exists() else "no checkpoint was written yet"
         return f"training loss became {value} at step {self.step + 1}; stopped ({where}); try a lower --lr"
 
-    def evaluate(self) -> tuple[float, float]:
-        """(validation loss in nats/token, validation bits-per-byte) on the fixed validation windows."""
+    def evaluate(self, final: bool = True) -> Any:
+        """Per-document validation scores (`toklab.gpt.data.Scores`): on the whole scoring set when
+        `final`, else on its first `eval_bytes` in hash order (the curve's intermediate points)."""
         import torch
 
-        from toklab.gpt.data import target_bytes, val_windows
-
+        validation = self.validation
+        docs = None if final else validation.subset(self.config.eval_bytes)
+        per_batch = []
         self.model.eval()
-        loss_sum, n_tokens, n_bytes = 0.0, 0, 0
         with torch.no_grad():
-            for x, y in val_windows(self.data.val_shards, self.model_config.context, self.config.eval_tokens):
+            for x, y, _, doc in validation.batches(docs):
                 with self._autocast():
-                    _, losses = self.model(x.to(self.device), y.to(self.device), reduction="none")
-                loss_sum += float(losses.double().sum())
-                n_tokens += y.numel()
-                n_bytes += target_bytes(y, self.data.byte_lengths)
+                    _, losses = self.model(x.to(self.device), y.to(self.device), reduction="none")  # 0 at padding (-100)
+                per_batch.append((losses.double().sum(dim=1).cpu().numpy(), doc))
         self.model.train()
-        if n_tokens == 0:
-            raise ToklabError("the validation split has too few tokens for one window; raise --val-fraction or lower --context")
-        return loss_sum / n_tokens, bits_per_byte(loss_sum, n_bytes)
+        return validation.scores(per_batch, docs)
 
-    def log_evaluation(self) -> dict[str, Any]:
-        val_loss, val_bpb = self.evaluate()
+    def log_evaluation(self, final: bool = False) -> dict[str, Any]:
+        scores = self.evaluate(final)
+        if final:
+            self.final_scores = scores
         train_loss = self.train_loss_sum / self.train_loss_count if self.train_loss_count else None  # None before any step
         tokens = self.step * self.tokens_per_step
         entry = {
@@ -356,12 +374,18 @@ class Trainer:
             "tokens": tokens,
             "flops": tokens * self.flops_per_token,
             "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_bits_per_byte": val_bpb,
+            "val_loss": scores.loss_sum / scores.n_tokens,
+            "val_bits_per_byte": bits_per_byte(scores.loss_sum, scores.n_bytes),
+            "val_docs_scored": len(scores.doc),
+            "val_bytes_scored": scores.n_bytes,
+            "final": final,
+            "epochs": self.stream.epochs,
+            "unique_train_bytes": self.stream.unique_bytes,
             "lr": learning_rate(self.progress(), self.config),
             "elapsed_s": round(self.elapsed, 3),
             "tokens_per_s": tokens / self.elapsed if self.elapsed else 0.0,
         }
+        self.last_window_train_loss = train_loss
         self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.history.append(entry)
         with open(self.out / LOG, "a", encoding="utf-8") as f:
@@ -378,6 +402,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
+            "wall": self.wall_so_far(),
             "stream": self.stream.state_dict(),
             "rng": _rng_state(),
             "train_loss": [self.train_loss_sum, self.train_loss_count, self.last_train_loss],
@@ -393,7 +418,9 @@ class Trainer:
 
         path = self.out / CHECKPOINT
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            # onto the CPU: load_state_dict then copies weights and optimiser state to the model's
+            # device, while the RNG states must stay CPU tensors (mapped to CUDA, set_rng_state fails)
+            state = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:
             raise ToklabError(f"--resume: no {CHECKPOINT} in {self.out}") from None
         except Exception as exc:
@@ -401,6 +428,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self.wall = float(state.get("wall", state["elapsed"]))
         self.stream.load_state_dict(state["stream"])
         _set_rng_state(state["rng"])
         self.train_loss_sum, self.train_loss_count, self.last_train_loss = state["train_loss"]
@@ -415,6 +443,7 @@ class Trainer:
         checkpoint every checkpoint_every steps and at the end."""
         import torch
 
+        self._session_start = time.perf_counter()
         if self.step == 0 and not self.history:
             self.log_evaluation()  # the untrained model: where every curve starts
         while not self.done():
@@ -429,11 +458,16 @@ class Trainer:
             entry = None
             finished = self.done()
             if self.step % self.config.eval_every == 0 or finished:
-                entry = self.log_evaluation()
+                entry = self.log_evaluation(final=finished)
             if self.step % self.config.checkpoint_every == 0 or finished:
                 self.save_checkpoint()
             if on_step is not None:
                 on_step(self, entry)
+
+    def wall_so_far(self) -> float:
+        """Wall seconds of the run, earlier sessions included."""
+        start = getattr(self, "_session_start", None)
+        return self.wall + (time.perf_counter() - start if start is not None else 0.0)
 
     def _oom_message(self) -> str:
         b, a = self.config.batch_size, self.accumulation
