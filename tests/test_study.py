@@ -103,8 +103,8 @@ def test_the_summary_names_a_winner_only_outside_the_interval():
         {"budget_flops": 1e10, "best": "a", "other": "b", "difference": 0.01, "low": -0.02, "high": 0.04, "distinguishable": False, "method": "m"},
     ])  # fmt: skip
     lines = conclusions(table, differences)
-    assert "a is best" in lines[0] and "a is better: lower than b by 0.5000" in lines[0]
-    assert "no winner" in lines[1] and "indistinguishable" in lines[1] and "is best" not in lines[1]
+    assert lines[0].startswith("At 1e+09 FLOPs: a is better: lower than b by 0.5000")
+    assert "no winner" in lines[1] and "indistinguishable" in lines[1] and "is better" not in lines[1]
     assert "repeated" in lines[2] and "a 3.0x" in lines[2]
 
 

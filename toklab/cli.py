@@ -482,7 +482,7 @@ def study_command(
     context_bytes: Annotated[Optional[int], typer.Option("--context-bytes", min=2, help="Equal context in bytes: each segmenter's context in tokens is the whole number nearest to N bytes at its own bytes/token.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per configuration; rows give the mean and a 95% interval. Default: 3.")] = None,
     filter_t: Annotated[Optional[float], typer.Option("--filter-t", help="Also train each segmenter on its Cramming-filtered train split (tokens <= t x chars); both rows are shown.")] = None,
-    smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model and budgets, a few minutes on the default corpus.")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model, budgets 3e10 and 1e11, 3 seeds, a 65,536-byte validation sample; about a minute on the default corpus.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again: replace the study in --out.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,

@@ -421,13 +421,11 @@ def conclusions(table: "pd.DataFrame", differences: "pd.DataFrame") -> list[str]
         other = _label(runner_up.segmenter, runner_up.filtered)
         row = differences[(differences.budget_flops == budget) & (differences.other == other)].iloc[0]
         diff = Interval(row.difference, row.low, row.high, 0, row.method)  # other - best
+        best_text = f"{name}: {best.val_bits_per_byte:.4f} bits/byte{spread}; {row.method}."
         if diff.excludes_zero():
-            lines.append(f"At {budget:.0e} FLOPs {name} is best with {best.val_bits_per_byte:.4f} bits/byte{spread}. " + verdict(other, name, diff) + f" ({row.method})")
+            lines.append(f"At {budget:.0e} FLOPs: {verdict(other, name, diff)} {best_text}")
         else:
-            lines.append(
-                f"At {budget:.0e} FLOPs no winner: {name} has the lowest mean, {best.val_bits_per_byte:.4f} bits/byte{spread}, but "
-                + verdict(other, name, diff) + f" ({row.method})"
-            )
+            lines.append(f"At {budget:.0e} FLOPs: no winner. {verdict(other, name, diff)} Lowest mean: {best_text}")
         repeated = group[group.epochs > 1]
         if len(repeated):
             what = ", ".join(f"{_label(r.segmenter, r.filtered)} {r.epochs:.1f}x" for r in repeated.itertuples())
@@ -515,7 +513,7 @@ def plot(result: StudyResult, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("validation bits-per-byte")
-    ax.set_title(f"{result.meta['corpus']}: model {result.meta['model']}; bands: 95% interval over seeds; faint: each run's own curve", fontsize=9)
+    ax.set_title(f"{result.meta['corpus']}: model {result.meta['model']}; bands: 95% interval over seeds\nfaint: each run's earlier evaluations (scored on the first --eval-bytes of the same documents)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -42,6 +42,7 @@ FORMAT = 2  # bump when the folder layout changes, so old caches are not reused
 SPLITS = ("train", "val")
 EVAL_BATCH_WINDOWS = 16  # full-context windows per evaluation batch
 EVAL_BATCH_TOKENS = 8192  # at least this many tokens per evaluation batch, so short contexts batch well
+EVAL_LOGITS = 2**26  # at most this many logits per evaluation batch (256 MB in float32): large vocabularies take fewer tokens
 SCORING_SALT = "toklab-scoring"  # the hash that orders validation documents for a byte-capped sample
 
 
@@ -511,7 +512,7 @@ class ValidationSet:
         self.doc_bytes = index["bytes"].to_numpy(np.int64)
         self.doc_tokens = index["tokens"].to_numpy(np.int64) + 1  # the <|endoftext|> after each is a target too
         self.selected = byte_capped(self.order, self.doc_bytes, max_bytes)
-        self.eot, self.batch_windows = data.eot, batch_windows
+        self.eot, self.batch_windows, self.vocab_size = data.eot, batch_windows, data.vocab_size
         self._stream, self._starts = self._gather(data, index["start"].to_numpy(np.int64))
 
     def _gather(self, data: TokenData, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -552,7 +553,8 @@ class ValidationSet:
             windows.extend((d, first + k, min(T, n - k)) for k in range(0, n, T))
         windows.sort(key=lambda w: -w[2])
         per_batch = max(1, self.batch_windows)
-        budget = max(per_batch * T, EVAL_BATCH_TOKENS)  # tokens per batch, so a batch of short windows holds more of them
+        # tokens per batch: enough that short windows batch well, few enough that the logits stay small
+        budget = max(T, min(max(per_batch * T, EVAL_BATCH_TOKENS), EVAL_LOGITS // self.vocab_size))
         i = 0
         while i < len(windows):
             length = windows[i][2]
