@@ -294,6 +294,20 @@ def test_bfloat16_autocast_path_trains_on_cpu(corpus_file, tmp_path):
         pretrain(corpus_file, "bytes", steps=1, device="cuda" if not torch.cuda.is_available() else "tpu", out=tmp_path / "x", **TINY)
 
 
+def test_seeds_train_separate_runs_and_give_a_t_interval(corpus_file, tmp_path, capsys):
+    from toklab.pretrain import pretrain_seeds
+
+    several = pretrain_seeds(corpus_file, "bytes", seeds=2, seed=5, steps=3, out=tmp_path / "runs", **TINY)
+    assert [r.train["seed"] for r in several.runs] == [5, 6] and [r.out.name for r in several.runs] == ["seed-5", "seed-6"]
+    a, b = (r.val_bits_per_byte for r in several.runs)
+    assert a != b  # another seed, another initialisation and data order
+    half = 12.706 * abs(a - b) / 2  # t(0.975, 1) x s / sqrt(2), s = |a - b| / sqrt(2)
+    assert several.val_bits_per_byte.estimate == pytest.approx((a + b) / 2)
+    assert several.val_bits_per_byte.low == pytest.approx((a + b) / 2 - half) and several.val_bits_per_byte.high == pytest.approx((a + b) / 2 + half)
+    code, stdout, _ = run(capsys, "pretrain", "-c", corpus_file, "--steps", "2", "--context", "32", "--seeds", "2", "--out", str(tmp_path / "cli"))
+    assert code == 0 and "2 seeds: val bits-per-byte" in stdout and (tmp_path / "cli" / "seed-1" / "summary.json").is_file()
+
+
 def test_a_minutes_budget_stops_on_time(corpus_file, tmp_path):
     result = pretrain(corpus_file, "bytes", minutes=0.01, eval_every=10**6, out=tmp_path / "run", **TINY)
     assert result.stopped_by == "minutes" and result.steps >= 1

@@ -260,6 +260,8 @@ def run_study(
     run_table = pd.DataFrame(runs, columns=RUN_COLUMNS)
     _check_same_documents(documents)
     table = aggregate(run_table, keep_rates)
+    for r in table[table.epochs > 1].itertuples():
+        notes.append(f"{_label(r.segmenter, r.filtered)} at {r.budget_flops:.0e} FLOPs repeated its training data: {r.epochs:.2f} passes over the training split (bytes seen counts each byte once)")
     differences = pairwise_differences(run_table, documents)
     per_source = per_source_table(run_table, documents)
     result = StudyResult(
