@@ -143,7 +143,7 @@ def test_budgets_turn_into_steps():
     assert Budget("minutes", 1).total_steps(1000, 1.0) is None
     with pytest.raises(ToklabError, match="less than one step"):
         Budget("flops", 1e3).total_steps(1000, 3e5)
-    with pytest.raises(ToklabError, match="must be positive"):
+    with pytest.raises(ToklabError, match="must be a positive finite number"):
         Budget("steps", 0)
 
 

@@ -302,12 +302,17 @@ def report_command(
 
 
 def _floats(text: str, option: str) -> list[float]:
+    import math
+
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise ToklabError(f"{option} takes comma-separated numbers, e.g. 0.2,0.25,0.3; got '{text}'") from None
     if not values:
         raise ToklabError(f"{option} needs at least one value")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ToklabError(f"{option} takes finite numbers, got {bad[0]}")
     return values
 
 
@@ -637,19 +642,72 @@ def tokenizer_encode_command(
     _note_if_lossy(segmenter)
 
 
+RESUMABLE = {"filter": "rerun with --resume to continue", "pretrain": "rerun with --resume to continue", "study": "run the same command again to continue"}
+
+
+def _error(message: str) -> None:
+    err_console.print(Text.assemble(("error: ", "bold red"), message.strip().splitlines()[0] if message.strip() else "failed"), soft_wrap=True)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _clean_argv(argv: list[str]) -> list[str]:
+    """Arguments as text: bytes that are not UTF-8 (which Python keeps as lone surrogates) become U+FFFD,
+    except in paths that exist, whose names must stay as the filesystem has them."""
+    import os
+
+    out = []
+    for arg in argv:
+        if any("\udc80" <= c <= "\udcff" for c in arg) and not os.path.exists(arg):
+            arg = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        out.append(arg)
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app; a user's mistake is one line on stderr and exit code 2."""
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    argv = _clean_argv(list(sys.argv[1:] if argv is None else argv))
+    code = 0
     try:
-        app(args=argv, prog_name="toklab")
+        try:
+            result = app(args=argv, prog_name="toklab", standalone_mode=False)
+        except SystemExit as exc:  # typer exits 1 itself on a closed pipe
+            if isinstance(exc.__context__, BrokenPipeError):
+                raise exc.__context__ from None
+            raise
+        code = result if isinstance(result, int) else 0
+        if code == 130:  # typer turns Ctrl-C into a silent exit code 130
+            raise KeyboardInterrupt
     except ToklabError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. `toklab corpus sample | head`
-        sys.stderr.close()
-        sys.exit(0)
+        _error(str(exc))
+        code = 2
+    except (KeyboardInterrupt, typer.Abort):
+        hint = RESUMABLE.get(_command_of(argv) or "")
+        err_console.print(f"interrupted{'; ' + hint if hint else ''}")
+        code = 130
+    except NoArgsIsHelpError:
+        code = 0  # the help was shown
+    except typer.TyperException as exc:  # the option parser's mistakes: one line, like every other error
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        command = _command_of(argv)
+        known = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+        _error(f"{message} (see 'toklab {command + ' ' if command in known else ''}--help')")
+        code = 2
+    except BrokenPipeError:  # e.g. `toklab corpus sample | head`: the reader has all it wants
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        code = 0
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
+        where = f" {exc.filename}" if exc.filename else ""
+        _error(f"cannot read or write{where}: {exc.strerror or exc}")
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from toklab.errors import ToklabError
+
 
 def temp_name(final: Path) -> Path:
     """The hidden sibling a file is written under before it is renamed to `final`."""
@@ -33,6 +35,97 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def report_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final` to fill with a report's files. When the block
+    succeeds each file in it replaces the file of the same name in `final` (renamed into place one
+    by one); files of other names in `final`, such as a user's notes, are left alone. When it fails
+    or is interrupted, `final` stays as it was."""
+    final = Path(final)
+    final.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            target = final / item.name
+            if target.is_dir() and not target.is_symlink():
+                if not item.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    old = temp_name(target.with_name(target.name + ".old"))
+                    os.replace(target, old)
+                    os.replace(item, target)
+                    shutil.rmtree(old, ignore_errors=True)
+                    continue
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether `path` is `root` or lies below it (both resolved, so links and '..' do not fool it)."""
+    path, root = Path(path).expanduser().resolve(), Path(root).expanduser().resolve()
+    return path == root or path.is_relative_to(root)
+
+
+def check_outside(out: str | os.PathLike, inputs: "list[Path]", option: str = "--out") -> None:
+    """Refuse an output folder that lies inside an input (it would be read back as input) or that
+    contains one (replacing it could delete the input). One rule for every command."""
+    for root in inputs:
+        if is_inside(out, root):
+            raise ToklabError(f"{option} {out} is inside the input {root}; choose a folder outside it")
+        if is_inside(root, out):
+            raise ToklabError(f"{option} {out} contains the input {root}; choose a folder outside it")
+
+
+def check_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse a folder path that is a file, or that lies below a file (`data.jsonl/sub`)."""
+    path = Path(path)
+    for part in [path, *path.parents]:
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"lies below the file {part}"
+                raise ToklabError(f"{option} {path} {where}; choose a folder")
+            break
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the temporaries (see `temp_name`) that processes which no longer run left in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for item in folder.glob(".*.tmp"):
+        pid = item.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+
+
+def remove_owned(folder: str | os.PathLike, names: "list[str] | tuple[str, ...]") -> None:
+    """Remove the files and folders toklab wrote in `folder` (by name), and stale temporaries;
+    anything else in it, such as a user's notes, stays."""
+    folder = Path(folder)
+    for name in names:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    remove_stale_temporaries(folder)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

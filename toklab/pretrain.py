@@ -12,14 +12,13 @@ import datetime
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toklab.errors import ToklabError
-from toklab.files import write_text_atomic
+from toklab.errors import ToklabError, one_line
+from toklab.files import check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
@@ -53,32 +52,41 @@ def run_name(corpus_spec: str, segmenter_spec: str, model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"pretrain-{corpus_name}-{segmenter_spec}-{model}").strip("-")
 
 
+RUN_FILES = (
+    RUN_FILE, LOG, CHECKPOINT, "segmenter", "summary.json", "summary.md", "loss.png", "bits_per_byte.png", "val_documents.parquet", "per_source.csv",
+)  # fmt: skip  (everything a run writes: --overwrite removes these and nothing else)
+
+
+def _read_run_file(out: Path) -> dict[str, Any] | None:
+    try:
+        previous = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
 def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """An empty or new folder starts a run; --resume needs the same run; --overwrite replaces a run."""
-    if out.exists() and not out.is_dir():
-        raise ToklabError(f"--out {out} is a file; choose a folder")
+    """An empty or new folder starts a run; --resume needs the same run; --overwrite replaces a run
+    (only the files a run writes: anything else in the folder stays)."""
+    check_folder(out)
     empty = not out.exists() or not any(out.iterdir())
-    previous = None
-    if (out / RUN_FILE).is_file():
-        try:
-            previous = json.loads((out / RUN_FILE).read_text())
-        except ValueError:
-            previous = None
+    previous = _read_run_file(out) if (out / RUN_FILE).is_file() else None
     if resume:
         if previous is None:
-            raise ToklabError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing)")
+            raise ToklabError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing or damaged)")
         if previous != run:
             changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
             raise ToklabError(f"--resume: the run in {out} was started with other settings ({', '.join(changed)} differ); resume with the same arguments")
         if not (out / CHECKPOINT).is_file():
             raise ToklabError(f"--resume: {out} has no {CHECKPOINT} yet; start it again with --overwrite")
+        remove_stale_temporaries(out)
         return
     if not empty:
-        if previous is None:
+        if not (out / RUN_FILE).is_file():
             raise ToklabError(f"--out {out} is not empty and holds no toklab run; choose a new or empty folder")
         if not overwrite:
             raise ToklabError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to start again")
-        shutil.rmtree(out)
+        remove_owned(out, RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
@@ -147,11 +155,11 @@ def pretrain(
         "model": shape.to_dict(),
         "train": config.to_dict(),
     }
+    check_outside(out_path, corpus.input_roots())
+    trainer = Trainer(data, shape, config, out_path, segmenter_spec=seg.spec)  # checks the budget and batch before anything is replaced
     _prepare_out(out_path, run, resume, overwrite)
     if not (out_path / SEGMENTER_DIR).is_dir():
         seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it
-
-    trainer = Trainer(data, shape, config, out_path, segmenter_spec=seg.spec)
     if resume:
         trainer.load_checkpoint()
     else:
@@ -298,7 +306,7 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     device = torch.cuda.get_device_name(trainer.device) if trainer.device_type == "cuda" else "cpu"
     peak = gpu_peak_flops(device) if trainer.device_type == "cuda" else None
     mfu = trainer.flops_per_token * tokens_per_s / peak if peak else None
-    notes = [FLOPS_FORMULA]
+    notes = [FLOPS_FORMULA] + list(trainer.data.manifest.get("read_notes", []))
     if trainer.device_type == "cuda" and peak is None:
         notes.append(f"no MFU: {device} is not in toklab's table of GPU peaks")
     stream = trainer.stream
@@ -426,10 +434,11 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, max_new_tokens: int 
     from toklab.segmenters import load_segmenter
 
     run_dir = Path(run_dir)
-    try:
-        run = json.loads((run_dir / RUN_FILE).read_text())
-    except FileNotFoundError:
-        raise ToklabError(f"{run_dir} is not a pretrain run (no {RUN_FILE})") from None
+    if not (run_dir / RUN_FILE).is_file():
+        raise ToklabError(f"{run_dir} is not a pretrain run (no {RUN_FILE})")
+    run = _read_run_file(run_dir)
+    if run is None or not isinstance(run.get("model"), dict):
+        raise ToklabError(f"{run_dir / RUN_FILE} is damaged; it is not the run file toklab wrote")
     if not (run_dir / CHECKPOINT).is_file():
         raise ToklabError(f"{run_dir} has no {CHECKPOINT} yet")
     if max_new_tokens < 1:
@@ -437,8 +446,13 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, max_new_tokens: int 
     seg = load_segmenter(run_dir / SEGMENTER_DIR)
     device = pick_device(device)
     model = GPT(GPTConfig.from_dict(run["model"])).to(device)
-    state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
+    try:
+        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+    except Exception as exc:  # a truncated or foreign file: pickle, zip and shape errors alike
+        raise ToklabError(f"cannot read {run_dir / CHECKPOINT}: {one_line(exc)}") from None
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise ToklabError(f"{run_dir / CHECKPOINT} holds non-finite weights (NaN or inf); it cannot generate text")
     model.eval()
     ids = [eot_id(seg)] + seg.encode(prompt)  # a document starts after an end-of-text, as in training
     idx = torch.tensor([ids[-model.config.context :]], dtype=torch.long, device=device)

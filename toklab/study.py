@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
-from toklab.files import write_text_atomic
+from toklab.files import check_folder, check_outside, remove_owned, write_text_atomic
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
 
@@ -93,6 +93,13 @@ class CrammingFiltered:
     def val(self) -> Iterator["Document"]:
         return self.base.val()
 
+    @property
+    def stats(self) -> Any:
+        return self.base.stats
+
+    def input_roots(self) -> list[Path]:
+        return self.base.input_roots()
+
 
 @dataclass
 class StudyResult:
@@ -118,26 +125,38 @@ def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float,
     return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}-seed{seed}")
 
 
-def _prepare(out: Path, config: dict[str, Any], overwrite: bool) -> None:
-    """A new or empty folder starts a study; the same study continues; another needs --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise ToklabError(f"--out {out} is a file; choose a folder")
+STUDY_FILES = (
+    STUDY_FILE, RUNS, "table.md", "table.csv", "table.json", "runs.csv", "differences.csv", "per_source.csv", "summary.md", "compare.csv",
+    "bits_per_byte_vs_flops.png", "bytes_per_token_vs_bits_per_byte.png",
+)  # fmt: skip  (everything a study writes: --overwrite removes these and nothing else)
+
+
+def _check_out(out: Path, config: dict[str, Any], overwrite: bool) -> bool:
+    """Whether `out` can hold this study (a new or empty folder, the same study, or with
+    --overwrite another study); True when the old study must be replaced. Changes nothing."""
+    check_folder(out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
     previous = None
-    if (out / STUDY_FILE).is_file():
-        try:
-            previous = json.loads((out / STUDY_FILE).read_text())
-        except ValueError:
-            previous = None
-    if out.exists() and any(out.iterdir()):
-        if previous is None:
-            raise ToklabError(f"--out {out} is not empty and holds no toklab study; choose a new or empty folder")
-        if previous.get("config") != config:
-            if not overwrite:
-                changed = sorted(k for k in set(config) | set(previous["config"]) if config.get(k) != previous["config"].get(k))
-                raise ToklabError(f"--out {out} holds a study with other settings ({', '.join(changed)} differ); pass --overwrite to replace it, or choose another --out")
-            shutil.rmtree(out)
-        elif overwrite:
-            shutil.rmtree(out)
+    try:
+        previous = json.loads((out / STUDY_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+        if (out / STUDY_FILE).exists() and overwrite:
+            return True  # a damaged study file: --overwrite recovers it
+        raise ToklabError(f"--out {out} is not empty and holds no toklab study; choose a new or empty folder")
+    if previous["config"] != config:
+        if not overwrite:
+            changed = sorted(k for k in set(config) | set(previous["config"]) if config.get(k) != previous["config"].get(k))
+            raise ToklabError(f"--out {out} holds a study with other settings ({', '.join(changed)} differ); pass --overwrite to replace it, or choose another --out")
+        return True
+    return overwrite
+
+
+def _prepare(out: Path, config: dict[str, Any], replace: bool) -> None:
+    if replace:
+        remove_owned(out, STUDY_FILES)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / STUDY_FILE, {"config": config})
 
@@ -202,7 +221,8 @@ def run_study(
         "segmenters": specs, "flops": budgets, "model": model, "context": None if context_bytes else context, "context_bytes": context_bytes,
         "seeds": list(range(first_seed, first_seed + seeds)), "filter_t": filter_t, "train": {k: v for k, v in sorted(train_options.items())},
     }  # fmt: skip
-    _prepare(out_path, config, overwrite)
+    check_outside(out_path, corpus.input_roots())
+    replace = _check_out(out_path, config, overwrite)
     warning = _cpu_warning(budgets, seeds * len(specs) * (2 if filter_t is not None else 1), train_options.get("device", "auto"))
     if warning and progress:
         from toklab.progress import stderr_console
@@ -210,20 +230,23 @@ def run_study(
         stderr_console.print(f"[yellow]note:[/] {warning}")
 
     start = time.perf_counter()
-    compared = run_compare(corpus, specs, compressors=False, progress=progress)
-    compared.table.to_csv(out_path / "compare.csv", index=False)
     from toklab.segmenters import get_segmenters
 
     loaded, skipped_notes = get_segmenters(specs, corpus, progress=progress)  # unavailable ones are skipped, with a note
-    notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     if not loaded:
-        raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(notes))
+        raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(skipped_notes))
+    _check_budgets(corpus, loaded, budgets, model, context, context_bytes, train_options, progress)
+    compared = run_compare(corpus, specs, compressors=False, progress=progress)
+    _prepare(out_path, config, replace)  # only now, with every setting checked, is an old study replaced
+    compared.table.to_csv(out_path / "compare.csv", index=False)
+    notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     runs: list[dict[str, Any]] = []
     keep_rates: dict[tuple[str, bool], float | None] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     documents: dict[str, "pd.DataFrame"] = {}
     skipped = 0
     for seg in loaded:
+        notes += [n for n in build_token_data(corpus, seg, progress=progress).manifest.get("read_notes", []) if n not in notes]
         variants: list[tuple[bool, Any]] = [(False, corpus)]
         keep_rates[(seg.spec, False)] = None
         if filter_t is not None:
@@ -293,6 +316,27 @@ def _cpu_warning(budgets: list[float], variants: int, device: str) -> str | None
         f"this study trains {variants * len(budgets)} runs, {variants * sum(budgets):.2g} FLOPs in all, on a CPU: at about "
         f"{CPU_FLOPS_PER_S / 1e12:.1f} TFLOP/s that is roughly {seconds / 3600:,.0f} hours; use a GPU, smaller --flops, or --smoke"
     )
+
+
+def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:
+    """Every run's budget must allow at least one step: checked before anything is written."""
+    import math
+
+    from toklab.gpt.data import build_token_data
+    from toklab.gpt.model import model_config
+    from toklab.gpt.train import Budget, pick_device
+    from toklab.pretrain import context_for_bytes
+
+    pick_device(options.get("device", "auto"))
+    batch_size = int(options.get("batch_size", 8))
+    for seg in loaded:
+        tokens = context
+        if context_bytes is not None:
+            tokens = context_for_bytes(context_bytes, build_token_data(corpus, seg, progress=progress).bytes_per_token("train"))
+        shape = model_config(seg.vocab_size, model, tokens)
+        micro = batch_size * tokens
+        per_step = micro * max(1, math.ceil((options.get("batch_tokens") or micro) / micro))
+        Budget("flops", min(budgets)).total_steps(per_step, shape.flops_per_token())
 
 
 def _run_or_reuse(

@@ -73,6 +73,17 @@ class Corpus:
     def __repr__(self) -> str:
         return f"Corpus({self.spec!r}, {len(self.inputs)} inputs)"
 
+    def input_roots(self) -> list[Path]:
+        """The folders and files this corpus reads (a glob's fixed folder too): no output may lie
+        inside them or contain them (see toklab.files.check_outside)."""
+        roots = [Path(item.target) for item in self.inputs if item.kind != "stream"]
+        path = Path(self.spec).expanduser()
+        if path.is_dir():
+            roots.append(path)
+        elif GLOB_CHARS & set(self.spec):
+            roots.append(_glob_root(str(path)))
+        return list(dict.fromkeys(roots))
+
     def __iter__(self) -> Iterator[Document]:
         return self.documents()
 

@@ -312,6 +312,8 @@ def build_token_data(
             manifest["splits"][split] = {**counts, "shards": writer.close()}
             if split == "val":
                 _write_val_index(tmp / VAL_INDEX, index)
+        stats = getattr(corpus, "stats", None)  # the last pass read every record: its notes cover both splits
+        manifest["read_notes"] = stats.notes() if stats is not None else []
         np.save(tmp / BYTE_LENGTHS, lengths)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return load_token_data(target)

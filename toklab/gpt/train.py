@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 from toklab.files import temp_name, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -68,8 +68,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.kind not in BUDGETS:
             raise ToklabError(f"unknown budget '{self.kind}' (use {', '.join(BUDGETS)})")
-        if not self.value > 0:
-            raise ToklabError(f"--{self.kind} must be positive, got {self.value:g}")
+        if not (self.value > 0 and math.isfinite(self.value)):
+            raise ToklabError(f"--{self.kind} must be a positive finite number, got {self.value:g}")
 
     def total_steps(self, tokens_per_step: int, flops_per_token: float) -> int | None:
         """Optimiser steps the budget allows; None for a wall-clock budget."""
@@ -117,8 +117,8 @@ class TrainConfig:
         for name in ("val_bytes", "eval_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ToklabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ToklabError(f"--lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ToklabError(f"--lr must be a positive finite number, got {self.lr}")
         if self.batch_tokens is not None and self.batch_tokens < 1:
             raise ToklabError(f"--batch-tokens must be positive, got {self.batch_tokens}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
@@ -341,10 +341,10 @@ class Trainer:
         self.last_train_loss = loss_value
         return loss_value
 
-    def _nan_message(self, value: float) -> str:
+    def _nan_message(self, value: float, what: str = "training loss", step: int | None = None) -> str:
         kept = self.out / CHECKPOINT
         where = f"the last good checkpoint is kept in {kept}" if kept.exists() else "no checkpoint was written yet"
-        return f"training loss became {value} at step {self.step + 1}; stopped ({where}); try a lower --lr"
+        return f"{what} became {value} at step {self.step + 1 if step is None else step}; stopped ({where}); try a lower --lr"
 
     def evaluate(self, final: bool = True) -> Any:
         """Per-document validation scores (`toklab.gpt.data.Scores`): on the whole scoring set when
@@ -365,6 +365,8 @@ class Trainer:
 
     def log_evaluation(self, final: bool = False) -> dict[str, Any]:
         scores = self.evaluate(final)
+        if not math.isfinite(scores.loss_sum):
+            raise ToklabError(self._nan_message(scores.loss_sum, what="validation loss", step=self.step))
         if final:
             self.final_scores = scores
         train_loss = self.train_loss_sum / self.train_loss_count if self.train_loss_count else None  # None before any step
@@ -410,8 +412,18 @@ class Trainer:
         }
         final = self.out / CHECKPOINT
         tmp = temp_name(final)
-        torch.save(state, tmp)
-        os.replace(tmp, final)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, final)
+        except (OSError, RuntimeError) as exc:  # a full disk shows as either, depending on where torch notices
+            tmp.unlink(missing_ok=True)
+            raise ToklabError(f"cannot write {final}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+
+    def weights_finite(self) -> bool:
+        import torch
+
+        with torch.no_grad():
+            return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def load_checkpoint(self) -> None:
         import torch
@@ -460,6 +472,8 @@ class Trainer:
             if self.step % self.config.eval_every == 0 or finished:
                 entry = self.log_evaluation(final=finished)
             if self.step % self.config.checkpoint_every == 0 or finished:
+                if not self.weights_finite():  # a checkpoint is only ever written from finite weights
+                    raise ToklabError(self._nan_message(float("nan"), what="the weights", step=self.step))
                 self.save_checkpoint()
             if on_step is not None:
                 on_step(self, entry)
