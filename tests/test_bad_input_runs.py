@@ -189,3 +189,11 @@ def test_malformed_lines_are_noted_by_pretrain(capsys, data, tmp_path):
     code, _, err = run_cli(capsys, "pretrain", "-c", str(data), *TINY, "--out", str(tmp_path / "run"))
     assert code == 0 and "malformed line" in err
     assert any("malformed line" in n for n in json.loads((tmp_path / "run" / "summary.json").read_text())["notes"])
+
+
+def test_tokenizer_train_refuses_a_file_and_the_corpus_as_its_folder(capsys, data, tmp_path):
+    (tmp_path / "existing_file").write_text("mine")
+    assert "is a file" in cli_error(capsys, "tokenizer", "train", "bytes", "--out", str(tmp_path / "existing_file"))
+    assert "lies below the file" in cli_error(capsys, "tokenizer", "train", "bytes", "--out", str(tmp_path / "existing_file" / "x"))
+    assert "inside the input" in cli_error(capsys, "tokenizer", "train", "bpe:300", "-c", str(data), "--out", str(data / "tok"))
+    assert (tmp_path / "existing_file").read_text() == "mine" and sorted(p.name for p in data.iterdir()) == ["a.jsonl"]

@@ -572,15 +572,19 @@ def tokenizer_train_command(
     from toklab.segmenters.base import MANIFEST
     from toklab.segmenters.registry import needs_training_corpus
 
-    target = Path(out).expanduser()
+    from toklab.files import check_folder, check_outside
+
+    target = check_folder(Path(out).expanduser())
+    opened = corpus() if needs_training_corpus(spec) else None
+    if opened is not None:
+        check_outside(target, opened.input_roots())
     if target.exists() and any(target.iterdir()):
         if not (target / MANIFEST).is_file():
             raise ToklabError(f"--out {target} is not empty and holds no saved segmenter; choose a new folder")
         if not overwrite:
             raise ToklabError(f"--out {target} already holds a segmenter; pass --overwrite to replace it")
-    trainable = needs_training_corpus(spec)
     start = time.perf_counter()
-    segmenter = get_segmenter(spec, corpus() if trainable else None, cache=not no_cache, progress=True)
+    segmenter = get_segmenter(spec, opened, cache=not no_cache, progress=True)
     seconds = time.perf_counter() - start
     segmenter.save(target)
     console.print(f"saved {segmenter!r} to {target} ({seconds:.1f} s)")
