@@ -193,3 +193,28 @@ def test_key_order_does_not_start_a_new_parquet_shard(tmp_path):
         writer.write({"source": "s", "text": "y", "id": "b"})
     assert len(writer.paths) == 1
     assert [d.text for d in toklab.open_corpus(str(tmp_path / "out"))] == ["x", "y"]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_lone_surrogates_are_written_as_replacement_characters(tmp_path, fmt):
+    # e.g. a Document built in Python from text decoded with errors="surrogateescape"
+    out = tmp_path / "out"
+    docs = [
+        Document(id="a\udc80", text="t\ud800ext", source="s\udfff", meta={"tags": ["x\udc81", "z"], "nested": {"k": "v\udc82"}}),
+        Document(id="b", text="clean \U0001f600", source="web", meta={"tags": ["y"], "nested": {"k": "w"}}),
+    ]
+    with shard_writer(out, fmt) as writer:
+        for doc in docs:
+            writer.write(doc)
+    assert (writer.records, writer.repaired) == (2, 1)
+    assert shard_rows(writer.paths[0]) == [
+        {"id": "a\ufffd", "text": "t\ufffdext", "source": "s\ufffd", "tags": ["x\ufffd", "z"], "nested": {"k": "v\ufffd"}},
+        {"id": "b", "text": "clean \U0001f600", "source": "web", "tags": ["y"], "nested": {"k": "w"}},
+    ]
+
+
+def test_a_surrogate_in_a_plain_dict_key_is_replaced_too(tmp_path):
+    with JsonlZstShardWriter(tmp_path / "out") as writer:
+        writer.write({"id": "a", "text": "x", "k\udc80": "v"})
+    assert writer.repaired == 1
+    assert shard_rows(writer.paths[0]) == [{"id": "a", "text": "x", "k\ufffd": "v"}]

@@ -19,6 +19,7 @@ from toklab.corpus.readers import (
     _Context,
     documents_of,
     is_saved_dataset,
+    not_a_regular_file,
     shard_kind,
 )
 from toklab.errors import ToklabError
@@ -168,6 +169,9 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
         if is_saved_dataset(path):
             return [Input("saved", str(path), path.name, path.name)], f"saved dataset {path}"
         return _shards_under(path), f"shards under {path}"
+    why = not_a_regular_file(path)
+    if why is not None:
+        raise ToklabError(why)
     if GLOB_CHARS & set(spec):
         pattern = str(path)
         matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,6 +33,8 @@ SHARD_SUFFIXES: tuple[tuple[str, str], ...] = (
 MALFORMED_EXAMPLES = 5
 PARQUET_BATCH_ROWS = 512
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+UTF8_BOM = b"\xef\xbb\xbf"
+FIELD_LOOKAHEAD = 1000  # lines without the text field after which, if they are most lines, the field is wrong
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,45 @@ def decode_text(data: bytes, stats: ReadStats) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+def replace_lone_surrogates(value: Any) -> tuple[Any, bool]:
+    """`value` with every lone surrogate in its strings (dict keys and nested lists and dicts too)
+    made U+FFFD, as invalid UTF-8 is; and whether anything changed."""
+    if isinstance(value, str):
+        if LONE_SURROGATE.search(value) is None:
+            return value, False
+        return LONE_SURROGATE.sub("\ufffd", value), True
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            key, key_changed = replace_lone_surrogates(key)
+            item, item_changed = replace_lone_surrogates(item)
+            out[key] = item
+            changed = changed or key_changed or item_changed
+        return (out, True) if changed else (value, False)
+    if isinstance(value, (list, tuple)):
+        items = [replace_lone_surrogates(item) for item in value]
+        if not any(changed for _, changed in items):
+            return value, False
+        return type(value)(item for item, _ in items), True
+    return value, False
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a shard although it exists (a FIFO, a device, a socket), or None.
+
+    `Path.is_file()` is False for these, so without this they read as missing."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), None)
+    if kind is None:
+        return None
+    return f"{path} is {kind}, not a regular file (--corpus takes shard files, folders, globs, datasets or recipes)"
+
+
 def _malformed(ctx: _Context, line: int, why: str) -> None:
     if ctx.options.strict:
         raise ToklabError(f"{ctx.label}:{line}: {why} (drop --strict to skip such lines)")
@@ -121,9 +163,10 @@ def _malformed(ctx: _Context, line: int, why: str) -> None:
         ctx.stats.malformed_examples.append(f"{ctx.label}:{line}")
 
 
-def _missing_field(ctx: _Context, kind: str, wanted: str, present: Iterable[str], flag: str) -> ToklabError:
+def _missing_field(ctx: _Context, kind: str, wanted: str, present: Iterable[str], flag: str, line: int | None = None, extent: str = "") -> ToklabError:
     fields = ", ".join(present) or "(none)"
-    return ToklabError(f"{ctx.label}: no {kind} field '{wanted}'; fields are: {fields} (choose one with {flag})")
+    where = ctx.label if line is None else f"{ctx.label}:{line}"
+    return ToklabError(f"{where}: no {kind} field '{wanted}'{extent}; fields are: {fields} (choose one with {flag})")
 
 
 def check_fields(ctx: _Context, columns: list[str]) -> None:
@@ -132,6 +175,23 @@ def check_fields(ctx: _Context, columns: list[str]) -> None:
         raise _missing_field(ctx, "text", ctx.options.text_field, columns, "--text-field")
     if ctx.options.id_field is not None and ctx.options.id_field not in columns:
         raise _missing_field(ctx, "id", ctx.options.id_field, columns, "--id-field")
+
+
+def _holds_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        return _holds_text(kind.value_type)
+    checks = [pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_null]
+    checks += [getattr(pa.types, name) for name in ("is_string_view", "is_binary_view") if hasattr(pa.types, name)]
+    return any(check(kind) for check in checks)
+
+
+def check_text_type(ctx: _Context, schema: Any) -> None:
+    """Fail early when the text column of an arrow schema holds no strings (numbers, lists, ...)."""
+    kinds = [f.type for f in schema if f.name == ctx.options.text_field]
+    if kinds and not _holds_text(kinds[0]):
+        raise ToklabError(f"{ctx.label}: column '{ctx.options.text_field}' holds {kinds[0]}, not strings; pick another with --text-field")
 
 
 def to_document(record: dict[str, Any], location: str, ctx: _Context, line: int | None = None, *, keep_empty: bool = False) -> Document | None:
@@ -185,6 +245,7 @@ def parquet_batches(path: Path, ctx: _Context, batch_size: int = PARQUET_BATCH_R
     except Exception as exc:  # pyarrow raises several types for a corrupt footer
         raise ToklabError(f"cannot read parquet shard {ctx.label}: {one_line(exc)}") from None
     check_fields(ctx, parquet.schema_arrow.names)
+    check_text_type(ctx, parquet.schema_arrow)
     batches = parquet.iter_batches(batch_size=batch_size)
     while True:
         try:
@@ -270,34 +331,86 @@ def _lines(path: Path, ctx: _Context) -> Iterator[tuple[int, bytes]]:
         raise ToklabError(f"cannot read {ctx.label}: {one_line(exc)}") from None
 
 
-def _scrub_surrogates(text: str, ctx: _Context) -> str:
-    """JSON escapes can encode lone surrogates, which UTF-8 cannot hold: make them U+FFFD."""
-    try:
-        text.encode("utf-8")  # fast in C; fails only on a surrogate
-        return text
-    except UnicodeEncodeError:
-        pass
-    ctx.stats.invalid_utf8 += 1
-    return LONE_SURROGATE.sub("\ufffd", text)
+def _missing_required(record: dict[str, Any], options: CorpusOptions) -> tuple[str, str, str] | None:
+    """(kind, field, flag) of the first configured field `record` lacks, or None."""
+    if options.text_field not in record:
+        return "text", options.text_field, "--text-field"
+    if options.id_field is not None and options.id_field not in record:
+        return "id", options.id_field, "--id-field"
+    return None
 
 
 def jsonl_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
-    """Every JSON object line; malformed lines are counted and skipped."""
+    """Every JSON object line; malformed lines are counted and skipped.
+
+    A few lines without the text field (or an explicit --id-field) are malformed too. When most
+    lines lack it (judged at the end of the file, or once FIELD_LOOKAHEAD lines lack it), the
+    field itself is wrong: an error naming it. Until a line has the field, bad lines are held back
+    uncounted, so that a wrong field is an error and nothing else.
+    """
+    opts = ctx.options
+    held: list[tuple[int, str]] = []  # (line, why) of malformed lines not yet counted, in order
+    first_missing: tuple[str, str, list[str], str] | None = None  # for the wrong-field error
+    fields_seen = False
+    objects = missing_lines = 0
+
+    def wrong_field(first: bool = False) -> ToklabError:
+        assert first_missing is not None
+        extent = "" if not fields_seen else f" in {missing_lines:,} of {'the first ' if first else ''}{objects:,} lines"
+        return _missing_field(ctx, *first_missing, extent=extent)
+
     for number, raw in _lines(path, ctx):
+        if number == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
         if raw.isspace() or not raw:  # isspace() does not copy a long line, strip() would
             continue
+        repaired_before = ctx.stats.invalid_utf8
+        why = None
         try:
             record = json.loads(decode_text(raw, ctx.stats))
         except json.JSONDecodeError as exc:
-            _malformed(ctx, number, f"malformed JSON ({exc.msg})")
+            why = f"malformed JSON ({exc.msg})"
+        else:
+            if not isinstance(record, dict):
+                why = f"a JSON line must be an object, not {type(record).__name__}"
+        if why is not None:
+            if held:
+                held.append((number, why))
+            else:
+                _malformed(ctx, number, why)
             continue
-        if not isinstance(record, dict):
-            _malformed(ctx, number, f"a JSON line must be an object, not {type(record).__name__}")
+        objects += 1
+        missing = _missing_required(record, opts)
+        if missing is not None:
+            kind, name, flag = missing
+            if opts.strict:
+                raise _missing_field(ctx, kind, name, record, flag, line=number)
+            missing_lines += 1
+            first_missing = first_missing or (kind, name, list(record), flag)
+            if missing_lines >= FIELD_LOOKAHEAD and 2 * missing_lines > objects:
+                raise wrong_field(first=True)
+            if fields_seen:
+                _malformed(ctx, number, f"no {kind} field '{name}'")
+            else:
+                held.append((number, f"no {kind} field '{name}'"))
             continue
-        text = record.get(ctx.options.text_field)
-        if isinstance(text, str) and (b"\\ud" in raw or b"\\uD" in raw):  # only escapes make lone surrogates
-            record[ctx.options.text_field] = _scrub_surrogates(text, ctx)
+        if not fields_seen:
+            fields_seen = True
+            for line, reason in held:
+                _malformed(ctx, line, reason)
+            held = []
+        if b"\\ud" in raw or b"\\uD" in raw:  # only JSON escapes make lone surrogates
+            record, changed = replace_lone_surrogates(record)
+            if changed and ctx.stats.invalid_utf8 == repaired_before:  # one count per document
+                ctx.stats.invalid_utf8 += 1
         yield f"{location}:{number}", number, record
+    if first_missing is not None and 2 * missing_lines > objects:
+        raise wrong_field()
+
+
+def _without_bom(data: bytes) -> bytes:
+    """A leading UTF-8 byte order mark is an encoding signature, not text."""
+    return data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
 
 
 def text_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
@@ -306,9 +419,11 @@ def text_records(path: Path, ctx: _Context, location: str) -> Iterator[Record]:
             data = path.read_bytes()
         except OSError as exc:
             raise ToklabError(f"cannot read {ctx.label}: {exc.strerror}") from None
-        yield location, None, {ctx.options.text_field: decode_text(data, ctx.stats)}
+        yield location, None, {ctx.options.text_field: decode_text(_without_bom(data), ctx.stats)}
         return
     for number, raw in _lines(path, ctx):
+        if number == 1:
+            raw = _without_bom(raw)
         yield f"{location}:{number}", None, {ctx.options.text_field: decode_text(raw.rstrip(b"\r\n"), ctx.stats)}
 
 
@@ -342,6 +457,7 @@ def saved_dataset_records(path: Path, ctx: _Context, location: str) -> Iterator[
             raise ToklabError(f"{ctx.label}: choose a split with --split; it has: {', '.join(loaded)}")
         loaded = loaded[split]
     check_fields(ctx, list(loaded.column_names))
+    check_text_type(ctx, loaded.data.schema)
     # Arrow-backed and memory-mapped: iterating touches one batch at a time.
     yield from _rows(loaded, location)
 

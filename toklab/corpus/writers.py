@@ -3,6 +3,8 @@
 A shard is written under a hidden temporary name and renamed to `{prefix}-{index:05d}{suffix}`
 only once it is complete, so an interrupted run never leaves a half-written shard under a
 final name. Memory stays bounded: rows go out in row groups (parquet) or a stream (jsonl.zst).
+Lone surrogates, which UTF-8 cannot hold, are written as U+FFFD (as the readers do), and counted
+in `repaired`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from toklab.corpus.document import Document
+from toklab.corpus.readers import LONE_SURROGATE, replace_lone_surrogates
 from toklab.errors import ToklabError
 from toklab.files import temp_name
 
@@ -42,6 +45,7 @@ class ShardWriter:
         self.index = start_index
         self.paths: list[Path] = []  # completed shards, in order
         self.records = 0
+        self.repaired = 0  # records whose lone surrogates were written as U+FFFD
         self._tmp: Path | None = None
         self._final: Path | None = None
         self._shard_bytes = 0
@@ -144,11 +148,15 @@ class ParquetShardWriter(ShardWriter):
 
         if not self._rows:
             return
+        schema = self._writer.schema if self._writer is not None else None
+        try:
+            table = pa.Table.from_pylist(self._rows, schema=schema)
+        except UnicodeEncodeError:  # a lone surrogate somewhere: repair the rows (rare, so only now)
+            repaired = [replace_lone_surrogates(row) for row in self._rows]
+            self.repaired += sum(changed for _, changed in repaired)
+            table = pa.Table.from_pylist([row for row, _ in repaired], schema=schema)
         if self._writer is None:
-            table = pa.Table.from_pylist(self._rows)
             self._writer = pq.ParquetWriter(self._tmp_path, table.schema, compression="zstd", compression_level=self.compression_level)
-        else:
-            table = pa.Table.from_pylist(self._rows, schema=self._writer.schema)
         self._writer.write_table(table)
         self._rows, self._rows_bytes = [], 0
 
@@ -181,7 +189,12 @@ class JsonlZstShardWriter(ShardWriter):
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        self._stream.write(line.encode("utf-8"))
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, in a key or a value: JSON holds it as is
+            self.repaired += 1
+            data = LONE_SURROGATE.sub("\ufffd", line).encode("utf-8")
+        self._stream.write(data)
 
     def _close(self) -> None:
         try:
