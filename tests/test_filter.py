@@ -229,7 +229,10 @@ def test_resume_after_a_kill_gives_byte_identical_shards(shards, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         filter_corpus(str(shards), broken, threshold=1.1, segmenter="bytes", keep_rejected=True, workers=1)
     monkeypatch.setattr(filter_module, "_write_state", real_write_state)
-    (broken / "accents" / ".part-9.parquet.123.tmp").write_bytes(b"half a shard")  # a shard cut off mid-write
+    # the interrupted run let go of --out and left no temporaries behind
+    assert not (broken / filter_module.LOCK_FILE).exists() and not list(tmp_path.rglob("*.tmp"))
+    (broken / "accents" / ".part-4.parquet.123.tmp").write_bytes(b"half a shard")  # a shard cut off mid-write by a kill
+    (broken / "accents" / ".notes.123.tmp").write_bytes(b"a user's file")  # not a name toklab writes
     state = json.loads((broken / filter_module.STATE_FILE).read_text())
     assert len(state["done"]) == 2 and not state["complete"]
 
@@ -239,6 +242,8 @@ def test_resume_after_a_kill_gives_byte_identical_shards(shards, tmp_path, monke
         filter_corpus(str(shards), broken, threshold=1.2, segmenter="bytes", keep_rejected=True, resume=True, workers=1)
     result = filter_corpus(str(shards), broken, threshold=1.1, segmenter="bytes", keep_rejected=True, resume=True, workers=1)
     assert result.resumed_shards == 2 and result.conserved
+    assert (broken / "accents" / ".notes.123.tmp").read_bytes() == b"a user's file"
+    (broken / "accents" / ".notes.123.tmp").unlink()
     assert tree_digest(broken) == tree_digest(whole)
     assert tree_digest(rejected_folder(broken)) == tree_digest(rejected_folder(whole))
 

@@ -343,18 +343,22 @@ def filter_command(
     import re
     from pathlib import Path
 
-    from toklab.filter import filter_corpus
-    from toklab.filter_report import terminal_tables, write_filter_report
+    from toklab.filter import filter_corpus, rejected_folder
+    from toklab.filter_report import check_report_folder, terminal_tables, write_filter_report
 
     thresholds = _floats(sweep, "--sweep") if sweep is not None else None
     if out is None and not dry_run and thresholds is None:
         raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
+    opened = corpus()
+    writes = out is not None and not (dry_run or thresholds)
+    name = Path(out).name if writes else Path(opened.spec.rstrip("/*")).stem or "corpus"
+    report_path = Path(report) if report else Path("reports") / f"filter-{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}"
+    check_report_folder(report_path, opened.input_roots(), Path(out) if writes else None, rejected_folder(out) if writes and keep_rejected else None)  # before the long run
     result = filter_corpus(
-        corpus(), out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
+        opened, out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
         resume=resume, overwrite=overwrite, workers=workers, train_bytes=train_bytes, progress=True,
     )  # fmt: skip
-    name = Path(out).name if out and not (dry_run or thresholds) else Path(result.corpus.rstrip("/*")).stem or "corpus"
-    target = write_filter_report(result, report or Path("reports") / f"filter-{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}")
+    target = write_filter_report(result, report_path)
     for table in terminal_tables(result, top):
         console.print(table)
     _print_notes(result.notes)

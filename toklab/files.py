@@ -50,18 +50,20 @@ def report_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        for item in sorted(tmp.iterdir()):
+        items = sorted(tmp.iterdir())
+        for item in items:  # checked before anything is replaced: a user's folder is never deleted
             target = final / item.name
-            if target.is_dir() and not target.is_symlink():
-                if not item.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    old = temp_name(target.with_name(target.name + ".old"))
-                    os.replace(target, old)
-                    os.replace(item, target)
-                    shutil.rmtree(old, ignore_errors=True)
-                    continue
-            os.replace(item, target)
+            if target.is_dir() and not item.is_dir():
+                raise ToklabError(f"{target} is a folder where the report writes a file; move it away")
+        for item in items:
+            target = final / item.name
+            if item.is_dir() and target.is_dir():
+                old = temp_name(target.with_name(target.name + ".old"))
+                os.replace(target, old)
+                os.replace(item, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(item, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -94,7 +96,10 @@ def check_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on Windows, assumed so: os.kill would end it)."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,7 +116,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
         return
     for item in folder.glob(".*.tmp"):
         pid = item.name[: -len(".tmp")].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
 
 

@@ -10,14 +10,25 @@ Every input shard becomes one output shard of the same relative path, in the inp
 field kept), plus one column holding the document's ratio. Each output shard is written under a
 temporary name and renamed when whole, and a state file in the output folder records the shards
 done, so a killed run continues where it stopped and ends with byte-identical output.
+
+One run at a time writes an output folder (a lock file in it holds the run's pid); --overwrite
+removes only what an earlier run wrote (the shards its state lists, the state, temporaries) and
+refuses a folder holding anything else; a failed or interrupted run removes its temporaries and
+stops its workers, and workers end when their parent dies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
+import math
 import os
-import shutil
+import re
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -28,8 +39,8 @@ import numpy as np
 
 from toklab.corpus.corpus import Corpus, Input, _stem, open_corpus
 from toklab.corpus.readers import CorpusOptions, ReadStats, parquet_batches, to_document
-from toklab.errors import ToklabError
-from toklab.files import temp_name, write_text_atomic
+from toklab.errors import ToklabError, one_line
+from toklab.files import check_outside, pid_alive, temp_name
 from toklab.measures import at_most
 
 if TYPE_CHECKING:
@@ -47,6 +58,8 @@ DEFAULT_TRAIN_BYTES = 20_000_000
 ZSTD_LEVEL = 3
 STATE_FILE = ".toklab-filter.json"
 STATE_VERSION = 1
+LOCK_FILE = ".toklab-filter.lock"  # holds the pid of the run writing --out; see _OutLock
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")  # files.temp_name's pattern
 BATCH_DOCS = 1024
 BATCH_BYTES = 8 * 2**20
 HIST_WIDTH = 0.005  # ratio histogram bins; the last bin holds everything from HIST_MAX up
@@ -66,8 +79,7 @@ class FilterRule:
     def __post_init__(self) -> None:
         if self.by not in MEASURES:
             raise ToklabError(f"--by must be one of {', '.join(MEASURES)}, got '{self.by}'")
-        if not self.threshold > 0:
-            raise ToklabError(f"--t must be positive, got {self.threshold}")
+        positive_threshold(self.threshold, "--t")
 
     @property
     def column(self) -> str:
@@ -87,6 +99,28 @@ class FilterRule:
         else:
             sizes = [len(compressor.compress(d)) for d in data]
         return np.array(sizes, dtype=np.int64), np.array([len(d) for d in data], dtype=np.int64)
+
+
+def positive_threshold(value: Any, option: str = "--t") -> float:
+    """`value` as a float, or a ToklabError unless it is a finite number above 0."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ToklabError(f"{option} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(t) and t > 0):
+        raise ToklabError(f"{option} must be positive and finite, got {t:g}")
+    return t
+
+
+def _why(exc: OSError) -> str:
+    """An OSError's reason in a few words: 'No space left on device', 'Read-only file system'."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or one_line(exc)
+
+
+def _cannot_write(path: Path, exc: OSError) -> ToklabError:
+    return ToklabError(f"cannot write {path}: {_why(exc)}")
 
 
 # --- one shard ----------------------------------------------------------------------------------
@@ -113,20 +147,29 @@ def _output_name(item: Input) -> str:
 
 
 class _ShardOut:
-    """One output shard, written under a temporary name and renamed into place when whole."""
+    """One output shard, written under a temporary name and renamed into place when whole. An
+    OSError while writing (a full disk, a read-only folder) becomes a ToklabError naming the shard."""
 
     def __init__(self, final: Path, fmt: str, schema: Any = None) -> None:
         self.final, self.fmt, self.schema = final, fmt, schema
         self.tmp = temp_name(final)
         self.rows = 0
-        final.parent.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
         self._file: Any = None
-        if fmt == "jsonl.zst":
-            import zstandard
+        with self._writing():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "jsonl.zst":
+                import zstandard
 
-            self._file = open(self.tmp, "wb")
-            self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+                self._file = open(self.tmp, "wb")
+                self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise _cannot_write(self.final, exc) from exc
 
     def write_arrow(self, batch: Any, take: np.ndarray, columns: dict[str, list[Any]]) -> None:
         """Rows of an arrow batch where `take`, with `columns` added (replacing same-named ones)."""
@@ -145,7 +188,8 @@ class _ShardOut:
         if not rows:
             return
         if self.fmt == "jsonl.zst":
-            self._writer.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8"))
+            with self._writing():
+                self._writer.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8"))
             self.rows += len(rows)
             return
         import pyarrow as pa
@@ -155,36 +199,40 @@ class _ShardOut:
     def _parquet(self, table: Any) -> None:
         import pyarrow.parquet as pq
 
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", compression_level=6)
-        if table.num_rows:
-            self._writer.write_table(table)
-            self.rows += table.num_rows
+        with self._writing():
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", compression_level=6)
+            if table.num_rows:
+                self._writer.write_table(table)
+                self.rows += table.num_rows
 
     def close(self, empty_schema: Any = None) -> int:
         """Finish and rename into place; returns the file's size (0 when nothing was written)."""
-        if self.fmt == "jsonl.zst":
-            self._writer.close()
-            self._file.close()
-        elif self._writer is None and empty_schema is not None:
-            self._parquet(empty_schema.empty_table())
-            self._writer.close()
-        elif self._writer is not None:
-            self._writer.close()
-        else:  # a records-to-parquet shard with no rows and no known schema: no file
-            return 0
-        os.replace(self.tmp, self.final)
-        return self.final.stat().st_size
+        with self._writing():
+            if self.fmt == "jsonl.zst":
+                self._writer.close()
+                self._file.close()
+            elif self._writer is None and empty_schema is not None:
+                self._parquet(empty_schema.empty_table())
+                self._writer.close()
+            elif self._writer is not None:
+                self._writer.close()
+            else:  # a records-to-parquet shard with no rows and no known schema: no file
+                return 0
+            os.replace(self.tmp, self.final)
+            return self.final.stat().st_size
 
     def abort(self) -> None:
+        for close in (getattr(self._writer, "close", None), getattr(self._file, "close", None)):
+            try:
+                if close is not None:
+                    close()
+            except Exception:
+                pass
         try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._file is not None:
-                self._file.close()
-        except Exception:
-            pass
-        self.tmp.unlink(missing_ok=True)
+            self.tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # removed at the next start
 
 
 def _parquet_batches(job: ShardJob, ctx: Any) -> Iterator[tuple[Any, list["Document | None"]]]:
@@ -392,15 +440,76 @@ def _pick_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _worker_segmenter: "Segmenter | None" = None  # set once per worker process, not pickled per shard
+_held_locks: set[int] = set()  # descriptors of the --out locks this process holds (see _OutLock)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(segmenter: "Segmenter | None") -> None:
+def _init_worker(segmenter: "Segmenter | None", main_pid: int | None = None) -> None:
+    """A pool worker's setup: the segmenter; no inherited --out lock; Ctrl-C left to the main process,
+    which stops its workers itself; and an exit as soon as the main process is gone."""
     global _worker_segmenter
     _worker_segmenter = segmenter
+    for fd in list(_held_locks):  # a forked copy of the main process's lock: the lock stays the main's
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_locks.clear()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if main_pid is not None:
+        _exit_with_parent(main_pid)
+
+
+def _exit_with_parent(main_pid: int) -> None:
+    """End this worker when its parent dies (killed, say), instead of finishing its shards as an
+    orphan and then waiting for work for ever: PR_SET_PDEATHSIG on Linux, else a watching thread."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                if os.getppid() != parent or not pid_alive(main_pid):  # it died before the call
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch_parent, args=(parent,), name="toklab-watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _run_job(job: ShardJob) -> dict[str, Any]:
     return filter_shard(job, _worker_segmenter, workers=1)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: cancel the queued shards and end the running ones (their temporary files are
+    removed afterwards), rather than letting every queued shard finish after an interrupt."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        try:
+            process.terminate()
+        except Exception:
+            pass
+    for process in processes:
+        try:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        except Exception:
+            pass
+    try:
+        pool.shutdown(wait=True)
+    except Exception:
+        pass
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -433,6 +542,7 @@ class FilterResult:
     resumed_shards: int = 0  # shards found done by an earlier, interrupted run
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    input_roots: list[Path] = field(default_factory=list)  # what the input reads: no report may go inside
 
     @property
     def keep_rate_docs(self) -> float:
@@ -453,75 +563,316 @@ def rejected_folder(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + "-rejected")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
+REJECTED_LABEL = "the --keep-rejected folder"
+_OUTCOME_KEYS = frozenset(("index", "input", "kept_file", "rejected_file", "documents", "kept", "rejected", "empty", "malformed", "invalid_utf8", "bytes",
+                           "kept_bytes", "rejected_bytes", "kept_file_bytes", "rejected_file_bytes", "per_source", "sweep", "hist", "examples", "seconds"))  # fmt: skip
 
 
 def _check_paths(corpus: Corpus, out: Path, rejected: Path | None) -> None:
-    """Refuse an output that would write into the input, or whose replacement could delete it."""
-    roots = [Path(corpus.spec).expanduser().resolve()] if Path(corpus.spec).expanduser().is_dir() else []
-    roots += [Path(item.target).resolve() for item in corpus.inputs if item.kind != "stream"]
-    for target in [out] + ([rejected] if rejected else []):
-        for root in roots:
-            if _inside(target, root):
-                raise ToklabError(f"--out {target} is inside the input {root}; choose a folder outside it")
-            if _inside(root, target):
-                raise ToklabError(f"--out {target} contains the input {root}; choose a folder outside it")
-        if target.exists() and not target.is_dir():
-            raise ToklabError(f"--out {target} is a file; choose a folder")
+    """Refuse an output inside the input or holding it (one rule for every command), or a file."""
+    roots = corpus.input_roots()
+    check_outside(out, roots)
+    if rejected is not None:
+        check_outside(rejected, roots, REJECTED_LABEL)
+    for label, target in (("--out", out), (REJECTED_LABEL, rejected)):
+        if target is not None and target.exists() and not target.is_dir():
+            raise ToklabError(f"{label} {target} is a file; choose a folder")
 
 
-def _is_empty(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
+def _make_folder(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; returns those it created, deepest first."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(folder, exc) from exc
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+class _OutLock:
+    """One run at a time writes an output folder: it holds a lock on a file in it that records its
+    pid. The lock is an flock, so the kernel lets go of it when its process dies, however it dies,
+    and a later run takes over the stale file; without fcntl the file itself is the lock."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            fcntl = None  # type: ignore[assignment]
+        for _ in range(50):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (0 if fcntl is not None else os.O_EXCL), 0o644)
+            except FileExistsError:
+                owner = self.owner()
+                if owner is None or owner == os.getpid() or pid_alive(owner):
+                    raise self._busy(owner, hint=True) from None
+                self._unlink(None)  # a stale lock of a process that is gone
+                continue
+            except OSError as exc:
+                raise _cannot_write(self.folder, exc) from exc
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    os.close(fd)
+                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise self._busy(self.owner()) from None
+                    raise ToklabError(f"cannot lock {self.path}: {_why(exc)}") from exc
+                if not self._is(fd):  # its last holder removed it as we opened it: lock the new one
+                    os.close(fd)
+                    continue
+            self.fd = fd
+            _held_locks.add(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:
+                self.release()
+                raise _cannot_write(self.path, exc) from exc
+            return
+        raise self._busy(self.owner())
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _busy(self, owner: int | None, hint: bool = False) -> ToklabError:
+        who = f"process {owner}" if owner is not None else "another process"
+        extra = f" (if no toklab run is writing there, delete {self.path})" if hint else ""
+        return ToklabError(f"--out {self.folder} is in use by {who}; wait for it to end or stop it{extra}")
+
+    def _is(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def _unlink(self, fd: int | None) -> None:
+        try:
+            if fd is None or self._is(fd):
+                self.path.unlink()
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        _held_locks.discard(fd)
+        self._unlink(fd)  # while still holding it, so no one takes a file that is about to go
+        os.close(fd)
+
+
+def _entries(folder: Path | None) -> list[str]:
+    """Every file (or link) below `folder`, as a relative posix path; folders themselves aside."""
+    if folder is None or not folder.is_dir():
+        return []
+    found = []
+    for root, dirs, files in os.walk(folder):
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        found += [Path(root, name).relative_to(folder).as_posix() for name in files + links]
+    return sorted(found)
+
+
+def _is_temporary(name: str, of: set[str]) -> bool:
+    """Whether `name` (relative) is the temporary file toklab writes one of `of` under."""
+    path = Path(name)
+    match = TEMPORARY.match(path.name)
+    return bool(match) and (path.parent / match["name"]).as_posix() in of
+
+
+def _load_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the state, None), or (None, why it is damaged)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except ValueError:
+        return None, "not text"
+    except OSError as exc:
+        raise ToklabError(f"cannot read {path}: {_why(exc)}") from exc
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return None, "cut off or not JSON"
+    if not isinstance(state, dict):
+        return None, "not a JSON object"
+    if state.get("version") != STATE_VERSION:
+        return None, f"version {state.get('version')!r}, not {STATE_VERSION}"
+    done, outputs = state.get("done"), state.get("outputs", [])
+    if not isinstance(state.get("config"), dict) or not isinstance(done, dict) or not isinstance(outputs, list):
+        return None, "incomplete"
+    if not all(isinstance(o, dict) and _OUTCOME_KEYS <= o.keys() for o in done.values()) or not all(isinstance(n, str) for n in outputs):
+        return None, "incomplete"
+    return state, None
 
 
 def _read_state(out: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads((out / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and state.get("version") == STATE_VERSION else None
+    path = out / STATE_FILE
+    return _load_state(path)[0] if path.is_file() else None
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    write_text_atomic(out / STATE_FILE, json.dumps(state, indent=1, default=str) + "\n")
+    """Write the state under a temporary name, then rename it into place (never half a file)."""
+    path = out / STATE_FILE
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(state, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise _cannot_write(path, exc) from exc
 
 
-def _prepare_out(out: Path, rejected: Path | None, config: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:
-    """Check --out against --resume/--overwrite; return the run's state (with the shards already done)."""
-    state = _read_state(out) if out.exists() else None
-    fresh = {"version": STATE_VERSION, "config": config, "done": {}, "complete": False}
-    foreign = [f for f in (out, rejected) if f is not None and not _is_empty(f)]
-    if state is None:
-        if foreign:
-            raise ToklabError(
-                f"--out {foreign[0]} is not empty and holds no toklab filter output; choose a new or empty folder"
-                + (" (--overwrite only ever replaces an earlier filter's own output)" if overwrite or resume else "")
-            )
-        return fresh
-    same = state.get("config") == config
-    done = len(state.get("done", {}))
-    if overwrite:
-        shutil.rmtree(out)
-        if rejected is not None or state["config"].get("keep_rejected"):
-            shutil.rmtree(rejected_folder(out), ignore_errors=True)
-        return fresh
-    if not resume:
-        what = "a complete" if state.get("complete") else f"an interrupted ({done} of {len(config['inputs'])} shards done)"
-        raise ToklabError(f"--out {out} already holds {what} filter run; pass --resume to continue it or --overwrite to start again")
-    if not same:
-        changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
-        raise ToklabError(f"--out {out} holds a filter run with other settings ({', '.join(changed)} differ); rerun with the same arguments, or pass --overwrite to start again")
-    for folder in (out, rejected):  # temporary files of shards a killed run was writing
-        if folder is not None and folder.exists():
-            for stale in folder.rglob(".*.tmp"):
-                stale.unlink()
-    state["done"] = {k: v for k, v in state["done"].items() if _outputs_intact(out, rejected, v)}
-    return state
+class _OutputFolders:
+    """--out and the rejected folder of one run. `inspect` refuses, before anything is written or
+    removed, a folder that holds anything but filter output; `start` then removes only what an
+    earlier filter run wrote (with --overwrite) and the temporaries a killed run left."""
+
+    def __init__(self, out: Path, rejected: Path | None, planned: list[str], resume: bool, overwrite: bool) -> None:
+        self.out, self.rejected, self.planned = out, rejected, planned
+        self.resume, self.overwrite = resume, overwrite
+        self.state: dict[str, Any] | None = None
+        self.owned = False  # both folders are this run's to write (temporaries in them are its to remove)
+        self.ours_out = {STATE_FILE, *planned}  # names whose temporaries toklab wrote
+        self.ours_rejected = set(planned)
+        self.remove: list[Path] = []  # an earlier run's files, removed by --overwrite
+        self.rejected_ours = rejected is not None  # whether rejected_folder(out) is a filter run's
+        self.drop_rejected = False  # the earlier run's rejected folder, removed when it ends up empty
+
+    def inspect(self) -> None:
+        out, rejected = self.out, self.rejected
+        state_file = out / STATE_FILE
+        damaged = None
+        if state_file.is_file() or state_file.is_symlink():
+            self.state, damaged = _load_state(state_file)
+        if self.state is None and damaged is None:  # no earlier run: both folders empty (bar toklab's own)
+            strays = [n for n in _entries(out) if n != LOCK_FILE and not _is_temporary(n, {STATE_FILE})]
+            for label, folder, found in (("--out", out, strays), (REJECTED_LABEL, rejected, _entries(rejected))):
+                if found:
+                    raise ToklabError(
+                        f"{label} {folder} is not empty and holds no toklab filter output; choose a new or empty folder"
+                        + (" (--overwrite only ever replaces an earlier filter's own output)" if self.overwrite or self.resume else "")
+                    )
+            self.owned = True
+            return
+        if damaged is not None and not self.overwrite:
+            raise ToklabError(f"--out {out} holds a damaged filter state ({STATE_FILE}: {damaged}); pass --overwrite to start again")
+        if self.state is not None:
+            state = self.state
+            done = state["done"].values()
+            earlier = set(state.get("outputs") or [])
+            kept = earlier | {o["kept_file"] for o in done if o.get("kept_file")}
+            had_rejected = bool(state["config"].get("keep_rejected"))
+            rejected_names = (earlier | {o["rejected_file"] for o in done if o.get("rejected_file")}) if had_rejected else set()
+            if not self.overwrite:
+                if not self.resume:
+                    what = "a complete" if state.get("complete") else f"an interrupted ({len(state['done'])} of {len(self.planned)} shards done)"
+                    raise ToklabError(f"--out {out} already holds {what} filter run; pass --resume to continue it or --overwrite to start again")
+                self.ours_out |= kept
+                self.ours_rejected |= rejected_names
+                self.rejected_ours = rejected is not None and had_rejected
+                self.owned = True
+                return  # the settings are compared in start()
+        else:  # damaged, and --overwrite: the shards this run writes are the ones it may replace
+            kept = set(self.planned)
+            had_rejected = rejected is not None
+            rejected_names = set(self.planned) if had_rejected else set()
+        # --overwrite: the earlier run's own files go, and nothing else may be in the way
+        self.ours_out |= kept
+        self.ours_rejected |= rejected_names
+        old_rejected = rejected_folder(out)
+        ours = self.ours_out | {LOCK_FILE}
+        out_strays = [n for n in _entries(out) if n not in ours and not _is_temporary(n, self.ours_out)]
+        rejected_strays = [n for n in _entries(old_rejected) if n not in rejected_names and not _is_temporary(n, self.ours_rejected)]
+        if out_strays:
+            self._refuse_strays("--out", out, out_strays, damaged)
+        if rejected_strays and rejected is not None:
+            self._refuse_strays(REJECTED_LABEL, rejected, rejected_strays, damaged)
+        self.remove = [out / n for n in _entries(out) if n in kept or n == STATE_FILE]
+        self.remove += [old_rejected / n for n in _entries(old_rejected) if n in rejected_names]
+        self.drop_rejected = had_rejected and rejected is None
+        self.rejected_ours = had_rejected or rejected is not None
+        self.owned = True
+
+    def _refuse_strays(self, label: str, folder: Path, strays: list[str], damaged: str | None) -> None:
+        more = f" and {len(strays) - 1} more" if len(strays) > 1 else ""
+        which = "the earlier filter run (its state file is damaged) did not write" if damaged else "no filter run wrote"
+        raise ToklabError(
+            f"{label} {folder} is not empty: it holds {strays[0]}{more}, which {which}; "
+            "--overwrite only replaces a filter run's own output, so move them away or choose another --out"
+        )
+
+    def start(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The run's state: an earlier run's, to resume, or a fresh one (after --overwrite's removals)."""
+        state = self.state
+        if state is not None and not self.overwrite:  # --resume
+            if state["config"] != config:
+                changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+                raise ToklabError(
+                    f"--out {self.out} holds a filter run with other settings ({', '.join(changed)} differ); rerun with the same arguments, or pass --overwrite to start again"
+                )
+            state["done"] = {k: v for k, v in state["done"].items() if _outputs_intact(self.out, self.rejected, v)}
+            state["outputs"] = sorted(set(state.get("outputs") or []) | set(self.planned))
+        else:
+            for path in self.remove:
+                _remove_file(path, stop=self.out if path.is_relative_to(self.out) else rejected_folder(self.out))
+            if self.drop_rejected:
+                _remove_if_empty([rejected_folder(self.out)])
+            state = {"version": STATE_VERSION, "config": config, "outputs": list(self.planned), "done": {}, "complete": False}
+        self.remove_temporaries()
+        if self.rejected is not None:
+            _make_folder(self.rejected)
+        _write_state(self.out, state)
+        return state
+
+    def remove_temporaries(self) -> None:
+        """The temporary files of the shards and state toklab writes here (a killed run's, or a failed one's)."""
+        if not self.owned:
+            return
+        folders = [(self.out, self.ours_out)] + ([(rejected_folder(self.out), self.ours_rejected)] if self.rejected_ours else [])
+        for folder, names in folders:
+            for name in _entries(folder):
+                if _is_temporary(name, names):
+                    _remove_file(folder / name, stop=folder, quiet=True)
+
+
+def _remove_file(path: Path, stop: Path, quiet: bool = False) -> None:
+    """Remove a file toklab wrote, then the folders it leaves empty, up to `stop` (kept)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        if quiet:
+            return
+        raise ToklabError(f"cannot remove {path}: {_why(exc)}") from exc
+    parent = path.parent
+    while parent != stop and parent.is_relative_to(stop):
+        try:
+            parent.rmdir()
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def _outputs_intact(out: Path, rejected: Path | None, outcome: dict[str, Any]) -> bool:
-    for folder, name, size in ((out, outcome["kept_file"], outcome["kept_file_bytes"]), (rejected, outcome["rejected_file"], outcome["rejected_file_bytes"])):
+    for folder, name, size in ((out, outcome.get("kept_file"), outcome.get("kept_file_bytes")), (rejected, outcome.get("rejected_file"), outcome.get("rejected_file_bytes"))):
         if folder is not None and name is not None and not ((folder / name).is_file() and (folder / name).stat().st_size == size):
             return False
     return True
@@ -544,13 +895,45 @@ def _estimate_bytes(item: Input) -> int | None:
     return None
 
 
+class TrainingSample(Corpus):
+    """A corpus capped at `max_bytes` that always holds at least one document: when the first
+    sampled document alone is over the cap (or none is sampled at all), it is that document."""
+
+    def _first(self) -> "Document | None":
+        for sample in (self.options.sample, 1.0):
+            first = Corpus(self.spec, self.inputs, replace(self.options, sample=sample, max_bytes=None, max_docs=1), self.description)
+            for doc in first.documents():
+                self.stats = first.stats
+                return doc
+        return None
+
+    def documents(self, part: Any = None) -> Iterator["Document"]:
+        yield from super().documents(part)
+        if self.stats.documents == 0 and self.options.max_bytes is not None:
+            doc = self._first()
+            if doc is not None:
+                yield doc
+
+    def oversized(self) -> int | None:
+        """The bytes of the one document the sample holds when that is over the cap, else None."""
+        cap = self.options.max_bytes
+        if cap is None:
+            return None
+        first = Corpus(self.spec, self.inputs, replace(self.options, max_bytes=None, max_docs=1), self.description)
+        doc = next(iter(first.documents()), None)
+        if doc is None:
+            doc = self._first()
+        return doc.n_bytes if doc is not None and doc.n_bytes > cap else None
+
+
 def training_sample(corpus: Corpus, train_bytes: int) -> Corpus:
-    """A hash-sampled part of `corpus` of about `train_bytes`, drawn from every shard, all in the train part."""
+    """A hash-sampled part of `corpus` of about `train_bytes`, drawn from every shard, all in the
+    train part; at least one document, even one larger than `train_bytes`."""
     sizes = [_estimate_bytes(item) for item in corpus.inputs]
     total = sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None
     fraction = min(1.0, 1.25 * train_bytes / total) if total else 1.0  # a little over, then capped
     options = replace(corpus.options, sample=max(fraction, 1e-6), max_bytes=train_bytes, max_docs=None, val_fraction=0.0)
-    return Corpus(corpus.spec, corpus.inputs, options, corpus.description)
+    return TrainingSample(corpus.spec, corpus.inputs, options, corpus.description)
 
 
 def _config(corpus: Corpus, rule: FilterRule, segmenter: "Segmenter | None", keep_rejected: bool) -> dict[str, Any]:
@@ -598,16 +981,12 @@ def filter_corpus(
     and empty documents, with the reason, to `rejected_folder(out)`. An interrupted run continues
     with `resume=True`; `overwrite=True` replaces an earlier filter's output.
     """
-    from toklab import __version__
-    from toklab.progress import document_progress, step_progress
     from toklab.segmenters.base import cpu_count
 
     if threshold is None:
         threshold = DEFAULT_THRESHOLD.get(by, 0.3)
-    rule = FilterRule(by, float(threshold))
-    sweep = tuple(float(t) for t in sweep) if sweep else ()
-    for t in sweep:
-        FilterRule(by, t)  # the same check as --t
+    rule = FilterRule(by, positive_threshold(threshold, "--t"))
+    sweep = tuple(positive_threshold(t, "--sweep") for t in sweep) if sweep else ()
     measure_only = dry_run or bool(sweep)
     if out is None and not measure_only:
         raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
@@ -624,12 +1003,52 @@ def filter_corpus(
 
     out_path = Path(out).expanduser().resolve() if out is not None and not measure_only else None
     rejected_path = rejected_folder(out_path) if out_path is not None and keep_rejected else None
+    folders = lock = None
+    created: list[Path] = []
     if out_path is not None:
         _check_paths(corpus, out_path, rejected_path)
-        if len({_output_name(item) for item in corpus.inputs}) < len(corpus.inputs):
+        planned = [_output_name(item) for item in corpus.inputs]
+        if len(set(planned)) < len(planned):
             raise ToklabError("two input shards would map to the same output shard (e.g. a.jsonl and a.jsonl.gz); filter them separately")
+        folders = _OutputFolders(out_path, rejected_path, sorted(planned), resume, overwrite)
+        lock = _OutLock(out_path)
+    try:
+        if folders is not None and lock is not None:
+            created = _make_folder(out_path)  # type: ignore[arg-type]
+            lock.acquire()
+            folders.inspect()  # refuses a folder holding anything else before any work
+        return _filter(corpus, rule, out_path, rejected_path, folders, segmenter, keep_rejected, sweep, workers, train_bytes, progress)
+    except BaseException:
+        if folders is not None:
+            folders.remove_temporaries()  # a failed or interrupted run leaves its folder resumable
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        if created:
+            _remove_if_empty(created)  # only when this run made --out and wrote nothing in it
 
+
+def _filter(
+    corpus: Corpus,
+    rule: FilterRule,
+    out_path: Path | None,
+    rejected_path: Path | None,
+    folders: "_OutputFolders | None",
+    segmenter: "str | Segmenter | None",
+    keep_rejected: bool,
+    sweep: tuple[float, ...],
+    workers: int,
+    train_bytes: int,
+    progress: bool,
+) -> FilterResult:
+    """filter_corpus once its arguments are checked and --out is locked and checked."""
+    from toklab import __version__
+    from toklab.progress import document_progress, step_progress
+
+    opts = corpus.options
     seg = None
+    notes = []
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if rule.by == "tokens":
@@ -638,19 +1057,20 @@ def filter_corpus(
         if isinstance(segmenter, Segmenter):
             seg = segmenter
         else:
-            seg = get_segmenter(segmenter or DEFAULT_SEGMENTER, training_sample(corpus, train_bytes), progress=progress)
+            sample = training_sample(corpus, train_bytes)
+            seg = get_segmenter(segmenter or DEFAULT_SEGMENTER, sample, progress=progress)
+            if isinstance(sample, TrainingSample) and getattr(seg, "corpus_fingerprint", None) == sample.fingerprint():
+                oversized = sample.oversized()
+                if oversized is not None:
+                    notes.append(f"{seg.spec} was trained on one document of {oversized:,} bytes, more than --train-bytes ({train_bytes:,}): the sample holds at least one whole document")
     elif segmenter is not None:
         raise ToklabError("--segmenter applies to --by tokens only; --by zstd uses no segmenter")
     timings["segmenter"] = time.perf_counter() - start
 
     config = _config(corpus, rule, seg, keep_rejected)
-    state = {"done": {}}
-    if out_path is not None:
-        state = _prepare_out(out_path, rejected_path, config, resume, overwrite)
-        out_path.mkdir(parents=True, exist_ok=True)
-        if rejected_path is not None:
-            rejected_path.mkdir(parents=True, exist_ok=True)
-        _write_state(out_path, state)
+    state: dict[str, Any] = {"done": {}}
+    if folders is not None and out_path is not None:
+        state = folders.start(config)
     resumed = len(state["done"])
     jobs = [
         ShardJob(
@@ -673,11 +1093,17 @@ def filter_corpus(
 
     start = time.perf_counter()
     if len(jobs) > 1 and workers > 1:
-        with step_progress("filtering shards", len(jobs), enabled=progress) as step, ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker, initargs=(seg,)) as pool:
-            futures = {pool.submit(_run_job, job): job for job in jobs}
-            for future in as_completed(futures):
-                step(futures[future].item.location)
-                record(future.result())
+        with step_progress("filtering shards", len(jobs), enabled=progress) as step:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker, initargs=(seg, os.getpid()))
+            try:
+                futures = {pool.submit(_run_job, job): job for job in jobs}
+                for future in as_completed(futures):
+                    step(futures[future].item.location)
+                    record(future.result())
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown()
     else:
         with document_progress("filtering", enabled=progress) as advance:
             for job in jobs:
@@ -687,6 +1113,8 @@ def filter_corpus(
     outcomes = [state["done"][str(i)] for i in range(len(corpus.inputs))]
     result = _combine(corpus, rule, seg, outcomes, out_path, rejected_path, sweep)
     result.resumed_shards = resumed
+    result.notes += notes
+    result.input_roots = corpus.input_roots()
     _count_check(result)
     if out_path is not None:
         state["complete"] = result.conserved

@@ -15,11 +15,12 @@ from rich import box
 from rich.table import Table
 
 from toklab.errors import ToklabError
-from toklab.files import atomic_dir
-from toklab.reports import markdown_table
+from toklab.files import check_outside, is_inside, report_dir
 from toklab.filter import HIST_MAX, HIST_WIDTH, FilterResult
+from toklab.reports import markdown_table
 
 SUMMARY = "summary.json"
+REPORT_FILES = (SUMMARY, "report.md", "per_source.csv", "sweep.csv", "ratio_histogram.png")  # all a filter report may hold
 
 
 def _mb(n: float) -> str:
@@ -186,16 +187,54 @@ def summary(result: FilterResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def write_filter_report(result: FilterResult, out_dir: str | os.PathLike) -> Path:
-    """Write the report folder atomically; an earlier filter report there is replaced, other files never."""
-    final = Path(out_dir)
-    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / SUMMARY).is_file())):
+def _earlier_report(final: Path) -> dict[str, Any] | None:
+    """The summary of the filter report in `final`, or None when there is none."""
+    try:
+        summary = json.loads((final / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and "ratio_column" in summary and "kept" in summary else None
+
+
+def check_report_folder(report: str | os.PathLike, input_roots: list[Path], out: Path | None = None, rejected: Path | None = None) -> Path:
+    """Refuse a report folder inside the input (or holding it), inside the filter's output, or one
+    that holds something other than an earlier filter report. Cheap: call it before a long run."""
+    final = Path(report).expanduser()
+    check_outside(final, input_roots, option="--report")
+    for label, folder in (("--out", out), ("the --keep-rejected folder", rejected)):
+        if folder is not None and is_inside(final, folder):
+            raise ToklabError(f"--report {final} is inside {label} {folder}; choose a folder outside it")
+    if final.exists() and not final.is_dir():
+        raise ToklabError(f"--report {final} is a file; choose a folder")
+    if final.is_dir() and any(final.iterdir()) and _earlier_report(final) is None:
         raise ToklabError(f"--report {final} exists and is not a toklab filter report; choose a new or empty folder")
-    with atomic_dir(final) as tmp:
-        (tmp / SUMMARY).write_text(json.dumps(summary(result), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-        result.per_source.to_csv(tmp / "per_source.csv", index=False)
-        if result.sweep is not None:
-            result.sweep.to_csv(tmp / "sweep.csv", index=False)
-        (tmp / "report.md").write_text(markdown(result), encoding="utf-8")
-        plot_histogram(result, tmp / "ratio_histogram.png")
+    for name in REPORT_FILES:
+        if (final / name).is_dir() and not (final / name).is_symlink():
+            raise ToklabError(f"--report {final} holds a folder named {name}, where the report writes a file; move it away")
+    return final
+
+
+def write_filter_report(result: FilterResult, out_dir: str | os.PathLike) -> Path:
+    """Write the report's files, each renamed into place when whole; an earlier filter report's
+    files there are replaced, and any other file (a user's notes) is left alone."""
+    final = check_report_folder(out_dir, result.input_roots, result.out, result.rejected_out)
+    earlier = _earlier_report(final)
+    written = [SUMMARY, "per_source.csv"] + (["sweep.csv"] if result.sweep is not None else []) + ["report.md", "ratio_histogram.png"]
+    content = summary(result)
+    content["files"] = sorted(written)
+    try:
+        with report_dir(final) as tmp:
+            (tmp / SUMMARY).write_text(json.dumps(content, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+            result.per_source.to_csv(tmp / "per_source.csv", index=False)
+            if result.sweep is not None:
+                result.sweep.to_csv(tmp / "sweep.csv", index=False)
+            (tmp / "report.md").write_text(markdown(result), encoding="utf-8")
+            plot_histogram(result, tmp / "ratio_histogram.png")
+        # the earlier report's own files that this one does not write (a sweep.csv without --sweep)
+        stale = set((earlier or {}).get("files") or []) & set(REPORT_FILES) - set(written)
+        for name in sorted(stale):
+            if (final / name).is_file():
+                (final / name).unlink()
+    except OSError as exc:
+        raise ToklabError(f"cannot write the report {final}: {os.strerror(exc.errno) if exc.errno else exc}") from exc
     return final
