@@ -70,6 +70,12 @@ CORPUS_PARAMETERS = [
 ]
 
 
+OUTPUT_PARAMETERS: list[tuple[str, Any, Any, Any]] = [
+    ("quiet", bool, False, typer.Option("--quiet", "-q", rich_help_panel="Output", help="No progress display or progress lines; results and errors only.")),
+    ("verbose", bool, False, typer.Option("--verbose", rich_help_panel="Output", help="Plain progress lines every second (also on a terminal), for logs. Without a terminal a line comes every 5 seconds anyway.")),
+]
+
+
 def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False) -> Any:
     """Give a command every shared corpus option; it receives an opened `corpus` argument.
 
@@ -83,11 +89,17 @@ def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False
     own = [p for p in inspect.signature(func).parameters.values() if p.name != "corpus"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
-        for name, kind, default, option in CORPUS_PARAMETERS
+        for name, kind, default, option in CORPUS_PARAMETERS + OUTPUT_PARAMETERS
     ]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
+        from toklab.progress import set_verbosity
+
+        quiet, verbose = kwargs.pop("quiet"), kwargs.pop("verbose")
+        if quiet and verbose:
+            raise ToklabError("give --quiet or --verbose, not both")
+        set_verbosity("quiet" if quiet else "verbose" if verbose else "normal")
         values = {name: kwargs.pop(name) for name, *_ in CORPUS_PARAMETERS}
         spec = values.pop("corpus")
         options = CorpusOptions(**values)

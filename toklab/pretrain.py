@@ -267,12 +267,25 @@ class _progress_bar:
     def __enter__(self) -> Any:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from toklab.progress import stderr_console
+        from toklab.progress import PlainLines, mode, stderr_console
 
-        if not (self.enabled and stderr_console.is_terminal):
+        how = mode(self.enabled)
+        if how is None:
             return None
         trainer = self.trainer
         total = trainer.total_steps if trainer.total_steps is not None else 1000
+        if how == "lines":  # a log or a pipe: a plain line every few seconds and at every evaluation
+            lines = PlainLines(f"training {trainer.segmenter_spec}", trainer.total_steps, " steps")
+            state = {"bpb": "-"}
+
+            def on_line(t: Trainer, entry: dict[str, Any] | None) -> None:
+                if entry is not None:
+                    state["bpb"] = f"{entry['val_bits_per_byte']:.3f}"
+                speed = t.step * t.tokens_per_step / t.elapsed if t.elapsed else 0.0
+                done = t.step if t.total_steps is not None else 0
+                lines.show(done, f"loss {t.last_train_loss:.3f}, val bpb {state['bpb']}, {speed:,.0f} tok/s", force=entry is not None)
+
+            return on_line
         self.bar = Progress(
             TextColumn("training"), BarColumn(), TextColumn("{task.fields[step]}"), TextColumn("loss {task.fields[loss]}"),
             TextColumn("val bpb {task.fields[bpb]}"), TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
