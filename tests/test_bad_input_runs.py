@@ -197,3 +197,9 @@ def test_tokenizer_train_refuses_a_file_and_the_corpus_as_its_folder(capsys, dat
     assert "lies below the file" in cli_error(capsys, "tokenizer", "train", "bytes", "--out", str(tmp_path / "existing_file" / "x"))
     assert "inside the input" in cli_error(capsys, "tokenizer", "train", "bpe:300", "-c", str(data), "--out", str(data / "tok"))
     assert (tmp_path / "existing_file").read_text() == "mine" and sorted(p.name for p in data.iterdir()) == ["a.jsonl"]
+
+
+def test_gpu_scale_settings_on_a_cpu_are_refused_without_yes(capsys, data, tmp_path):
+    message = cli_error(capsys, "pretrain", "-c", str(data), "--model", "gpt2-124m", "--flops", "1e18", "--out", str(tmp_path / "big"))
+    assert "roughly 2,777.8 hours" in message and "--yes" in message  # 1e18 / 1e11 / 3600
+    assert not (tmp_path / "big").exists()

@@ -186,9 +186,16 @@ def test_equal_context_in_bytes(small_corpus, tmp_path):
     assert result.table.val_bpb_low.isna().all()  # one seed: no interval is invented
 
 
-def test_a_study_too_big_for_a_cpu_says_so():
-    from toklab.study import _cpu_warning
+def test_a_study_too_big_for_a_cpu_says_so(capsys, small_corpus, tmp_path):
+    from toklab.errors import ToklabError
+    from toklab.gpt.train import check_duration
 
-    warning = _cpu_warning([1e16, 3e16, 1e17], variants=2, device="cpu")
-    assert "6 runs" in warning and "2.8e+17 FLOPs" in warning and "778 hours" in warning  # 2.8e17 / 1e11 / 3600
-    assert _cpu_warning([3e10, 1e11], variants=3, device="cpu") is None
+    with pytest.raises(ToklabError, match=r"6 runs: 2\.8e\+17 training FLOPs .* roughly 777\.8 hours; pass --yes"):
+        check_duration(2 * (1e16 + 3e16 + 1e17), "cpu", False, "this study trains 6 runs")  # 2.8e17 / 1e11 / 3600 = 777.8
+    assert "777.8 hours" in check_duration(2.8e17, "cpu", True, "x")  # --yes: a note, not a refusal
+    assert check_duration(3 * (3e10 + 1e11), "cpu", False, "x") is None  # seconds: nothing to say
+    path, _ = small_corpus
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "-c", path, "--flops", "1e16,1e17", "--out", str(tmp_path / "big")])
+    assert exit_info.value.code == 2 and "--yes" in capsys.readouterr().err
+    assert not (tmp_path / "big").exists()

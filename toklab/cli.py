@@ -407,6 +407,7 @@ def pretrain_command(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoint, log.jsonl, summary.json/md, curves). Default: reports/pretrain-<corpus>-<segmenter>-<model>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = 8,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step, reached by gradient accumulation. Default: one micro-batch.")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate (AdamW).")] = 1e-3,
@@ -431,7 +432,7 @@ def pretrain_command(
 
     options: dict[str, Any] = dict(
         model=model, context=context, context_bytes=context_bytes, n_layer=n_layer, n_head=n_head, d_model=d_model,
-        flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, progress=True,
+        flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, yes=yes, progress=True,
         batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every,
         val_bytes=None if val_all else val_bytes, eval_bytes=eval_bytes, checkpoint_every=checkpoint_every, device=device, dtype=dtype, compile=compile,
     )  # fmt: skip
@@ -506,6 +507,7 @@ def study_command(
     smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model, budgets 3e10 and 1e11, 3 seeds, a 65,536-byte validation sample; about a minute on the default corpus.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again: replace the study in --out.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step (gradient accumulation).")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate.")] = 1e-3,
@@ -538,7 +540,7 @@ def study_command(
     result = run_study(
         corpus, split_specs(segmenters) if segmenters else None, _floats(flops, "--flops") if flops else None,
         model=model, context=context, context_bytes=context_bytes, seeds=seeds, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite,
-        progress=True, **options,
+        yes=yes, progress=True, **options,
     )  # fmt: skip
     meta = result.meta
     context_text = f"context {meta['context_bytes']:,} bytes" if meta.get("context_bytes") else f"context {meta['context']}"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
-from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, gpu_peak_flops, peak_memory
+from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -108,6 +108,7 @@ def pretrain(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    yes: bool = False,
     progress: bool = False,
     **train_options: Any,
 ) -> RunResult:
@@ -118,7 +119,8 @@ def pretrain(
     and d_model override it. `context_bytes` replaces `context` by the whole number of tokens
     nearest to that many bytes at this segmenter's bytes/token on the training split. Other
     options are `TrainConfig` fields (batch_size, batch_tokens, lr, schedule, eval_every,
-    val_bytes, eval_bytes, checkpoint_every, seed, device, dtype, compile).
+    val_bytes, eval_bytes, checkpoint_every, seed, device, dtype, compile). A run estimated at
+    over 24 hours on this machine is refused unless `yes`.
     """
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
@@ -157,6 +159,16 @@ def pretrain(
     }
     check_outside(out_path, corpus.input_roots())
     trainer = Trainer(data, shape, config, out_path, segmenter_spec=seg.spec)  # checks the budget and batch before anything is replaced
+    if trainer.total_steps is not None:
+        note = check_duration(trainer.total_steps * trainer.tokens_per_step * trainer.flops_per_token, config.device, yes, "this run")
+        if note and progress:
+            from toklab.progress import stderr_console
+
+            stderr_console.print(f"[yellow]note:[/] {note}")
+    if config.compile and trainer.device_type == "cpu" and progress:
+        from toklab.progress import stderr_console
+
+        stderr_console.print("[yellow]note:[/] --compile on a CPU spends about a minute compiling before the first step, and rarely pays off here")
     _prepare_out(out_path, run, resume, overwrite)
     if not (out_path / SEGMENTER_DIR).is_dir():
         seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it

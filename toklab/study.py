@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
+from toklab.gpt.train import check_duration
 from toklab.files import check_folder, check_outside, remove_owned, write_text_atomic
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
@@ -178,6 +179,7 @@ def run_study(
     smoke: bool = False,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    yes: bool = False,
     progress: bool = False,
     **train_options: Any,
 ) -> StudyResult:
@@ -185,7 +187,8 @@ def run_study(
     `filter_t`, also on each segmenter's Cramming-filtered train split. `context_bytes` gives every
     segmenter the context in tokens that covers that many bytes at its own bytes/token. `smoke`
     picks a CPU configuration of about a minute (tiny model, tiny budgets) for anything not given.
-    Other options go to `pretrain` (seed is the first seed; val_bytes caps the scoring set).
+    Other options go to `pretrain` (seed is the first seed; val_bytes caps the scoring set). A study
+    estimated at over 24 hours on this machine is refused unless `yes`.
     """
     import pandas as pd
 
@@ -223,7 +226,8 @@ def run_study(
     }  # fmt: skip
     check_outside(out_path, corpus.input_roots())
     replace = _check_out(out_path, config, overwrite)
-    warning = _cpu_warning(budgets, seeds * len(specs) * (2 if filter_t is not None else 1), train_options.get("device", "auto"))
+    runs = seeds * len(specs) * (2 if filter_t is not None else 1)
+    warning = check_duration(runs * sum(budgets), train_options.get("device", "auto"), yes, f"this study trains {runs * len(budgets)} runs")
     if warning and progress:
         from toklab.progress import stderr_console
 
@@ -267,7 +271,7 @@ def run_study(
                     name = _run_name(seg.spec, is_filtered, filter_t, budget, seed)
                     run_dir = out_path / RUNS / name
                     summary, history, was_done = _run_or_reuse(
-                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed}
+                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed, "yes": yes}
                     )
                     skipped += was_done
                     histories[name] = history
@@ -298,24 +302,6 @@ def run_study(
     )  # fmt: skip
     write_study_report(result)
     return result
-
-
-CPU_FLOPS_PER_S = 1e11  # what the tiny and small presets reach on a laptop-class CPU (reports/benchmarks/pretrain_throughput.md)
-
-
-def _cpu_warning(budgets: list[float], variants: int, device: str) -> str | None:
-    """A warning when the study would run for hours on a CPU."""
-    from toklab.gpt.train import pick_device
-
-    if pick_device(device) != "cpu":
-        return None
-    seconds = variants * sum(budgets) / CPU_FLOPS_PER_S
-    if seconds < 600:
-        return None
-    return (
-        f"this study trains {variants * len(budgets)} runs, {variants * sum(budgets):.2g} FLOPs in all, on a CPU: at about "
-        f"{CPU_FLOPS_PER_S / 1e12:.1f} TFLOP/s that is roughly {seconds / 3600:,.0f} hours; use a GPU, smaller --flops, or --smoke"
-    )
 
 
 def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:

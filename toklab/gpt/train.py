@@ -58,6 +58,39 @@ def gpu_peak_flops(name: str) -> float | None:
     return None
 
 
+CPU_FLOPS_PER_S = 1e11  # what the tiny and small presets reach on a 2-core CPU (reports/benchmarks/pretrain_throughput.md)
+GPU_MFU_GUESS = 0.3  # a share of the GPU's bf16 peak for an untuned run, for estimates only
+MAX_HOURS = 24.0  # a longer estimate is refused unless the user says --yes
+
+
+def estimate_hours(total_flops: float, device: str = "auto") -> tuple[float, str] | None:
+    """Rough wall hours for `total_flops` of training on `device`, and the rate assumed; None
+    when there is no basis for a guess (a GPU not in the peak table)."""
+    name = pick_device(device)
+    if name == "cpu":
+        return total_flops / CPU_FLOPS_PER_S / 3600, f"about {CPU_FLOPS_PER_S / 1e12:.1f} TFLOP/s on a CPU"
+    if name.startswith("cuda"):
+        import torch
+
+        gpu = torch.cuda.get_device_name(name)
+        peak = gpu_peak_flops(gpu)
+        if peak:
+            return total_flops / (GPU_MFU_GUESS * peak) / 3600, f"{GPU_MFU_GUESS:.0%} of the {gpu}'s {peak / 1e12:.0f} TFLOP/s peak"
+    return None
+
+
+def check_duration(total_flops: float, device: str, yes: bool, what: str) -> str | None:
+    """Refuse work estimated above MAX_HOURS unless `yes`; a note when it will take over ten minutes."""
+    estimate = estimate_hours(total_flops, device)
+    if estimate is None:
+        return None
+    hours, rate = estimate
+    text = f"{what}: {total_flops:.2g} training FLOPs at {rate} is roughly {hours:,.1f} hours"
+    if hours > MAX_HOURS and not yes:
+        raise ToklabError(f"{text}; pass --yes to run it anyway, or use a GPU or a smaller budget")
+    return text if hours * 60 >= 10 else None
+
+
 @dataclass(frozen=True)
 class Budget:
     """When the run stops: after this many training FLOPs, tokens, optimiser steps, or minutes."""
