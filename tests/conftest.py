@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# The read-only folder of corpora and tiktoken vocabularies beside the checkout; TOKLAB_SHARED_DIR
+# points elsewhere (a clone that does not sit beside it).
+SHARED = Path(os.environ["TOKLAB_SHARED_DIR"]).expanduser() if os.environ.get("TOKLAB_SHARED_DIR") else REPO.parent / "shared"
+
+
+def tiktoken_dir() -> Path | None:
+    """tiktoken's vocabularies: TIKTOKEN_CACHE_DIR when it names a folder, else SHARED/tiktoken."""
+    explicit = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if explicit and Path(explicit).expanduser().is_dir():
+        return Path(explicit).expanduser()
+    return SHARED / "tiktoken" if (SHARED / "tiktoken").is_dir() else None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,8 +27,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("toklab-cache")
     old = os.environ.get("TOKLAB_CACHE_DIR")
     os.environ["TOKLAB_CACHE_DIR"] = str(cache)
-    if (SHARED / "tiktoken").is_dir():
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
+    vocabularies = tiktoken_dir()
+    if vocabularies is not None:
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(vocabularies))
     yield cache
     if old is None:
         os.environ.pop("TOKLAB_CACHE_DIR", None)
@@ -30,7 +41,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_corpora() -> Path:
     path = SHARED / "corpora"
     if not path.is_dir():
-        pytest.skip("../shared/corpora is not present")
+        pytest.skip(f"{path} is not present (set TOKLAB_SHARED_DIR)")
     return path
 
 
@@ -43,7 +54,7 @@ def default_corpus_build(isolated_cache: Path):
 
 @pytest.fixture(scope="session")
 def shared_tiktoken() -> Path:
-    path = SHARED / "tiktoken"
-    if not path.is_dir():
-        pytest.skip("../shared/tiktoken is not present")
+    path = tiktoken_dir()
+    if path is None:
+        pytest.skip("no tiktoken vocabularies: set TIKTOKEN_CACHE_DIR or TOKLAB_SHARED_DIR")
     return path
