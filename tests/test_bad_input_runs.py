@@ -38,7 +38,8 @@ def cli_error(capsys, *args: str) -> str:
     code, out, err = run_cli(capsys, *args)
     assert code == 2, (code, out, err)
     assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # progress lines (a pipe gets plain ones, see toklab.progress) may come first; the error is one line
+    lines = [line for line in err.splitlines() if line.strip() and " | elapsed " not in line]
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     return lines[0]
 

@@ -147,10 +147,23 @@ def test_tiktoken_gpt2_counts_equal_tiktoken(shared_corpora, shared_tiktoken):
     assert row["tokens_per_char"] == pytest.approx(tokens / sum(len(t) for t in texts))
 
 
-def test_unavailable_segmenters_are_skipped_with_a_note(tiny):
-    result = run_compare(str(tiny), ["bytes", "spm:/nonexistent/model.model"], compressors=False, val_fraction=0.3)
+def test_unavailable_segmenters_are_skipped_with_a_note(tiny, tmp_path, monkeypatch):
+    import tiktoken.registry
+
+    import toklab.segmenters.pretrained as pretrained
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(pretrained, "_reachable", lambda host, timeout=0: False)
+    result = run_compare(str(tiny), ["bytes", "tiktoken:p50k_base"], compressors=False, val_fraction=0.3)
     assert list(result.table["segmenter"]) == ["bytes"]
-    assert any(n.startswith("skipped spm:/nonexistent/model.model") for n in result.notes)
+    assert any(n.startswith("skipped tiktoken:p50k_base") for n in result.notes)
+
+
+def test_a_missing_model_file_is_a_mistake_not_a_skip(tiny):
+    with pytest.raises(ToklabError, match="/nonexistent/model.model"):
+        run_compare(str(tiny), ["bytes", "spm:/nonexistent/model.model"], compressors=False, val_fraction=0.3)
 
 
 class _LyingSegmenter(ByteSegmenter):
@@ -228,10 +241,11 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_compare_and_report(capsys, tiny, tmp_path):
     out_dir = tmp_path / "rep"
-    code, out, err = run(capsys, "compare", "-c", str(tiny), "--val-fraction", "0.3", "-s", "bytes,bpe:300,regex=gpt2", "-s", "spm:/nope.model", "--out", str(out_dir))
+    code, _, err = run(capsys, "compare", "-c", str(tiny), "--val-fraction", "0.3", "-s", "bytes,bpe:300,regex=gpt2", "-s", "spm:/nope.model", "--out", str(out_dir))
+    assert code == 2 and "/nope.model" in err and not out_dir.exists()
+    code, out, err = run(capsys, "compare", "-c", str(tiny), "--val-fraction", "0.3", "-s", "bytes,bpe:300,regex=gpt2", "--out", str(out_dir))
     assert code == 0, err
     assert "bpe:300,regex=gpt2" in out and "zstd-19" in out and "7z-ppmd" in out and "worst source" in out
-    assert "skipped spm:/nope.model" in " ".join(err.split())
     assert (out_dir / "results.json").is_file()
     code, again, _ = run(capsys, "report", str(out_dir))
     assert code == 0 and "bpe:300,regex=gpt2" in again

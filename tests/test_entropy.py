@@ -208,7 +208,7 @@ def test_calibration_hits_its_target_on_the_default_corpus(default_corpus_build)
         ("entropy:rule=wobbly", "unknown patching rule"),
         ("entropy:model=lstm", "unknown entropy model"),
         ("entropy:order=9", "between 1 and 7"),
-        ("entropy:target=abc", "is not a float"),
+        ("entropy:target=abc", "target=abc must be a finite number"),
         ("entropy:100", "at least 258"),
         ("entropy:target=1000000", "out of reach"),
         ("entropy:colour=red", "unknown entropy option"),

@@ -405,7 +405,7 @@ def test_bad_training_specs(corpus_file: Path, tmp_path: Path) -> None:
     message = error_of("unigram:500,bogus=1", corpus)
     assert "bogus" in message and "input_sentence_size" in message and "num_threads" in message
     assert "whole number" in error_of("unigram:500,num_threads=many", corpus)
-    assert "at least 1" in error_of("spm-bpe:500,num_threads=0", corpus)
+    assert "between 1 and 1,024" in error_of("spm-bpe:500,num_threads=0", corpus)
     assert "true or false" in error_of("unigram:500,split_digits=maybe", corpus)
     assert "character_coverage" in error_of("unigram:500,character_coverage=2", corpus)
 

@@ -265,10 +265,12 @@ def test_get_segmenters_skips_what_cannot_be_had(tiny_corpus, tmp_path, monkeypa
     from toklab.segmenters import get_segmenters
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    segs, notes = get_segmenters(["bytes", "spm:/nonexistent/m.model", "hf:someorg/somemodel", "bpe:2k"], tiny_corpus)
+    segs, notes = get_segmenters(["bytes", "hf:someorg/somemodel", "bpe:2k"], tiny_corpus)
     assert [s.spec for s in segs] == ["bytes", "bpe:2k"]
-    assert len(notes) == 2 and notes[0].startswith("skipped spm:/nonexistent/m.model: ") and "offline" in notes[1]
+    assert len(notes) == 1 and notes[0].startswith("skipped hf:someorg/somemodel: ") and "offline" in notes[0]
     assert all("\n" not in n for n in notes)
+    with pytest.raises(ToklabError, match="/nonexistent/m.model"):  # a missing file is a mistake, not a skip
+        get_segmenters(["bytes", "spm:/nonexistent/m.model", "bpe:2k"], tiny_corpus)
 
 
 @pytest.mark.parametrize("specs, message", [(["bytes", "bpee:2k"], "unknown segmenter kind 'bpee'"), (["bytes", "bpe:lots"], "needs a vocabulary size")])

@@ -288,9 +288,10 @@ def compare_command(
     from toklab.segmenters.registry import split_specs
 
     specs = split_specs(segmenters) if segmenters else None
-    result = run_compare(corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(corpus.spec.rstrip("/*")).stem or "corpus").strip("-")
-    target = write_report(result, out or Path("reports") / f"compare-{slug}")
+    report = out or Path("reports") / f"compare-{slug}"
+    result = run_compare(corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True, out=report)  # checks --out first
+    target = write_report(result, report)
     _print_compare(result, top)
     console.print(f"report: {target}")
 

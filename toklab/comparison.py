@@ -7,13 +7,15 @@ split, the same bytes for every row.
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from toklab.errors import ToklabError
 from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape
-from toklab.measures import TextStats, compressor_rows, segmentation_row
+from toklab.measures import TextStats, check_threshold, compressor_rows, segmentation_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,7 @@ class CompareResult:
     per_source: "pd.DataFrame"  # index: segmenter; columns: sources (largest first), worst_source, worst_bytes_per_token
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    inputs: list[Path] = field(default_factory=list, repr=False)  # the corpus's folders and files: no report goes inside them
 
 
 def default_segmenters() -> list[str]:
@@ -62,20 +65,31 @@ def run_compare(
     threshold: float = 0.3,
     shape: ModelShape = REFERENCE_SHAPE,
     progress: bool = False,
+    out: str | os.PathLike | None = None,
     **corpus_options: Any,
 ) -> CompareResult:
-    """Measure every segmenter (and the compressors) on the validation split of `corpus`."""
+    """Measure every segmenter (and the compressors) on the validation split of `corpus`.
+
+    Every spec is checked before any work (a mistake, or the same segmenter twice, is a
+    ToklabError); `out`, the report folder the result will be written to, is checked against
+    the corpus's inputs up front too."""
     import pandas as pd
 
     from toklab import __version__
     from toklab.corpus import open_corpus
+    from toklab.files import check_outside
     from toklab.progress import document_progress, step_progress
     from toklab.segmenters import get_segmenters
+    from toklab.segmenters.registry import check_specs
 
-    if threshold <= 0:
-        raise ToklabError(f"--threshold must be positive, got {threshold}")
+    threshold = check_threshold(threshold)
+    specs = list(segmenters) if segmenters is not None else default_segmenters()
+    check_specs(specs)
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress, **corpus_options)
+    inputs = list(corpus.input_roots()) if hasattr(corpus, "input_roots") else []
+    if out is not None:
+        check_outside(out, inputs)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with document_progress("reading the validation split", enabled=progress) as advance:
@@ -92,7 +106,6 @@ def run_compare(
     stats = TextStats.of(texts)
     timings["read"] = time.perf_counter() - start
 
-    specs = list(segmenters) if segmenters is not None else default_segmenters()
     start = time.perf_counter()
     loaded, notes = get_segmenters(specs, corpus, progress=progress)
     if segmenters is None:
@@ -103,11 +116,15 @@ def run_compare(
     source_rows: list[dict[str, Any]] = []
     sources = [d.source for d in val]
     timings["encode"] = timings["measure"] = 0.0
+    labels = _row_labels([s.spec for s in loaded])
+    for name, label in zip([s.spec for s in loaded], labels):
+        if label != name:
+            notes.append(f"two segmenters are named {name}; the later one is shown as {label}")
     with step_progress("encoding the validation split", len(loaded), enabled=progress) as step:
-        for segmenter in loaded:
-            step(segmenter.spec)
+        for segmenter, label in zip(loaded, labels):
+            step(label)
             start = time.perf_counter()
-            row, by_source, row_notes, encode_seconds = _measure_one(segmenter, texts, stats, sources, threshold, shape)
+            row, by_source, row_notes, encode_seconds = _measure_one(segmenter, texts, stats, sources, threshold, shape, label)
             timings["encode"] += encode_seconds
             timings["measure"] += time.perf_counter() - start - encode_seconds
             rows.append(row)
@@ -149,13 +166,27 @@ def run_compare(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes)
+    return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes, inputs=inputs)
 
 
-def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: list[str], threshold: float, shape: ModelShape) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], float]:
+def _row_labels(names: list[str]) -> list[str]:
+    """Row names, one per segmenter: a name met before (two specs that make segmenters of the same
+    name, such as `bytes` and a saved copy of it) gets `#2`, `#3`, ..."""
+    labels: list[str] = []
+    for name in names:
+        label, k = name, 1
+        while label in labels:
+            k += 1
+            label = f"{name} #{k}"
+        labels.append(label)
+    return labels
+
+
+def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: list[str], threshold: float, shape: ModelShape, label: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], float]:
     """Encode the validation texts with one segmenter: its row, its per-source counts, notes, encode seconds."""
     import pandas as pd
 
+    label = label or segmenter.spec
     start = time.perf_counter()
     ids = segmenter.encode_batch(texts)
     seconds = time.perf_counter() - start
@@ -165,8 +196,8 @@ def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: li
         failures = sum(segmenter.decode(i) != t for i, t in zip(ids[:ROUND_TRIP_SAMPLE], texts[:ROUND_TRIP_SAMPLE]))
         if failures:
             lossless = False
-            notes.append(f"{segmenter.spec} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
-    row = {"segmenter": segmenter.spec, "kind": segmenter.kind, "lossless": lossless}
+            notes.append(f"{label} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
+    row = {"segmenter": label, "kind": segmenter.kind, "lossless": lossless}
     row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
     extra = getattr(segmenter, "extra_measures", None)  # kind-specific columns, e.g. patch lengths
     if extra is not None:
@@ -174,7 +205,7 @@ def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: li
     row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
     per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
     by_source = [
-        {"segmenter": segmenter.spec, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())}
+        {"segmenter": label, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())}
         for source, group in per_doc.groupby("source", sort=False)
     ]
     return row, by_source, notes, seconds

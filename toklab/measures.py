@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +21,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from toklab.errors import ToklabError
 from toklab.gpt.flops import ModelShape, flops_per_token
+
+
+MAX_KEEP_THRESHOLD = 2**20
+
+
+def check_threshold(threshold: Any, option: str = "--threshold") -> float:
+    """A Cramming threshold t (keep iff tokens <= t x chars): a positive finite number."""
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
+    if not ok or not math.isfinite(threshold) or threshold <= 0:
+        raise ToklabError(f"{option} must be positive and finite (tokens <= t x chars), got {threshold!r}")
+    return float(threshold)
 
 
 def order0_bits(counts: np.ndarray) -> float:
@@ -49,8 +62,17 @@ def at_most(numerators: np.ndarray, denominators: np.ndarray, threshold: float) 
 
     In floats 0.35 * 180 is 62.99999999999999, which would drop a document of 63 tokens and 180 chars
     that sits exactly on the line; with the threshold as a fraction (7/20) the test is exact.
+    A threshold that is not a finite number of at least 0 is a ToklabError.
     """
-    fraction = Fraction(repr(float(threshold))).limit_denominator(10**6)
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ToklabError(f"a keep threshold must be a finite number of at least 0, got {threshold!r}")
+    # No text has 2**20 tokens per char (a token of encoded text spans at least one byte, a char at
+    # most four), so a larger threshold keeps all the same; the cap keeps the exact test within int64.
+    fraction = Fraction(repr(min(value, float(MAX_KEEP_THRESHOLD)))).limit_denominator(10**6)
     numerators = np.asarray(numerators, dtype=np.int64)
     denominators = np.asarray(denominators, dtype=np.int64)
     return numerators * fraction.denominator <= denominators * fraction.numerator

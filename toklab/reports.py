@@ -1,7 +1,8 @@
 """Compare reports: rich tables for the terminal, and a report folder (json, csv, md, png).
 
-A report folder is written under a temporary name and renamed into place whole, so an
-interrupted run never leaves a half-written report.
+A report's files are written in a temporary folder first and only then moved into place (a new
+report folder is renamed into place whole), so an interrupted run never leaves a half-written
+report; re-writing a report replaces toklab's own files only, never other files in the folder.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from toklab.comparison import CompareResult
-from toklab.errors import ToklabError
-from toklab.files import atomic_dir
+from toklab.comparison import COLUMNS, CompareResult
+from toklab.errors import ToklabError, one_line
+from toklab.files import atomic_dir, check_outside, report_dir
 
 RESULTS = "results.json"
 REPORT_FILES = [RESULTS, "table.csv", "table.md", "per_source.csv", "bytes_per_token_by_source.png", "bits_per_byte.png"]
@@ -222,11 +223,14 @@ def _plot_bits(result: CompareResult, path: Path) -> None:
 
 
 def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
-    """Write the report folder atomically; an existing report there is replaced, other files never."""
+    """Write the report folder. A new folder appears whole; in an existing report folder only
+    toklab's own files are replaced (a user's notes beside them stay). A folder of other files,
+    or one inside (or holding) the compared corpus, is refused."""
     final = Path(out_dir)
+    check_outside(final, list(result.inputs))
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / RESULTS).is_file())):
         raise ToklabError(f"--out {final} exists and is not a toklab report; choose a new or empty folder")
-    with atomic_dir(final) as tmp:
+    with (report_dir(final) if final.exists() else atomic_dir(final)) as tmp:
         payload = {
             "meta": result.meta,
             "notes": result.notes,
@@ -243,16 +247,62 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
     return final
 
 
+META_NUMBERS = ("val_documents", "val_bytes")  # formatted as whole numbers in the caption
+META_KEYS = ("corpus", "val_fraction", "threshold", "reference_model", *META_NUMBERS)
+WORST = ("worst_source", "worst_bytes_per_token")
+
+
+def _shape_problem(payload: Any) -> str | None:
+    """What makes a results.json payload unreadable as a compare report, or None."""
+    if not isinstance(payload, dict):
+        return f"it holds a JSON {type(payload).__name__}, not an object"
+    missing = [k for k in ("meta", "notes", "table", "per_source", "per_source_columns") if k not in payload]
+    if missing:
+        return f"no {', '.join(missing)}"
+    meta, notes, table = payload["meta"], payload["notes"], payload["table"]
+    per_source, columns = payload["per_source"], payload["per_source_columns"]
+    if not isinstance(meta, dict):
+        return "meta is not an object"
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        return f"meta has no {', '.join(missing)}"
+    if any(isinstance(meta[k], bool) or not isinstance(meta[k], (int, float)) for k in META_NUMBERS):
+        return f"meta's {' and '.join(META_NUMBERS)} are not numbers"
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        return "notes is not a list of strings"
+    if not isinstance(table, list) or not all(isinstance(r, dict) and isinstance(r.get("segmenter"), str) and isinstance(r.get("kind"), str) for r in table):
+        return "table is not a list of rows, each with a segmenter and a kind"
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not set(WORST) <= set(columns):
+        return "per_source_columns is not a list of column names with the worst source"
+    if not isinstance(per_source, list) or not all(isinstance(r, dict) and isinstance(r.get("segmenter"), str) for r in per_source):
+        return "per_source is not a list of rows, each with a segmenter"
+    return None
+
+
 def read_report(directory: str | os.PathLike) -> CompareResult:
+    """A compare run saved by `write_report`. A folder without a readable results.json, or one of
+    another shape, is a one-line ToklabError."""
     import pandas as pd
 
     directory = Path(directory)
+    path = directory / RESULTS
     try:
-        payload = json.loads((directory / RESULTS).read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ToklabError(f"{directory} is not a compare report (no {RESULTS})") from None
+    except IsADirectoryError:
+        raise ToklabError(f"{directory} is not a compare report toklab can read ({RESULTS} is a folder)") from None
     except (OSError, ValueError) as exc:
-        raise ToklabError(f"cannot read {directory / RESULTS}: {exc}") from None
-    table = pd.DataFrame(payload["table"])
-    per_source = pd.DataFrame(payload["per_source"]).set_index("segmenter").reindex(columns=payload["per_source_columns"])
+        raise ToklabError(f"{directory} is not a compare report toklab can read (cannot read {RESULTS}: {one_line(exc)})") from None
+    problem = _shape_problem(payload)
+    if problem is not None:
+        raise ToklabError(f"{directory} is not a compare report toklab can read ({RESULTS}: {problem})")
+    try:
+        table = pd.DataFrame(payload["table"])
+        extras = [c for c in table.columns if c not in COLUMNS]
+        table = table.reindex(columns=COLUMNS + extras)
+        per_source = pd.DataFrame(payload["per_source"], columns=list(dict.fromkeys(["segmenter", *payload["per_source_columns"]])))
+        per_source = per_source.set_index("segmenter").reindex(columns=payload["per_source_columns"])
+    except Exception as exc:  # pandas refuses odd values in many ways
+        raise ToklabError(f"{directory} is not a compare report toklab can read ({RESULTS}: {one_line(exc)})") from None
     return CompareResult(table=table, per_source=per_source, meta=payload["meta"], notes=payload["notes"])

@@ -7,20 +7,27 @@ so the byte span of every token of a document follows from its ids, and every me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir
+from toklab.segmenters.options import MAX_VOCAB_SIZE
 
 MANIFEST = "toklab-segmenter.json"
 EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
 POOL_MIN_TEXTS = 64  # below this a process pool costs more than it saves
+
+
+class SegmenterUnavailable(ToklabError):
+    """A well-formed spec whose pretrained vocabulary cannot be had here and now (offline, not
+    cached). A run of several segmenters skips it with a note; a single one is an error."""
 
 
 def cpu_count() -> int:
@@ -39,6 +46,9 @@ class Segmenter:
     kind: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
     default_vocab_size: ClassVar[int | None] = None  # trainable kinds whose spec may omit the size
+    min_vocab_size: ClassVar[int] = 1  # trainable kinds: the smallest vocabulary a spec may ask for
+    max_vocab_size: ClassVar[int] = MAX_VOCAB_SIZE
+    min_vocab_reason: ClassVar[str] = ""  # what the smallest vocabulary holds, for the error message
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
@@ -115,6 +125,14 @@ class Segmenter:
             return list(pool.map(self.encode, texts, chunksize=chunk))
 
     # --- training and loading ------------------------------------------------------------------
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        """Refuse a malformed spec without doing any work (no training, no download, no reading of
+        large files): unknown options, values out of range, a missing file. Called by the registry
+        for every spec before anything is trained or loaded; a trainable kind's vocabulary size
+        (`arg`) has been parsed and range-checked already. Kinds override it; the default checks
+        nothing, and `train` / `from_spec` stay the last word."""
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "Segmenter":
@@ -196,19 +214,56 @@ class PieceSegmenter(Segmenter):
         return self._pieces[token_id]
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn any failure to read or make sense of a saved data file into a one-line ToklabError
+    naming the file (a truncated, garbled or missing file must not end in a traceback)."""
+    try:
+        yield
+    except ToklabError:
+        raise
+    except FileNotFoundError:
+        raise ToklabError(f"{path} is missing: the saved segmenter in {path.parent} is incomplete") from None
+    except Exception as exc:  # each library raises its own kinds for a damaged file
+        raise ToklabError(f"cannot read {path}: it is damaged or not what toklab wrote ({one_line(exc)})") from None
+
+
+def check_vocab_size(path: Path, found: int, manifest: dict[str, Any]) -> None:
+    """Refuse a data file that holds another number of ids than the manifest recorded (cut short, or
+    replaced)."""
+    expected = manifest.get("vocab_size")
+    if isinstance(expected, int) and not isinstance(expected, bool) and found != expected:
+        raise ToklabError(f"cannot read {path}: it is damaged (it gives {found:,} ids, {MANIFEST} says {expected:,})")
+
+
 def load_segmenter(directory: str | os.PathLike) -> Segmenter:
-    """Load a segmenter saved with `save`, whatever its kind."""
+    """Load a segmenter saved with `save`, whatever its kind. A damaged folder is a one-line
+    ToklabError naming the file."""
     from toklab.segmenters.registry import segmenter_class
 
     directory = Path(directory)
+    path = directory / MANIFEST
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ToklabError(f"{directory} is not a saved segmenter (no {MANIFEST})") from None
     except (OSError, ValueError) as exc:
-        raise ToklabError(f"cannot read {directory / MANIFEST}: {exc}") from None
-    segmenter = segmenter_class(manifest.get("kind", "?"))._load(directory, manifest)
-    segmenter.params = manifest.get("params", segmenter.params)
+        raise ToklabError(f"cannot read {path}: {one_line(exc)}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("kind"), str):
+        raise ToklabError(f"cannot read {path}: it is damaged or not what toklab wrote (no segmenter kind)")
+    expected = manifest.get("vocab_size")
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 1):
+        raise ToklabError(f"cannot read {path}: it is damaged (vocab_size {expected!r} is not a positive whole number)")
+    params = manifest.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ToklabError(f"cannot read {path}: it is damaged (params is not an object)")
+    cls = segmenter_class(manifest["kind"])
+    with reading(directory):
+        segmenter = cls._load(directory, manifest)
+        size = segmenter.vocab_size
+    check_vocab_size(directory, size, manifest)
+    segmenter.params = params if params is not None else segmenter.params
     segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
-    segmenter._spec = manifest.get("spec")
+    spec = manifest.get("spec")
+    segmenter._spec = spec if isinstance(spec, str) else None
     return segmenter

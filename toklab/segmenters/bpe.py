@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from toklab.errors import ToklabError
-from toklab.segmenters.base import EOT, Segmenter, cpu_count
+from toklab.segmenters import options as opt
+from toklab.segmenters.base import EOT, Segmenter, check_vocab_size, cpu_count, reading
 
 # Pre-tokenisation patterns, by name. They are spelled so that Oniguruma (tokenizers) and
 # fancy-regex (tiktoken) read them alike: Oniguruma takes `{1,3}+` as a repeat, not as
@@ -41,6 +41,9 @@ PATTERNS = {
 DEFAULT_PATTERN = "cl100k"
 VERIFY_TEXTS = 400  # training documents the fast path must reproduce exactly before it is used
 OPTIONS = {"regex", "min_frequency", "max_token_length", "fast"}
+MAX_MIN_FREQUENCY = 2**32 - 1  # a pair count; 0 and 1 both merge any pair
+MAX_TOKEN_LENGTH = 2**16  # characters
+FAST = {"auto": "auto", "on": "on", "off": "off"}
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -79,6 +82,8 @@ def _hf_tokenizer(pattern: str) -> Any:
 class BPESegmenter(Segmenter):
     kind = "bpe"
     trainable = True
+    min_vocab_size = 258
+    min_vocab_reason = "256 bytes, one merge, <|endoftext|>"
 
     def __init__(self, tokenizer_json: str, pattern_name: str, fast: bool, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
@@ -153,22 +158,41 @@ class BPESegmenter(Segmenter):
         return self._piece_bytes[token_id]
 
     @classmethod
+    def check_options(cls, options: dict[str, str]) -> dict[str, Any]:
+        """Spec options -> typed trainer options, each within its bounds."""
+        opt.check_unknown("bpe", options, OPTIONS)
+        resolved: dict[str, Any] = {"regex": DEFAULT_PATTERN, "min_frequency": 2, "max_token_length": None, "fast": "auto"}
+        for key, value in options.items():
+            if key == "regex":
+                resolved[key] = opt.choice("bpe", key, value, PATTERNS, what="bpe regex")
+            elif key == "min_frequency":
+                resolved[key] = opt.whole("bpe", key, value, 0, MAX_MIN_FREQUENCY)
+            elif key == "max_token_length":
+                resolved[key] = opt.whole("bpe", key, value, 1, MAX_TOKEN_LENGTH)
+            elif key == "fast":
+                text = str(value).strip().lower()
+                if text in FAST:
+                    resolved[key] = text
+                else:
+                    resolved[key] = "on" if opt.boolean("bpe", key, value) else "off"
+        return resolved
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        cls.check_options(options)
+
+    @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "BPESegmenter":
         from tokenizers import pre_tokenizers, trainers
 
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ToklabError(f"unknown bpe option(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
-        pattern_name = options.get("regex", DEFAULT_PATTERN)
-        if pattern_name not in PATTERNS:
-            raise ToklabError(f"unknown bpe regex '{pattern_name}' (valid: {', '.join(PATTERNS)})")
-        if vocab_size < 257 + 1:
-            raise ToklabError(f"bpe vocabulary size must be at least 258 (256 bytes, one merge, <|endoftext|>), got {vocab_size}")
+        opts = cls.check_options(options)
+        pattern_name = opts["regex"]
+        opt.vocab_size_range("bpe", vocab_size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)
         tokenizer = _hf_tokenizer(PATTERNS[pattern_name])
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size - 1,  # one id is kept for <|endoftext|>
-            min_frequency=int(options.get("min_frequency", 2)),
-            max_token_length=int(options["max_token_length"]) if "max_token_length" in options else None,
+            min_frequency=opts["min_frequency"],
+            max_token_length=opts["max_token_length"],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
@@ -184,7 +208,7 @@ class BPESegmenter(Segmenter):
         from tokenizers import AddedToken
 
         tokenizer.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
-        want_fast = options.get("fast", "auto") != "off"
+        want_fast = opts["fast"] != "off"
         segmenter = cls(tokenizer.to_str(), pattern_name, fast=want_fast, params={"regex": pattern_name})
         if want_fast and segmenter.encode_batch(sample) != segmenter._hf_encode(sample):
             segmenter._encoding = None  # tiktoken would differ: keep the slower exact path
@@ -197,5 +221,13 @@ class BPESegmenter(Segmenter):
 
     @classmethod
     def _load(cls, directory: Path, manifest: dict[str, Any]) -> "BPESegmenter":
-        extra = json.loads((directory / "bpe.json").read_text())
-        return cls((directory / "tokenizer.json").read_text(encoding="utf-8"), extra["regex"], extra["fast"], manifest.get("params"))
+        with reading(directory / "bpe.json"):
+            extra = json.loads((directory / "bpe.json").read_text(encoding="utf-8"))
+            pattern, fast = extra["regex"], bool(extra["fast"])
+            if pattern not in PATTERNS:
+                raise ValueError(f"unknown regex {pattern!r}")
+        path = directory / "tokenizer.json"
+        with reading(path):
+            segmenter = cls(path.read_text(encoding="utf-8"), pattern, fast, manifest.get("params"))
+        check_vocab_size(path, segmenter.vocab_size, manifest)
+        return segmenter

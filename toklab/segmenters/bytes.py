@@ -15,9 +15,15 @@ class ByteSegmenter(Segmenter):
     kind = "bytes"
 
     @classmethod
-    def from_spec(cls, arg: str | None, **options: str) -> "ByteSegmenter":
-        if arg is not None or options:
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        if arg is not None:
             raise ToklabError("'bytes' takes no arguments")
+        if options:
+            raise ToklabError(f"'bytes' takes no options (got {', '.join(sorted(options))})")
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "ByteSegmenter":
+        cls.check_spec(arg, options)
         return cls()
 
     @property

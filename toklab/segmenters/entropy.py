@@ -14,6 +14,7 @@ stays lossless. Spec: `entropy[:V][,target=4.5|theta=T][,rule=global|monotonic|b
 from __future__ import annotations
 
 import base64
+import binascii
 import collections
 import json
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import PieceSegmenter, take_bytes
-from toklab.segmenters.entropy_models import NgramEntropyModel
+from toklab.segmenters import options as opt
+from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
 OPTIONS = {
@@ -32,19 +34,57 @@ OPTIONS = {
 }  # fmt: skip
 DEFAULT_TARGET = 4.5
 SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
+MODELS = ("ngram", "transformer")
+TRANSFORMER_OPTIONS = ("steps", "context", "n_layer", "n_head", "d_model")
+MAX_PATCH_BYTES = 2**20  # max_len and target: a patch of a mebibyte is no longer a token
+TRANSFORMER_BOUNDS = {"steps": (1, 10**7), "context": (2, 2**16), "n_layer": (1, 256), "n_head": (1, 256), "d_model": (1, 2**16)}
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+def check_options(options: dict[str, str]) -> dict[str, Any]:
+    """Spec options -> typed options, each within its bounds (finite numbers only): a mistake is
+    found when the spec is parsed, before any text is read."""
+    kind = "entropy"
+    opt.check_unknown(kind, options, OPTIONS)
+    if "target" in options and "theta" in options:
+        raise ToklabError("give entropy either target= (calibrated) or theta= (fixed), not both")
+    out: dict[str, Any] = {
+        "rule": opt.choice(kind, "rule", options.get("rule", "global"), RULES, what="patching rule"),
+        "model": opt.choice(kind, "model", options.get("model", "ngram"), MODELS, what="entropy model"),
+        "relative": opt.real(kind, "relative", options["relative"]) if "relative" in options else 0.0,
+        "max_len": opt.whole(kind, "max_len", options["max_len"], 1, MAX_PATCH_BYTES) if "max_len" in options else None,
+        "split_utf8": opt.boolean(kind, "split_utf8", options["split_utf8"]) if "split_utf8" in options else False,
+        "order": opt.whole(kind, "order", options["order"], 1, MAX_ORDER) if "order" in options else 4,
+        "smoothing": opt.choice(kind, "smoothing", options.get("smoothing", "interpolated"), SMOOTHINGS, what="smoothing"),
+        "calibration_bytes": opt.byte_size(kind, "calibration_bytes", options.get("calibration_bytes", "8mib"), 1),
+        "max_train_bytes": opt.byte_size(kind, "max_train_bytes", options.get("max_train_bytes", "64mib"), 1),
+        "theta": opt.real(kind, "theta", options["theta"]) if "theta" in options else None,
+        "target": None,
+    }
+    if "target" in options:
+        out["target"] = opt.real(kind, "target", options["target"], 1.0, MAX_PATCH_BYTES)
+    elif out["theta"] is None:
+        out["target"] = DEFAULT_TARGET
+    if out["target"] is not None and out["max_len"] is not None and out["target"] > out["max_len"]:
+        given = f"target={options['target']}" if "target" in options else f"the default target={out['target']}"
+        raise ToklabError(f"entropy {given} cannot be reached with max_len={options['max_len']}: patches are at most max_len bytes (give a smaller target or a theta)")
+    transformer = {k: opt.whole(kind, k, options[k], *TRANSFORMER_BOUNDS[k]) for k in TRANSFORMER_OPTIONS if k in options}
+    if out["model"] == "transformer":
+        config = _transformer_config()
+        check = config(**{k: v for k, v in transformer.items() if k != "steps"})
+        try:
+            check.check()
+        except ToklabError as exc:
+            raise ToklabError(f"entropy option(s) {', '.join(f'{k}={options[k]}' for k in transformer) or '(defaults)'}: {exc}") from None
+    out["transformer"] = transformer
+    return out
 
 
-def _number(options: dict[str, str], name: str, kind: type, default: Any = None) -> Any:
-    if name not in options:
-        return default
+def _transformer_config() -> Any:
     try:
-        return kind(options[name])
-    except ValueError:
-        raise ToklabError(f"entropy option {name}={options[name]!r} is not a {kind.__name__}") from None
+        from toklab.segmenters.entropy_transformer import TransformerConfig
+    except ImportError as exc:
+        raise ToklabError(f"the transformer entropy model is not available: {exc}") from None
+    return TransformerConfig
 
 
 def _transformer_model() -> Any:
@@ -65,6 +105,8 @@ class EntropySegmenter(PieceSegmenter):
     kind = "entropy"
     trainable = True
     default_vocab_size = 32000
+    min_vocab_size = 258
+    min_vocab_reason = "256 bytes, <|endoftext|>, a patch"
 
     def __init__(self, model: Any, theta: float, rule: str, patches: list[bytes], *, relative: float = 0.0,
                  max_len: int | None = None, split_utf8: bool = False, params: dict[str, Any] | None = None) -> None:
@@ -139,27 +181,17 @@ class EntropySegmenter(PieceSegmenter):
     # --- training ---------------------------------------------------------------------------------
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "EntropySegmenter":
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ToklabError(f"unknown entropy option(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
-        if "target" in options and "theta" in options:
-            raise ToklabError("give entropy either target= (calibrated) or theta= (fixed), not both")
-        if vocab_size < 258:
-            raise ToklabError(f"entropy patch vocabulary must be at least 258 (256 bytes, <|endoftext|>, a patch), got {vocab_size}")
-        rule = options.get("rule", "global")
-        if rule not in RULES:
-            raise ToklabError(f"unknown patching rule '{rule}' (use {', '.join(RULES)})")
-        model_kind = options.get("model", "ngram")
-        if model_kind not in ("ngram", "transformer"):
-            raise ToklabError(f"unknown entropy model '{model_kind}' (use ngram or transformer)")
-        target = _number(options, "target", float, None if "theta" in options else DEFAULT_TARGET)
-        max_len = _number(options, "max_len", int)
-        if max_len is not None and max_len < 1:
-            raise ToklabError(f"max_len must be at least 1, got {max_len}")
-        rule_options = {"rule": rule, "relative": _number(options, "relative", float, 0.0), "max_len": max_len, "split_utf8": _truthy(options.get("split_utf8", "0"))}
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        check_options(options)
 
-        docs = take_bytes((t.encode("utf-8") for t in texts), _number(options, "max_train_bytes", int, 64 * 2**20))
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "EntropySegmenter":
+        opts = check_options(options)
+        opt.vocab_size_range("entropy patch", vocab_size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)
+        model_kind, target = opts["model"], opts["target"]
+        rule_options = {k: opts[k] for k in ("rule", "relative", "max_len", "split_utf8")}
+
+        docs = take_bytes((t.encode("utf-8") for t in texts), opts["max_train_bytes"])
         if not docs:
             raise ToklabError("cannot train entropy patching: no training text")
         # Calibrate on every 10th document, held out from the entropy model, so that theta is set on
@@ -167,20 +199,17 @@ class EntropySegmenter(PieceSegmenter):
         held_out = docs[::10] if len(docs) >= 10 else docs
         fit = [d for i, d in enumerate(docs) if i % 10] if len(docs) >= 10 else docs
         if model_kind == "ngram":
-            model: Any = NgramEntropyModel.train(fit, order=_number(options, "order", int, 4), smoothing=options.get("smoothing", "interpolated"))
+            model: Any = NgramEntropyModel.train(fit, order=opts["order"], smoothing=opts["smoothing"])
         else:
-            model = _transformer_model().train(
-                (d.decode("utf-8", errors="replace") for d in fit),
-                **{k: _number(options, k, int) for k in ("steps", "context", "n_layer", "n_head", "d_model") if k in options},
-            )
+            model = _transformer_model().train((d.decode("utf-8", errors="replace") for d in fit), **opts["transformer"])
         segmenter = cls(model, 0.0, params={}, patches=[], **rule_options)
-        sample = take_bytes(held_out, _number(options, "calibration_bytes", int, 8 * 2**20))
+        sample = take_bytes(held_out, opts["calibration_bytes"])
         entropies = [e for e, _ in segmenter._scores(sample)]
         arrays = [np.frombuffer(d, dtype=np.uint8) for d in sample]
         if target is not None:
             theta, achieved = calibrate(entropies, arrays, target, **rule_options)
         else:
-            theta = _number(options, "theta", float)
+            theta = opts["theta"]
             achieved = sum(map(len, sample)) / sum(int(segmenter._starts(e, d).sum()) for e, d in zip(entropies, sample))
         segmenter.theta = theta
 
@@ -216,10 +245,19 @@ class EntropySegmenter(PieceSegmenter):
 
     @classmethod
     def _load(cls, directory: Path, manifest: dict[str, Any]) -> "EntropySegmenter":
-        config = json.loads((directory / "entropy.json").read_text())
-        patches = [base64.b64decode(line) for line in (directory / "patches.txt").read_text().split()]
-        model = _load_model(config.pop("model"), directory)
-        theta, rule = config.pop("theta"), config.pop("rule")
+        path = directory / "entropy.json"
+        with reading(path):
+            config = json.loads(path.read_text(encoding="utf-8"))
+            model_kind, theta, rule = config.pop("model"), float(config.pop("theta")), config.pop("rule")
+            if model_kind not in MODELS or rule not in RULES or set(config) - {"relative", "max_len", "split_utf8"}:
+                raise ValueError("unknown settings")
+        path = directory / "patches.txt"
+        with reading(path):
+            patches = [base64.b64decode(line, validate=True) for line in path.read_text(encoding="ascii").split()]
+            if any(len(p) < 2 for p in patches):
+                raise binascii.Error("a patch of fewer than 2 bytes")
+        check_vocab_size(path, 256 + len(patches) + 1, manifest)
+        model = _load_model(model_kind, directory)
         return cls(model, theta, rule, patches, params=manifest.get("params"), **config)
 
 

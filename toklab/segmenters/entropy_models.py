@@ -182,13 +182,17 @@ class NgramEntropyModel:
 
     @classmethod
     def load(cls, directory: Path) -> "NgramEntropyModel":
-        try:
-            params = json.loads((directory / "ngram.json").read_text())
+        from toklab.segmenters.base import reading
+
+        with reading(directory / "ngram.json"):
+            params = json.loads((directory / "ngram.json").read_text(encoding="utf-8"))
+            order, smoothing = params["order"], params["smoothing"]
+            if not (isinstance(order, int) and 1 <= order <= MAX_ORDER) or smoothing not in SMOOTHINGS:
+                raise ValueError(f"order {order!r}, smoothing {smoothing!r}")
+        with reading(directory / "ngram.npz"):
             with np.load(directory / "ngram.npz") as arrays:
-                tables = [{name: arrays[f"{name}_{k}"] for name in ("keys", "counts", "contexts", "totals", "types")} for k in range(params["order"])]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ToklabError(f"cannot load the n-gram model in {directory}: {exc}") from None
-        return cls(params["order"], params["smoothing"], tables)
+                tables = [{name: arrays[f"{name}_{k}"] for name in ("keys", "counts", "contexts", "totals", "types")} for k in range(order)]
+        return cls(order, smoothing, tables)
 
 
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

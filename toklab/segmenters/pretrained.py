@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from toklab.errors import ToklabError, one_line
-from toklab.segmenters.base import Segmenter, cpu_count
+from toklab.segmenters.base import Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
 from toklab.segmenters.bpe import UNICODE_TO_BYTE
 
 DEFAULT_PAT = "cl100k_base"  # whose pattern a bare .tiktoken file is split with
@@ -143,11 +143,11 @@ def _get_encoding(name: str) -> Any:
             hosts = sorted({urlparse(url).hostname or url for url in missing})
             unreachable = [h for h in hosts if not _reachable(h)]
             if unreachable:
-                raise ToklabError(_offline_message(name, cache_dir, f"cannot reach {', '.join(unreachable)}"))
+                raise SegmenterUnavailable(_offline_message(name, cache_dir, f"cannot reach {', '.join(unreachable)}"))
     try:
         return tiktoken.get_encoding(name)
     except Exception as exc:  # requests/urllib3/OSError/hash mismatch/...: all mean "not available"
-        raise ToklabError(_offline_message(name, cache_dir, one_line(exc))) from None
+        raise SegmenterUnavailable(_offline_message(name, cache_dir, one_line(exc))) from None
 
 
 def _pattern_of(name: str) -> str:
@@ -207,24 +207,40 @@ class TiktokenSegmenter(Segmenter):
         self._table: list[bytes | None] | None = None
 
     @classmethod
-    def from_spec(cls, arg: str | None, **options: str) -> "TiktokenSegmenter":
+    def _resolve(cls, arg: str | None, options: dict[str, str]) -> tuple[str | None, Path | None]:
+        """(encoding name, None) or (None, .tiktoken file) for a spec; a mistake is a ToklabError."""
         known = _known_encodings()
         if not arg:
             raise ToklabError(f"'tiktoken' needs an encoding name ({', '.join(known)}) or a .tiktoken file, e.g. tiktoken:cl100k_base")
         unknown = sorted(set(options) - {"pat"})
         if unknown:
             raise ToklabError(f"unknown option(s) for tiktoken: {', '.join(unknown)} (only pat=<encoding name>, for a .tiktoken file)")
-        params: dict[str, Any] = {"arg": arg, **options}
         if arg in known:
             if options:
                 raise ToklabError(f"pat= applies only to a .tiktoken file, not to the named encoding '{arg}'")
-            return cls(_get_encoding(arg), params)
+            return arg, None
         path = Path(arg).expanduser()
         looks_like_path = path.suffix == ".tiktoken" or os.sep in arg or "/" in arg or path.exists()
         if not looks_like_path:
             raise ToklabError(f"unknown tiktoken encoding '{arg}' (known: {', '.join(known)}; or the path of a .tiktoken file)")
         if not path.is_file():
             raise ToklabError(f"no such .tiktoken file: {path}")
+        pat = options.get("pat", DEFAULT_PAT)
+        if pat not in known:
+            raise ToklabError(f"unknown tiktoken pattern '{pat}' for pat= (known: {', '.join(known)})")
+        return None, path
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        cls._resolve(arg, options)
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "TiktokenSegmenter":
+        name, path = cls._resolve(arg, options)
+        params: dict[str, Any] = {"arg": arg, **options}
+        if name is not None:
+            return cls(_get_encoding(name), params)
+        assert path is not None
         ranks = read_tiktoken_file(path)
         pat_str = _pattern_of(options.get("pat", DEFAULT_PAT))
         return cls(_make_encoding(path.stem, pat_str, ranks, {}), params)
@@ -284,13 +300,19 @@ class TiktokenSegmenter(Segmenter):
 
     @classmethod
     def _load(cls, directory: Path, manifest: dict[str, Any]) -> "TiktokenSegmenter":
-        try:
-            meta = json.loads((directory / TIKTOKEN_META).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ToklabError(f"cannot read {directory / TIKTOKEN_META}: {exc}") from None
+        path = directory / TIKTOKEN_META
+        with reading(path):
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            name, pat_str = str(meta["name"]), meta["pat_str"]
+            if not isinstance(pat_str, str):
+                raise ValueError("pat_str is not a string")
+            specials = {str(k): int(v) for k, v in meta["special_tokens"].items()}
         ranks = read_tiktoken_file(directory / RANKS_FILE)
-        encoding = _make_encoding(meta["name"], meta["pat_str"], ranks, {k: int(v) for k, v in meta["special_tokens"].items()})
-        return cls(encoding, manifest.get("params"), manifest.get("corpus_fingerprint"))
+        with reading(path):
+            encoding = _make_encoding(name, pat_str, ranks, specials)
+        segmenter = cls(encoding, manifest.get("params"), manifest.get("corpus_fingerprint"))
+        check_vocab_size(directory / RANKS_FILE, segmenter.vocab_size, manifest)
+        return segmenter
 
     # --- pickling --------------------------------------------------------------------------------
     # tiktoken.Encoding pickles itself: a registered encoding by name (re-read from
@@ -387,23 +409,36 @@ class HFTokenizerSegmenter(Segmenter):
     # --- building --------------------------------------------------------------------------------
 
     @classmethod
-    def from_spec(cls, arg: str | None, **options: str) -> "HFTokenizerSegmenter":
+    def _resolve(cls, arg: str | None, options: dict[str, str]) -> tuple[Path | None, str | None]:
+        """(tokenizer.json file, None) or (None, hub id) for a spec; a mistake is a ToklabError."""
         if not arg:
             raise ToklabError("'hf' needs a tokenizer.json, a folder holding one, or a hub id, e.g. hf:path/tokenizer.json")
         unknown = sorted(set(options) - {"revision"})
         if unknown:
             raise ToklabError(f"unknown option(s) for hf: {', '.join(unknown)} (only revision=, for a hub id)")
-        params: dict[str, Any] = {"arg": arg, **options}
         path = Path(arg).expanduser()
         if path.is_dir():
             if not (path / HF_FILE).is_file():
                 raise ToklabError(f"{path} holds no {HF_FILE}")
             path = path / HF_FILE
         if path.is_file():
-            return cls(_tokenizer_from_file(path), params)
+            return path, None
         if not HUB_ID.match(arg) or arg.endswith(".json") or ".." in arg:
             raise ToklabError(f"no such tokenizer file: {path}")
-        return cls(_tokenizer_from_hub(arg, options.get("revision")), params)
+        return None, arg
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        cls._resolve(arg, options)
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "HFTokenizerSegmenter":
+        path, hub_id = cls._resolve(arg, options)
+        params: dict[str, Any] = {"arg": arg, **options}
+        if path is not None:
+            return cls(_tokenizer_from_file(path), params)
+        assert hub_id is not None
+        return cls(_tokenizer_from_hub(hub_id, options.get("revision")), params)
 
     # --- the interface ---------------------------------------------------------------------------
 
@@ -521,7 +556,11 @@ class HFTokenizerSegmenter(Segmenter):
 
     @classmethod
     def _load(cls, directory: Path, manifest: dict[str, Any]) -> "HFTokenizerSegmenter":
-        return cls(_tokenizer_from_file(directory / HF_FILE), manifest.get("params"), manifest.get("corpus_fingerprint"))
+        path = directory / HF_FILE
+        with reading(path):
+            segmenter = cls(_tokenizer_from_file(path), manifest.get("params"), manifest.get("corpus_fingerprint"))
+        check_vocab_size(path, segmenter.vocab_size, manifest)
+        return segmenter
 
     def __getstate__(self) -> dict[str, Any]:
         return {"params": self.params, "corpus_fingerprint": self.corpus_fingerprint, "json": self.tokenizer.to_str(), "lossless": self._lossless}
@@ -560,7 +599,7 @@ def _tokenizer_from_hub(hub_id: str, revision: str | None) -> Any:
 
             cached = hf_hub_download(hub_id, HF_FILE, revision=revision, local_files_only=True)
         except Exception:
-            raise ToklabError(
+            raise SegmenterUnavailable(
                 f"cannot fetch hub tokenizer '{hub_id}': this machine is offline ({reason}) and it is not in the local "
                 f"Hugging Face cache; pass the path of a local tokenizer.json (or a folder holding one) as hf:PATH"
             ) from None

@@ -12,13 +12,15 @@ import json
 import re
 import shutil
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from toklab.errors import ToklabError
 from toklab.files import cache_dir
-from toklab.segmenters.base import MANIFEST, Segmenter, load_segmenter
+from toklab.segmenters.base import MANIFEST, Segmenter, SegmenterUnavailable, load_segmenter
+from toklab.segmenters.options import vocab_size_range
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -50,11 +52,18 @@ class Spec:
 
 
 def parse_spec(text: str) -> Spec:
-    """Split `kind[:arg][,key=value...]`; one item without '=' is the argument."""
+    """Split `kind[:arg][,key=value...]`; one item without '=' is the argument. (`kind,key=value`,
+    options without an argument, reads like `kind:key=value`.)"""
     text = text.strip()
     if not text:
         raise ToklabError("empty segmenter spec")
-    kind, _, rest = text.partition(":")
+    colon, comma = text.find(":"), text.find(",")
+    if comma >= 0 and (colon < 0 or comma < colon):
+        kind, rest = text[:comma], text[comma + 1 :]
+    else:
+        kind, _, rest = text.partition(":")
+    if not kind.strip():
+        raise ToklabError(f"segmenter spec '{text}' names no kind (e.g. bytes, bpe:32k)")
     arg, options = None, {}
     for item in [i for i in rest.split(",") if i] if rest else []:
         key, eq, value = item.partition("=")
@@ -90,17 +99,19 @@ def parse_vocab_size(text: str | None, spec: str) -> int:
     match = SIZE.match(text or "")
     if not match:
         raise ToklabError(f"'{spec}' needs a vocabulary size such as 8k, 32k or 50257")
-    value = float(match.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[match.group(2).lower()]
-    if value != int(value) or value < 1:
+    value = Decimal(match.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[match.group(2).lower()]
+    if value != value.to_integral_value() or value < 1:
         raise ToklabError(f"bad vocabulary size '{text}' in '{spec}'")
     return int(value)
 
 
 def training_vocab_size(cls: type[Segmenter], parsed: Spec, spec: str) -> int:
-    """The vocabulary size a trainable spec asks for, or its kind's default when it names none."""
+    """The vocabulary size a trainable spec asks for (within its kind's bounds), or its kind's
+    default when it names none."""
     if parsed.arg is None and cls.default_vocab_size is not None:
         return cls.default_vocab_size
-    return parse_vocab_size(parsed.arg, spec)
+    size = parse_vocab_size(parsed.arg, spec)
+    return vocab_size_range(parsed.kind, size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)
 
 
 def available_kinds() -> dict[str, str]:
@@ -133,62 +144,152 @@ def training_key(spec: Spec, corpus: "Corpus") -> str:
     return f"{safe}-{digest}"
 
 
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec that has passed every check that needs no work: a saved folder, or a kind with
+    its parsed spec (and, for a trainable kind, its vocabulary size)."""
+
+    text: str
+    folder: Path | None = None
+    parsed: Spec | None = None
+    cls: type[Segmenter] | None = None
+    vocab_size: int | None = None
+
+    @property
+    def trainable(self) -> bool:
+        return self.cls is not None and self.cls.trainable
+
+    @property
+    def identity(self) -> Any:
+        """Two specs with the same identity name the same segmenter (`bpe:2k` and `bpe:2000`)."""
+        if self.folder is not None:
+            return ("folder", str(self.folder.resolve()))
+        assert self.parsed is not None
+        arg = self.vocab_size if self.trainable else self.parsed.arg
+        return (self.parsed.kind, arg, tuple(sorted(self.parsed.options.items())))
+
+
+def check_spec(spec: str) -> CheckedSpec:
+    """Parse and validate a spec without doing any work: the kind is known, the vocabulary size and
+    every option are within their bounds, a named file exists. A mistake is a one-line ToklabError."""
+    if not isinstance(spec, str):
+        raise ToklabError(f"a segmenter spec is a string such as 'bpe:32k', not {spec!r}")
+    folder = saved_folder(spec)
+    if folder is not None:
+        return CheckedSpec(spec, folder=folder)
+    parsed = parse_spec(spec)
+    cls = segmenter_class(parsed.kind)
+    vocab_size = training_vocab_size(cls, parsed, spec) if cls.trainable else None
+    try:
+        cls.check_spec(parsed.arg, dict(parsed.options))
+    except OSError as exc:  # a path the system refuses outright (too long, no permission, ...)
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        raise ToklabError(f"cannot use segmenter spec '{shown}': {exc.strerror or exc}") from None
+    return CheckedSpec(spec, parsed=parsed, cls=cls, vocab_size=vocab_size)
+
+
+def saved_folder(spec: str) -> Path | None:
+    """The folder a spec names when it is a segmenter saved by toklab, else None."""
+    if not spec.strip():
+        return None
+    path = Path(spec.strip()).expanduser()
+    try:
+        return path if (path / MANIFEST).is_file() else None
+    except OSError:  # e.g. a name too long to be a path: not a folder
+        return None
+
+
+def check_specs(specs: "Sequence[str] | str") -> list[CheckedSpec]:
+    """`check_spec` for each of several specs, and none of them twice: the checks a run of several
+    segmenters makes before any work."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise ToklabError("no segmenter specs given (e.g. -s bytes,bpe:32k)")
+    checked = [check_spec(spec) for spec in specs]
+    seen: dict[Any, str] = {}
+    for item in checked:
+        if item.identity in seen:
+            first = seen[item.identity]
+            if first == item.text:
+                raise ToklabError(f"segmenter '{item.text}' is given twice; name each segmenter once")
+            raise ToklabError(f"'{first}' and '{item.text}' name the same segmenter twice; name each segmenter once")
+        seen[item.identity] = item.text
+    return checked
+
+
 def needs_training_corpus(spec: str) -> bool:
-    """Whether `spec` names a kind that trains (rather than a saved folder or a pretrained kind)."""
-    return not (Path(spec).expanduser() / MANIFEST).is_file() and segmenter_class(parse_spec(spec).kind).trainable
+    """Whether `spec` names a kind that trains (rather than a saved folder or a pretrained kind).
+    A malformed spec is an error here already, before any corpus is opened."""
+    return check_spec(spec).trainable
 
 
 def get_segmenter(spec: str, corpus: "Corpus | None" = None, *, cache: bool = True, progress: bool = False) -> Segmenter:
     """The segmenter a spec names: loaded, built from a file, or trained on `corpus`'s train split.
 
-    Trained segmenters are cached under the user cache directory, keyed by kind, parameters and
-    the training corpus fingerprint, so every command reuses them.
+    The spec is checked in full first (see `check_spec`), so a mistake is an error before any
+    training. Trained segmenters are cached under the user cache directory, keyed by kind,
+    parameters and the training corpus fingerprint, so every command reuses them.
     """
-    path = Path(spec).expanduser()
-    if (path / MANIFEST).is_file():
-        return load_segmenter(path)
-    parsed = parse_spec(spec)
-    cls = segmenter_class(parsed.kind)
+    return _build(check_spec(spec), corpus, cache=cache, progress=progress)
+
+
+def _build(checked: CheckedSpec, corpus: "Corpus | None", *, cache: bool = True, progress: bool = False) -> Segmenter:
+    if checked.folder is not None:
+        return load_segmenter(checked.folder)
+    parsed, cls = checked.parsed, checked.cls
+    assert parsed is not None and cls is not None
     if not cls.trainable:
         segmenter = cls.from_spec(parsed.arg, **parsed.options)
         if parsed.arg is not None:
             segmenter.params.setdefault("arg", parsed.arg)
         segmenter._spec = str(parsed)
         return segmenter
-    vocab_size = training_vocab_size(cls, parsed, spec)
+    assert checked.vocab_size is not None
     if corpus is None:
         from toklab.corpus import open_corpus
 
         corpus = open_corpus("default", progress=progress)
     target = cache_dir() / "segmenters" / training_key(parsed, corpus)
     if cache and (target / MANIFEST).is_file():
-        return load_segmenter(target)
-    segmenter = train_segmenter(cls, parsed, vocab_size, corpus, progress=progress)
+        try:
+            return load_segmenter(target)
+        except ToklabError:
+            shutil.rmtree(target, ignore_errors=True)  # a damaged cache entry is trained afresh
+    segmenter = train_segmenter(cls, parsed, checked.vocab_size, corpus, progress=progress)
     if cache:
         try:
             segmenter.save(target)
         except OSError:
             shutil.rmtree(target, ignore_errors=True)  # a cache we cannot write is not an error
+        except ToklabError:
+            pass  # something else lies at the cache entry's place: leave it, and the run goes on
     return segmenter
 
 
-def get_segmenters(specs: list[str], corpus: "Corpus | None" = None, *, progress: bool = False) -> tuple[list[Segmenter], list[str]]:
-    """Several segmenters for one run. A malformed spec or unknown kind fails at once, before any
-    work; a segmenter that cannot be had (offline, a missing file, too little training text) is
-    skipped with a one-line note, so the rest of the run goes on."""
-    for spec in specs:
-        if not (Path(spec).expanduser() / MANIFEST).is_file():
-            parsed = parse_spec(spec)
-            cls = segmenter_class(parsed.kind)
-            if cls.trainable:
-                training_vocab_size(cls, parsed, spec)
-    segmenters, notes = [], []
-    for spec in specs:
-        try:
-            segmenters.append(get_segmenter(spec, corpus, progress=progress))
-        except ToklabError as exc:
-            notes.append(f"skipped {spec}: {exc}")
-    return segmenters, notes
+def get_segmenters(specs: "list[str] | str", corpus: "Corpus | None" = None, *, progress: bool = False) -> tuple[list[Segmenter], list[str]]:
+    """Several segmenters for one run, in the order given, and notes on the ones skipped.
+
+    Every spec is checked first, then every saved folder, file and pretrained vocabulary is
+    loaded, and only then is anything trained: a mistake (a malformed or repeated spec, an
+    option out of range, a missing or damaged file) is an error before any work. Only a
+    pretrained vocabulary that cannot be had here (offline and not cached) is skipped, with a
+    one-line note; when every segmenter is skipped, that is an error too.
+    """
+    checked = check_specs(specs)
+    built: dict[int, Segmenter] = {}
+    notes: list[str] = []
+    for i, item in enumerate(checked):  # saved, file and pretrained segmenters: cheap, and may be damaged
+        if not item.trainable:
+            try:
+                built[i] = _build(item, corpus, progress=progress)
+            except SegmenterUnavailable as exc:
+                notes.append(f"skipped {item.text}: {exc}")
+    for i, item in enumerate(checked):
+        if item.trainable:
+            built[i] = _build(item, corpus, progress=progress)
+    if not built:
+        raise ToklabError("no segmenter could be had: " + "; ".join(notes))
+    return [built[i] for i in sorted(built)], notes
 
 
 def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "Corpus", *, progress: bool = False) -> Segmenter:

@@ -41,7 +41,8 @@ import numpy as np
 import sentencepiece as spm
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import EOT, Segmenter, cpu_count
+from toklab.segmenters import options as opt
+from toklab.segmenters.base import EOT, Segmenter, check_vocab_size, cpu_count
 
 META = "\u2581"  # SentencePiece's stand-in for a space
 MODEL_FILE = "tokenizer.model"
@@ -281,9 +282,11 @@ class _SentencePieceSegmenter(Segmenter):
         except OSError as exc:
             raise ToklabError(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
-            return cls(data, params=manifest.get("params"))
-        except (RuntimeError, ValueError, IndexError):
-            raise ToklabError(f"{path} is not a sentencepiece model") from None
+            segmenter = cls(data, params=manifest.get("params"))
+        except Exception:  # sentencepiece and the proto reader raise several kinds for a damaged file
+            raise ToklabError(f"cannot read {path}: it is damaged or not a sentencepiece model") from None
+        check_vocab_size(path, segmenter.vocab_size, manifest)
+        return segmenter
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -293,33 +296,16 @@ DEFAULT_MAX_SENTENCE_LENGTH = 4192
 # thread count. A fixed default, not the number of cores, gives the same model on every machine.
 DEFAULT_THREADS = 16
 OPTION_HELP = "input_sentence_size, num_threads, max_sentence_length, character_coverage, split_digits"
-SIZE = re.compile(r"^(\d+)([km]?)$", re.IGNORECASE)
 
 
-def _int_option(kind: str, key: str, value: Any, minimum: int) -> int:
-    match = SIZE.match(str(value).strip().replace("_", ""))
-    if not match:
-        raise ToklabError(f"{kind} option {key}={value} is not a whole number")
-    number = int(match.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[match.group(2).lower()]
-    if number < minimum:
-        raise ToklabError(f"{kind} option {key}={value} must be at least {minimum}")
-    return number
-
-
-def _bool_option(kind: str, key: str, value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ToklabError(f"{kind} option {key}={value} must be true or false")
+MAX_THREADS = 1024  # SentencePiece's own bound
+MAX_INT32 = 2**31 - 1  # SentencePiece reads these options as 32-bit integers
+MIN_SENTENCE_LENGTH = 16
 
 
 def training_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Spec options (strings) -> typed trainer options, defaults filled in."""
-    unknown = sorted(set(options) - set(OPTION_HELP.split(", ")))
-    if unknown:
-        raise ToklabError(f"unknown {kind} option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (valid: {OPTION_HELP})")
+    """Spec options (strings) -> typed trainer options, defaults filled in, each within its bounds."""
+    opt.check_unknown(kind, options, OPTION_HELP.split(", "))
     resolved: dict[str, Any] = {
         "input_sentence_size": 1_000_000,
         "num_threads": DEFAULT_THREADS,
@@ -329,21 +315,15 @@ def training_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     }
     for key, value in options.items():
         if key == "input_sentence_size":
-            resolved[key] = _int_option(kind, key, value, 0)
+            resolved[key] = opt.whole(kind, key, value, 0, MAX_INT32)
         elif key == "num_threads":
-            resolved[key] = _int_option(kind, key, value, 1)
+            resolved[key] = opt.whole(kind, key, value, 1, MAX_THREADS)
         elif key == "max_sentence_length":
-            resolved[key] = _int_option(kind, key, value, 16)
+            resolved[key] = opt.whole(kind, key, value, MIN_SENTENCE_LENGTH, MAX_INT32)
         elif key == "character_coverage":
-            try:
-                coverage = float(value)
-            except ValueError:
-                coverage = -1.0
-            if not 0.9 <= coverage <= 1.0:
-                raise ToklabError(f"{kind} option character_coverage={value} must be a number between 0.9 and 1")
-            resolved[key] = coverage
+            resolved[key] = opt.real(kind, key, value, 0.9, 1.0)
         elif key == "split_digits":
-            resolved[key] = _bool_option(kind, key, value)
+            resolved[key] = opt.boolean(kind, key, value)
     return resolved
 
 
@@ -415,10 +395,17 @@ class _Feed:
 class _TrainedSentencePiece(_SentencePieceSegmenter):
     trainable = True
     model_type: ClassVar[str] = ""
+    min_vocab_size = 259
+    min_vocab_reason = "256 bytes, <unk>, <|endoftext|> and a piece for a space"
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        training_options(cls.kind, options)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "_TrainedSentencePiece":
         opts = training_options(cls.kind, options)
+        opt.vocab_size_range(cls.kind, vocab_size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)
         spec = f"{cls.kind}:{vocab_size}"
         model = io.BytesIO()
         feed = _Feed(training_sentences(texts, opts["max_sentence_length"]))
@@ -479,8 +466,8 @@ class SentencePieceFileSegmenter(_SentencePieceSegmenter):
 
     kind = "spm"
 
-    @classmethod
-    def from_spec(cls, arg: str | None, **options: str) -> "SentencePieceFileSegmenter":
+    @staticmethod
+    def _path(arg: str | None, options: dict[str, str]) -> Path:
         if not arg:
             raise ToklabError("'spm' needs the path of a sentencepiece model, e.g. spm:path/to/m.model")
         if options:
@@ -488,6 +475,19 @@ class SentencePieceFileSegmenter(_SentencePieceSegmenter):
         path = Path(arg).expanduser()
         if path.is_dir() and (path / MODEL_FILE).is_file():
             path = path / MODEL_FILE
+        if not path.exists():
+            raise ToklabError(f"sentencepiece model {path} does not exist")
+        if path.is_dir():
+            raise ToklabError(f"{path} is a folder holding no {MODEL_FILE}; give the path of a sentencepiece .model file")
+        return path
+
+    @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        cls._path(arg, options)
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: str) -> "SentencePieceFileSegmenter":
+        path = cls._path(arg, options)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -496,5 +496,5 @@ class SentencePieceFileSegmenter(_SentencePieceSegmenter):
             raise ToklabError(f"cannot read sentencepiece model {path}: {exc.strerror or exc}") from None
         try:
             return cls(data, params={"arg": arg})
-        except (RuntimeError, ValueError, IndexError):
+        except Exception:  # sentencepiece and the proto reader raise several kinds for a damaged file
             raise ToklabError(f"{path} is not a sentencepiece model") from None

@@ -22,19 +22,48 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import PieceSegmenter, take_bytes
+from toklab.segmenters import options as opt
+from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
 
 OPTIONS = {"dict_size", "max_len", "parse", "k", "d", "f", "steps", "accel", "sample_bytes", "max_train_bytes"}
 PARSES = ("optimal", "greedy")
+# zstd's fastCOVER bounds (0 = let zstd choose or search): d is 6 or 8, f at most 31, accel at most
+# 10, k at least d and at most the dictionary size. A dictionary needs at least 256 bytes.
+MIN_DICT_SIZE, MAX_DICT_SIZE = 256, 2**30
+MAX_F, MAX_ACCEL, MAX_STEPS = 31, 10, 10_000
+D_VALUES = ("0", "6", "8")
 
 
-def _size(text: str, name: str) -> int:
-    from toklab.segmenters.registry import parse_vocab_size
-
-    value = text.strip().lower()
-    multiplier = 1024 if value.endswith("kib") else 1
-    value = value[:-3] if value.endswith("kib") else value
-    return parse_vocab_size(value, f"{name}={text}") * multiplier
+def check_options(options: dict[str, str]) -> dict[str, Any]:
+    """Spec options -> typed options, each within what zstd's trainer accepts."""
+    kind = "zstd-dict"
+    opt.check_unknown(kind, options, OPTIONS)
+    out: dict[str, Any] = {
+        "parse": opt.choice(kind, "parse", options.get("parse", "optimal"), PARSES, what="parse"),
+        "dict_size": opt.byte_size(kind, "dict_size", options.get("dict_size", "110kib"), MIN_DICT_SIZE, MAX_DICT_SIZE),
+        "max_len": opt.whole(kind, "max_len", options.get("max_len", 16), 2, 64),
+        "max_train_bytes": opt.byte_size(kind, "max_train_bytes", options.get("max_train_bytes", "64m"), 1),
+        "sample_bytes": opt.byte_size(kind, "sample_bytes", options.get("sample_bytes", "8m"), 1),
+    }
+    cover: dict[str, int] = {}
+    if "d" in options:
+        d = str(options["d"]).strip()
+        if d not in D_VALUES:
+            raise ToklabError(f"zstd-dict option d={options['d']} must be 6 or 8 (or 0: let zstd try both)")
+        cover["d"] = int(d)
+    if "k" in options:
+        low = cover.get("d") or 8  # with d unset zstd tries d = 6 and 8, so k must reach 8
+        cover["k"] = opt.whole(kind, "k", options["k"], 0, out["dict_size"])
+        if 0 < cover["k"] < low:
+            raise ToklabError(f"zstd-dict option k={options['k']} must be 0 (let zstd search) or between {low} and {out['dict_size']:,} (at least d, at most dict_size)")
+    if "f" in options:
+        cover["f"] = opt.whole(kind, "f", options["f"], 0, MAX_F)
+    if "accel" in options:
+        cover["accel"] = opt.whole(kind, "accel", options["accel"], 0, MAX_ACCEL)
+    if "steps" in options:
+        cover["steps"] = opt.whole(kind, "steps", options["steps"], 0, MAX_STEPS)
+    out["cover"] = cover
+    return out
 
 
 def _windows(data: np.ndarray, length: int) -> np.ndarray:
@@ -64,6 +93,8 @@ def candidate_savings(dictionary: bytes, sample: Sequence[bytes], max_len: int) 
 class ZstdDictSegmenter(PieceSegmenter):
     kind = "zstd-dict"
     trainable = True
+    min_vocab_size = 258
+    min_vocab_reason = "256 bytes, one string, <|endoftext|>"
 
     def __init__(self, dictionary: bytes, strings: list[bytes], parse: str = "optimal", params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
@@ -134,23 +165,17 @@ class ZstdDictSegmenter(PieceSegmenter):
     # --- training ---------------------------------------------------------------------------------
 
     @classmethod
+    def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
+        check_options(options)
+
+    @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "ZstdDictSegmenter":
         import zstandard
 
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ToklabError(f"unknown zstd-dict option(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
-        if vocab_size < 258:
-            raise ToklabError(f"zstd-dict vocabulary must be at least 258 (256 bytes, one string, <|endoftext|>), got {vocab_size}")
-        parse = options.get("parse", "optimal")
-        if parse not in PARSES:
-            raise ToklabError(f"unknown parse '{parse}' (use optimal or greedy)")
-        dict_size = _size(options.get("dict_size", "110kib"), "dict_size")
-        max_len = int(options.get("max_len", 16))
-        if not 2 <= max_len <= 64:
-            raise ToklabError(f"max_len must be between 2 and 64, got {max_len}")
-        cover = {k: int(options[k]) for k in ("k", "d", "f", "steps", "accel") if k in options}
-        samples = take_bytes((t.encode("utf-8") for t in texts), _size(options.get("max_train_bytes", "64m"), "max_train_bytes"))
+        opts = check_options(options)
+        opt.vocab_size_range("zstd-dict", vocab_size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)
+        parse, dict_size, max_len, cover = opts["parse"], opts["dict_size"], opts["max_len"], opts["cover"]
+        samples = take_bytes((t.encode("utf-8") for t in texts), opts["max_train_bytes"])
         if not samples:
             raise ToklabError("cannot train zstd-dict: no training text")
         try:
@@ -158,7 +183,7 @@ class ZstdDictSegmenter(PieceSegmenter):
         except zstandard.ZstdError as exc:
             raise ToklabError(f"zstd could not train a {dict_size:,}-byte dictionary on this text: {exc}") from None
         dictionary = trained.as_bytes()
-        counted = take_bytes(samples, _size(options.get("sample_bytes", "8m"), "sample_bytes"))
+        counted = take_bytes(samples, opts["sample_bytes"])
         ranked = sorted(candidate_savings(dictionary, counted, max_len), key=lambda sv: (-sv[0], sv[1]))
         strings = [s for saving, s in ranked[: vocab_size - 257] if saving > 0]
         params = {"dict_size": dict_size, "max_len": max_len, "parse": parse, "k": trained.k, "d": trained.d, **cover, "strings": len(strings), "candidates": len(ranked)}
@@ -173,6 +198,18 @@ class ZstdDictSegmenter(PieceSegmenter):
 
     @classmethod
     def _load(cls, directory: Path, manifest: dict[str, Any]) -> "ZstdDictSegmenter":
-        config = json.loads((directory / "zstd_dict.json").read_text())
-        strings = [base64.b64decode(line) for line in (directory / "strings.txt").read_text().split()]
-        return cls((directory / "dictionary.zstd").read_bytes(), strings, config["parse"], params=manifest.get("params"))
+        path = directory / "zstd_dict.json"
+        with reading(path):
+            parse = json.loads(path.read_text(encoding="utf-8"))["parse"]
+            if parse not in PARSES:
+                raise ValueError(f"unknown parse {parse!r}")
+        path = directory / "strings.txt"
+        with reading(path):
+            strings = [base64.b64decode(line, validate=True) for line in path.read_text(encoding="ascii").split()]
+            if any(len(s) < 2 for s in strings):
+                raise ValueError("a string of fewer than 2 bytes")
+        check_vocab_size(path, 256 + len(strings) + 1, manifest)
+        path = directory / "dictionary.zstd"
+        with reading(path):
+            dictionary = path.read_bytes()
+        return cls(dictionary, strings, parse, params=manifest.get("params"))
