@@ -204,3 +204,11 @@ def test_gpu_scale_settings_on_a_cpu_are_refused_without_yes(capsys, data, tmp_p
     message = cli_error(capsys, "pretrain", "-c", str(data), "--model", "gpt2-124m", "--flops", "1e18", "--out", str(tmp_path / "big"))
     assert "roughly 2,777.8 hours" in message and "--yes" in message  # 1e18 / 1e11 / 3600
     assert not (tmp_path / "big").exists()
+
+
+def test_malformed_lines_are_noted_by_compare(capsys, data, tmp_path):
+    with open(data / "a.jsonl", "ab") as f:
+        f.write(b"{not json\n" + json.dumps({"id": "bad", "text": "x"}).encode()[:-2] + b"\xff\"}\n")
+    code, _, err = run_cli(capsys, "compare", "-c", str(data), "-s", "bytes", "--no-compressors", "--out", str(tmp_path / "rep"))
+    assert code == 0 and "malformed line" in err
+    assert any("malformed line" in n for n in json.loads((tmp_path / "rep" / "results.json").read_text())["notes"])

@@ -105,9 +105,11 @@ def run_compare(
     texts = [d.text for d in val]
     stats = TextStats.of(texts)
     timings["read"] = time.perf_counter() - start
+    read_notes = corpus.stats.notes()  # the pass read every record: malformed lines, invalid UTF-8
 
     start = time.perf_counter()
     loaded, notes = get_segmenters(specs, corpus, progress=progress)
+    notes = read_notes + notes
     if segmenters is None:
         notes = _collapse_tiktoken_notes(notes)
     timings["train_or_load"] = time.perf_counter() - start
