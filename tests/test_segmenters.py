@@ -306,3 +306,28 @@ def test_spec_names_keep_their_options(tiny_corpus, tmp_path):
 def test_special_tokens_show_no_bytes(bpe):
     assert bpe.token_bytes(bpe.special_tokens[EOT]) == b""
     assert Segmenter.token_bytes(bpe, bpe.special_tokens[EOT]) == b""
+
+
+def test_long_training_texts_are_cut_where_every_pattern_ends_a_word(monkeypatch):
+    import random
+
+    import toklab.segmenters.bpe as bpe
+
+    rng = random.Random(0)
+    pieces = ["\n", "\n\n", " ", "  ", "\t", "a", "Word", "123", "!", ".\n", " \n", "é", "中", "'s", "x", "\r\n"]
+    text = "".join(rng.choice(pieces) for _ in range(60_000))
+    for name, pattern in bpe.PATTERNS.items():
+        pre = bpe._hf_tokenizer(pattern).pre_tokenizer  # tokenizers' own split, independently of the cut
+        whole = [w for w, _ in pre.pre_tokenize_str(text)]
+        chunks = list(bpe.training_chunks(text, 500))
+        assert "".join(chunks) == text and len(chunks) > 20
+        assert [w for c in chunks for w, _ in pre.pre_tokenize_str(c)] == whole, name
+    assert list(bpe.training_chunks("no newline at all " * 100, 50)) == ["no newline at all " * 100]  # left whole
+    # a BPE trained on the cut text is the BPE trained on the whole text
+    doc = "\n".join(f"line {i}: the quick brown fox {i % 7} jumps over {i % 13} lazy dogs" for i in range(4000))
+    monkeypatch.setattr(bpe, "TRAIN_CHUNK_CHARS", 10_000)
+    cut = bpe.BPESegmenter.train([doc], 400)
+    monkeypatch.setattr(bpe, "TRAIN_CHUNK_CHARS", 10**12)
+    whole = bpe.BPESegmenter.train([doc], 400)
+    assert whole.vocab_size == cut.vocab_size and whole.encode(doc) == cut.encode(doc)
+    assert len(list(bpe.training_chunks(doc, 1 << 20))) == 1 and len(list(bpe.training_chunks(doc, 10_000))) > 10

@@ -40,10 +40,38 @@ PATTERNS = {
 }
 DEFAULT_PATTERN = "cl100k"
 VERIFY_TEXTS = 400  # training documents the fast path must reproduce exactly before it is used
+VERIFY_CHARS = 4 << 20  # and at most this much of their text
 OPTIONS = {"regex", "min_frequency", "max_token_length", "fast"}
 MAX_MIN_FREQUENCY = 2**32 - 1  # a pair count; 0 and 1 both merge any pair
 MAX_TOKEN_LENGTH = 2**16  # characters
 FAST = {"auto": "auto", "on": "on", "off": "off"}
+TRAIN_CHUNK_CHARS = 1 << 20  # a longer training text is cut into pieces of about this size, so memory stays bounded
+
+
+def training_chunks(text: str, size: int = TRAIN_CHUNK_CHARS) -> Iterable[str]:
+    """`text` cut into pieces of at most about `size` characters, each cut right after a lone
+    newline between two non-space characters: every pattern above ends a pre-token there, so the
+    words the trainer counts are exactly those of the whole text (tested against `tokenizers`'
+    own pre-tokeniser). A stretch of `size` characters with no such newline is left whole, so
+    memory is then bounded only by that stretch."""
+
+    def safe(i: int) -> bool:  # text[i] is a newline
+        return start < i and i + 1 < n and not text[i - 1].isspace() and not text[i + 1].isspace()
+
+    start, n = 0, len(text)
+    while n - start > size:
+        cut = text.rfind("\n", start, start + size)
+        while cut != -1 and not safe(cut):
+            cut = text.rfind("\n", start, cut)
+        if cut == -1:  # no safe cut in this window: take the next one after it
+            cut = text.find("\n", start + size)
+            while cut != -1 and not safe(cut):
+                cut = text.find("\n", cut + 1)
+            if cut == -1:
+                break
+        yield text[start : cut + 1]
+        start = cut + 1
+    yield text[start:]
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -198,11 +226,15 @@ class BPESegmenter(Segmenter):
         )
         sample: list[str] = []
 
+        sampled = [0]
+
         def keep_sample(stream: Iterable[str]) -> Iterable[str]:
             for text in stream:
-                if len(sample) < VERIFY_TEXTS:
-                    sample.append(text)
-                yield text
+                for chunk in training_chunks(text):  # a 50 MB document, whole, would take GBs to count and to verify
+                    if len(sample) < VERIFY_TEXTS and sampled[0] < VERIFY_CHARS:
+                        sample.append(chunk)
+                        sampled[0] += len(chunk)
+                    yield chunk
 
         tokenizer.train_from_iterator(keep_sample(texts), trainer=trainer)
         from tokenizers import AddedToken
