@@ -58,3 +58,24 @@ def shared_tiktoken() -> Path:
     if path is None:
         pytest.skip("no tiktoken vocabularies: set TIKTOKEN_CACHE_DIR or TOKLAB_SHARED_DIR")
     return path
+
+
+SLOW = {  # over about 5 s each here, and not building the default corpus (those are marked below)
+    "test_filter.py::test_a_real_kill_mid_run_then_resume_gives_byte_identical_shards",
+    "test_readers.py::test_streaming_a_30_mb_jsonl_zst_keeps_memory_bounded",
+    "test_segmenters.py::test_fast_path_equals_tokenizers_on_shared_corpora",
+    "test_bad_input_runs.py::test_overwrite_checks_everything_first_and_keeps_files_it_did_not_write",
+    "test_bad_input_runs.py::test_study_overwrite_checks_the_budgets_first_and_keeps_other_files",
+    "test_pretrain.py::test_seeds_train_separate_runs_and_give_a_t_interval",
+}
+SLOW_MODULES = ("test_study.py::", "test_default_corpus.py::")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow`: every test that needs the embedded default corpus (its first build takes a while),
+    the study and default-corpus modules, and the few long ones in SLOW; `pytest -m "not slow"`
+    is the quick subset."""
+    for item in items:
+        name = item.nodeid.split("/")[-1].split("[")[0]
+        if "default_corpus_build" in getattr(item, "fixturenames", ()) or name in SLOW or name.startswith(SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
