@@ -26,9 +26,11 @@ from toklab.segmenters.bpe import bytes_to_unicode
 tiktoken = pytest.importorskip("tiktoken")
 tokenizers = pytest.importorskip("tokenizers")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
-HAVE_TIKTOKEN_CACHE = (SHARED / "tiktoken").is_dir()
-needs_cache = pytest.mark.skipif(not HAVE_TIKTOKEN_CACHE, reason="../shared/tiktoken is not present")
+from conftest import tiktoken_dir  # TIKTOKEN_CACHE_DIR, else the shared folder (TOKLAB_SHARED_DIR)
+
+VOCABULARIES = tiktoken_dir()
+HAVE_TIKTOKEN_CACHE = VOCABULARIES is not None
+needs_cache = pytest.mark.skipif(not HAVE_TIKTOKEN_CACHE, reason="no tiktoken vocabularies: set TIKTOKEN_CACHE_DIR or TOKLAB_SHARED_DIR")
 NAMES = ["cl100k_base", "o200k_base", "gpt2"]
 
 TRICKY = [
@@ -65,7 +67,7 @@ TRAIN_TEXT = (
 @pytest.fixture(scope="module")
 def tk() -> dict[str, TiktokenSegmenter]:
     if not HAVE_TIKTOKEN_CACHE:
-        pytest.skip("../shared/tiktoken is not present")
+        pytest.skip("no tiktoken vocabularies: set TIKTOKEN_CACHE_DIR or TOKLAB_SHARED_DIR")
     return {name: TiktokenSegmenter.from_spec(name) for name in NAMES}
 
 
@@ -246,7 +248,7 @@ def test_tiktoken_file_spec(tk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from tiktoken.load import load_tiktoken_bpe
 
     assert read_tiktoken_file(ranks_file) == load_tiktoken_bpe(str(ranks_file))
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(VOCABULARIES))
     seg = get_segmenter(f"tiktoken:{ranks_file}")  # default pattern: cl100k_base's
     assert seg.vocab_size == 100256 and seg.special_tokens == {}
     enc = tiktoken.get_encoding("cl100k_base")

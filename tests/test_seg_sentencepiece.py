@@ -28,7 +28,7 @@ from toklab.segmenters.sentencepiece import (
     training_sentences,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
+from conftest import SHARED  # ../shared, or TOKLAB_SHARED_DIR
 TRICKY = [
     "",
     " ",
