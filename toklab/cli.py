@@ -270,7 +270,7 @@ def _print_compare(result: Any, top: int) -> None:
 @corpus_command
 def compare_command(
     corpus: Any,
-    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k and every tiktoken encoding available.")] = None,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k and every tiktoken encoding available.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report folder. Default: reports/compare-<corpus name>.")] = None,
     no_compressors: Annotated[bool, typer.Option("--no-compressors", help="Skip the zstd and 7z rows.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Cramming threshold t for the keep-rate columns: keep iff tokens <= t x chars.")] = 0.3,
@@ -335,7 +335,7 @@ def filter_command(
     corpus: Any,
     t: Annotated[Optional[float], typer.Option("--t", "--threshold", "-t", help="Threshold: keep a document iff tokens <= t x chars (--by tokens; default 0.3, Cramming's) or zstd bytes <= t x raw bytes (--by zstd; default 0.5).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the kept shards: the input's shard layout and format (parquet stays parquet; jsonl and txt become .jsonl.zst), every field kept, plus a ratio column.")] = None,
-    segmenter: Annotated[Optional[str], typer.Option("--segmenter", "-s", help="Segmenter spec that counts tokens. Default: bpe:32k trained on a sample of the input (Cramming's 'self' tokeniser), cached.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option("--segmenter", "--segmenters", "-s", help="Segmenter spec that counts tokens. Default: bpe:32k trained on a sample of the input (Cramming's 'self' tokeniser), cached.")] = None,
     by: Annotated[str, typer.Option("--by", help="What is measured: tokens (tokens per char) or zstd (compressed bytes per raw byte, no segmenter).")] = "tokens",
     keep_rejected: Annotated[bool, typer.Option("--keep-rejected", help="Also write rejected and empty documents, with a reject_reason column, to <out>-rejected beside --out.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and report only; write no shards.")] = False,
@@ -394,7 +394,7 @@ TRAIN_PANEL = "Training"
 @corpus_command
 def pretrain_command(
     corpus: Any,
-    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter spec, e.g. bytes, bpe:32k, tiktoken:gpt2, or a saved segmenter folder.")] = "bytes",
+    segmenter: Annotated[str, typer.Option("--segmenter", "--segmenters", "-s", help="Segmenter spec, e.g. bytes, bpe:32k, tiktoken:gpt2, or a saved segmenter folder.")] = "bytes",
     model: Annotated[str, typer.Option("--model", "-m", help="Model preset: tiny, small, medium or gpt2-124m.")] = "tiny",
     n_layer: Annotated[Optional[int], typer.Option("--n-layer", min=1, help="Layers (overrides the preset).")] = None,
     n_head: Annotated[Optional[int], typer.Option("--n-head", min=1, help="Attention heads (overrides the preset).")] = None,
@@ -498,7 +498,7 @@ def sample_command(
 @corpus_command
 def study_command(
     corpus: Any,
-    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "-s", help="Comma-separated segmenter specs (repeatable). Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable). Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
     flops: Annotated[Optional[str], typer.Option("--flops", help="Comma-separated FLOP budgets, e.g. 1e16,3e16,1e17 (with --smoke: 3e10,1e11).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model preset for every run: tiny, small, medium or gpt2-124m. Default: small (with --smoke: tiny).")] = None,
     context: Annotated[Optional[int], typer.Option("--context", min=2, help="Context length in tokens. Default: 256 (with --smoke: 64).")] = None,
@@ -571,7 +571,7 @@ def study_command(
 
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
-SPEC_HELP = "Segmenter spec: bytes, bpe:32k, unigram:32k, spm-bpe:32k, tiktoken:cl100k_base, hf:PATH, spm:PATH.model, or a saved folder."
+SPEC_HELP = "Segmenter spec: bytes, bpe:32k, unigram:32k, spm-bpe:32k, entropy:target=4.5, zstd-dict:32k, tiktoken:cl100k_base, hf:PATH, spm:PATH.model, or a saved folder."
 
 
 @tokenizer_app.command("train")
@@ -606,7 +606,7 @@ def tokenizer_train_command(
     segmenter = get_segmenter(spec, opened, cache=not no_cache, progress=True)
     seconds = time.perf_counter() - start
     segmenter.save(target)
-    console.print(f"saved {segmenter!r} to {target} ({seconds:.1f} s)")
+    console.print(f"saved {segmenter.spec} ({segmenter.kind}, {segmenter.vocab_size:,} ids) to {target} ({seconds:.1f} s)", highlight=False)
     for path in sorted(target.iterdir()):
         console.print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     _note_if_lossy(segmenter)

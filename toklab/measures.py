@@ -193,7 +193,7 @@ def sevenzip_filters() -> dict[str, tuple[list[dict[str, Any]], str]]:
 
     return {
         "7z-lzma2": ([{"id": py7zr.FILTER_LZMA2, "preset": 9}], "py7zr, LZMA2 preset 9 (compressed stream, without the .7z header)"),
-        "7z-ppmd": ([{"id": py7zr.FILTER_PPMD}], "py7zr, PPMd with its default order and memory (compressed stream, without the .7z header)"),
+        "7z-ppmd": ([{"id": py7zr.FILTER_PPMD}], "py7zr, PPMd with py7zr's defaults: order 8 and 16 MiB of model memory (7-Zip's own default order is 6); compressed stream, without the .7z header"),
     }
 
 

@@ -63,7 +63,7 @@ SHOWN: dict[str, tuple[str, Formatter]] = {
     "keep_rate_bytes": ("keep bytes", _pct),
     "mb_per_s": ("MB/s", _num(1)),
     "lossless": ("lossless", lambda v: "yes" if v else "NO"),
-    "train_flops_per_mb": ("TFLOP/MB", _flops),
+    "train_flops_per_mb": ("TFLOPs/MB", _flops),
 }
 
 

@@ -123,7 +123,7 @@ def _slug(text: str) -> str:
 
 
 def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float, seed: int) -> str:
-    return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}-seed{seed}")
+    return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}".replace("e+", "e") + f"-seed{seed}")  # 1e11, not 1e-11
 
 
 STUDY_FILES = (

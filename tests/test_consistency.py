@@ -1,0 +1,40 @@
+"""The same words mean the same thing in every command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toklab.cli import main
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def test_both_spellings_of_the_segmenter_option_work_everywhere(capsys, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": f"text number {i} " * 10}) + "\n" for i in range(60)))
+    for spelling in ("--segmenter", "--segmenters"):
+        code, out, err = run(capsys, "pretrain", "-c", str(path), spelling, "bytes", "--steps", "2", "--context", "16", "--out", str(tmp_path / spelling), "-q")
+        assert code == 0, err
+        code, out, err = run(capsys, "compare", "-c", str(path), spelling, "bytes", "--no-compressors", "--out", str(tmp_path / f"c{spelling}"), "-q")
+        assert code == 0, err
+
+
+def test_help_lists_every_kind_and_the_saved_message_names_the_delivered_size(capsys, tmp_path):
+    _, out, _ = run(capsys, "tokenizer", "train", "--help")
+    assert "entropy:" in out and "zstd-dict:" in out
+    code, out, _ = run(capsys, "tokenizer", "train", "bytes", "--out", str(tmp_path / "tok"))
+    assert code == 0 and "saved bytes (bytes, 257 ids)" in out and "<" not in out.splitlines()[0]
+
+
+def test_study_run_folders_name_their_budget_plainly():
+    from toklab.study import _run_name
+
+    assert _run_name("bpe:4k", False, None, 1e11, 0) == "bpe-4k-1e11-seed0"  # not 1e-11, which reads as a tiny number
+    assert _run_name("bytes", True, 0.3, 3e10, 2) == "bytes-filtered-t0.3-3e10-seed2"
