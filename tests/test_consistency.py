@@ -38,3 +38,9 @@ def test_study_run_folders_name_their_budget_plainly():
 
     assert _run_name("bpe:4k", False, None, 1e11, 0) == "bpe-4k-1e11-seed0"  # not 1e-11, which reads as a tiny number
     assert _run_name("bytes", True, 0.3, 3e10, 2) == "bytes-filtered-t0.3-3e10-seed2"
+
+
+def test_flags_show_no_value_placeholder_in_help(capsys):
+    for command in (["study"], ["pretrain"], ["filter"], ["compare"], ["tokenizer", "train"]):
+        _, out, _ = run(capsys, *command, "--help")
+        assert not [line for line in out.splitlines() if "<bool>" in line and "--help" not in line], command  # typer's own --help aside

@@ -44,7 +44,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the toklab version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, metavar="", help="Print the toklab version and exit.")] = False,
 ) -> None:
     """toklab measures how densely segmenters (BPE, unigram, bytes, pretrained tokenisers, ...)
     represent text, against classic compressors, and what that buys in training FLOPs."""
@@ -58,7 +58,7 @@ CORPUS_PARAMETERS = [
     ("text_field", str, "text", typer.Option("--text-field", rich_help_panel=PANEL, help="Field or column that holds the text.")),
     ("id_field", Optional[str], None, typer.Option("--id-field", rich_help_panel=PANEL, help="Field that holds a stable document id. Default: 'id' when present, else the document's file and row.")),
     ("source_field", str, "source", typer.Option("--source-field", rich_help_panel=PANEL, help="Field naming the kind of text (used for per-source tables). Default source: the sub-folder or file name.")),
-    ("lines", bool, False, typer.Option("--lines", rich_help_panel=PANEL, help=".txt inputs: one document per line instead of one per file.")),
+    ("lines", bool, False, typer.Option("--lines", rich_help_panel=PANEL, metavar="", help=".txt inputs: one document per line instead of one per file.")),
     ("name", Optional[str], None, typer.Option("--name", rich_help_panel=PANEL, help="Hugging Face dataset config name (hub ids).")),
     ("split", Optional[str], None, typer.Option("--split", rich_help_panel=PANEL, help="Hugging Face dataset split to read (hub ids and saved DatasetDicts). Default: train.")),
     ("max_docs", Optional[int], None, typer.Option("--max-docs", rich_help_panel=PANEL, help="Stop after this many documents.")),
@@ -66,13 +66,13 @@ CORPUS_PARAMETERS = [
     ("sample", float, 1.0, typer.Option("--sample", rich_help_panel=PANEL, help="Keep this fraction of documents, chosen by a hash of (seed, id): deterministic and streaming.")),
     ("seed", int, 0, typer.Option("--seed", rich_help_panel=PANEL, help="Seed for --sample.")),
     ("val_fraction", float, 0.1, typer.Option("--val-fraction", rich_help_panel=PANEL, help="Share of documents in the validation split, chosen by a hash of the document id alone.")),
-    ("strict", bool, False, typer.Option("--strict", rich_help_panel=PANEL, help="Make malformed JSON lines an error instead of skipping and counting them.")),
+    ("strict", bool, False, typer.Option("--strict", rich_help_panel=PANEL, metavar="", help="Make malformed JSON lines an error instead of skipping and counting them.")),
 ]
 
 
 OUTPUT_PARAMETERS: list[tuple[str, Any, Any, Any]] = [
-    ("quiet", bool, False, typer.Option("--quiet", "-q", rich_help_panel="Output", help="No progress display or progress lines; results and errors only.")),
-    ("verbose", bool, False, typer.Option("--verbose", rich_help_panel="Output", help="Plain progress lines every second (also on a terminal), for logs. Without a terminal a line comes every 5 seconds anyway.")),
+    ("quiet", bool, False, typer.Option("--quiet", "-q", rich_help_panel="Output", metavar="", help="No progress display or progress lines; results and errors only.")),
+    ("verbose", bool, False, typer.Option("--verbose", rich_help_panel="Output", metavar="", help="Plain progress lines every second (also on a terminal), for logs. Without a terminal a line comes every 5 seconds anyway.")),
 ]
 
 
@@ -157,7 +157,7 @@ def _note_if_lossy(segmenter: Any) -> None:
 @corpus_command
 def corpus_info_command(
     corpus: Any,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the figures as JSON instead of tables.")] = False,
     top: Annotated[int, typer.Option("--top", min=0, help="Show the N largest sources by bytes and fold the rest into one row (0: show all).")] = 25,
 ) -> None:
     """Count documents, bytes and characters, overall and per source, in one streaming pass."""
@@ -219,7 +219,7 @@ def corpus_sample_command(
 @corpus_app.command("build")
 def corpus_build_command(
     name: Annotated[str, typer.Argument(help="Recipe name in corpora/ (or a path to a recipe .toml).")] = "default",
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cached build is up to date.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Rebuild even if the cached build is up to date.")] = False,
 ) -> None:
     """Build a corpus recipe into the user cache. Commands build what they need on first use anyway."""
     from toklab.corpus import build_corpus
@@ -272,7 +272,7 @@ def compare_command(
     corpus: Any,
     segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k and every tiktoken encoding available.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report folder. Default: reports/compare-<corpus name>.")] = None,
-    no_compressors: Annotated[bool, typer.Option("--no-compressors", help="Skip the zstd and 7z rows.")] = False,
+    no_compressors: Annotated[bool, typer.Option("--no-compressors", metavar="", help="Skip the zstd and 7z rows.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Cramming threshold t for the keep-rate columns: keep iff tokens <= t x chars.")] = 0.3,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 6,
 ) -> None:
@@ -300,7 +300,7 @@ def compare_command(
 def report_command(
     directory: Annotated[str, typer.Argument(help="A report folder written by toklab compare.")],
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the per-source table.")] = 6,
-    rewrite: Annotated[bool, typer.Option("--rewrite", help="Also regenerate the report's csv, md and png files from results.json.")] = False,
+    rewrite: Annotated[bool, typer.Option("--rewrite", metavar="", help="Also regenerate the report's csv, md and png files from results.json.")] = False,
 ) -> None:
     """Re-render a saved compare run."""
     from toklab.reports import read_report, write_report
@@ -337,11 +337,11 @@ def filter_command(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the kept shards: the input's shard layout and format (parquet stays parquet; jsonl and txt become .jsonl.zst), every field kept, plus a ratio column.")] = None,
     segmenter: Annotated[Optional[str], typer.Option("--segmenter", "--segmenters", "-s", help="Segmenter spec that counts tokens. Default: bpe:32k trained on a sample of the input (Cramming's 'self' tokeniser), cached.")] = None,
     by: Annotated[str, typer.Option("--by", help="What is measured: tokens (tokens per char) or zstd (compressed bytes per raw byte, no segmenter).")] = "tokens",
-    keep_rejected: Annotated[bool, typer.Option("--keep-rejected", help="Also write rejected and empty documents, with a reject_reason column, to <out>-rejected beside --out.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and report only; write no shards.")] = False,
+    keep_rejected: Annotated[bool, typer.Option("--keep-rejected", metavar="", help="Also write rejected and empty documents, with a reject_reason column, to <out>-rejected beside --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="Measure and report only; write no shards.")] = False,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="Comma-separated thresholds, e.g. 0.2,0.25,0.3,0.35: print their keep rates (overall and for the worst source); writes no shards.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed shard (the same arguments are required).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier filter run's output in --out. Folders holding anything else are never touched.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run in --out from its last completed shard (the same arguments are required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an earlier filter run's output in --out. Folders holding anything else are never touched.")] = False,
     report: Annotated[Optional[str], typer.Option("--report", help="Report folder. Default: reports/filter-<out or corpus name>.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes (several shards) or threads (one shard). Default: every core.")] = None,
     train_bytes: Annotated[int, typer.Option("--train-bytes", min=1, help="Bytes of the input, sampled from every shard, that a trainable --segmenter trains on.")] = 20_000_000,
@@ -406,23 +406,23 @@ def pretrain_command(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Budget: optimiser steps (default 200 when no budget is given).")] = None,
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Budget: minutes of training.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoint, log.jsonl, summary.json/md, curves). Default: reports/pretrain-<corpus>-<segmenter>-<model>.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a run already in --out.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = 8,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step, reached by gradient accumulation. Default: one micro-batch.")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate (AdamW).")] = 1e-3,
     schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine (warmup, cosine decay to 10%) or one-cycle (Cramming: linear up to the middle, then down to 0).")] = "cosine",
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end).")] = 50,
     val_bytes: Annotated[Optional[int], typer.Option("--val-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Score on whole validation documents up to N bytes, chosen by a hash of their ids (the same for every segmenter). Default: 16 MiB; --val-all scores the whole split.")] = VAL_BYTES,
-    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, help="Score on every document of the validation split, however large.")] = False,
+    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, metavar="", help="Score on every document of the validation split, however large.")] = False,
     eval_bytes: Annotated[Optional[int], typer.Option("--eval-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluations before the last score the first N bytes of the same documents (the curve's points).")] = EVAL_BYTES,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, rich_help_panel=TRAIN_PANEL, help="Checkpoint every N steps (and at the end).")] = 100,
     train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="Seed for initialisation and data order.")] = 0,
     seeds: Annotated[int, typer.Option("--seeds", min=1, rich_help_panel=TRAIN_PANEL, help="Train N runs with seeds --train-seed, +1, ... (each in <out>/seed-<k>) and report the mean bits-per-byte with a 95% interval.")] = 1,
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto (bf16 autocast on CUDA, float32 on CPU), float32 or bfloat16.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
 ) -> None:
     """Train a GPT on the corpus cut by one segmenter; report loss, bits-per-byte and FLOPs.
 
@@ -505,22 +505,22 @@ def study_command(
     context_bytes: Annotated[Optional[int], typer.Option("--context-bytes", min=2, help="Equal context in bytes: each segmenter's context in tokens is the whole number nearest to N bytes at its own bytes/token.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per configuration; rows give the mean and a 95% interval. Default: 3.")] = None,
     filter_t: Annotated[Optional[float], typer.Option("--filter-t", help="Also train each segmenter on its Cramming-filtered train split (tokens <= t x chars); both rows are shown.")] = None,
-    smoke: Annotated[bool, typer.Option("--smoke", help="The CPU smoke configuration: tiny model, budgets 3e10 and 1e11, 3 seeds, a 65,536-byte validation sample; about a minute on the default corpus.")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", metavar="", help="The CPU smoke configuration: tiny model, budgets 3e10 and 1e11, 3 seeds, a 65,536-byte validation sample; about a minute on the default corpus.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again: replace the study in --out.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: replace the study in --out.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step (gradient accumulation).")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate.")] = 1e-3,
     schedule: Annotated[str, typer.Option("--schedule", rich_help_panel=TRAIN_PANEL, help="cosine or one-cycle.")] = "cosine",
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluate every N steps (and at the end). Default: 50 (with --smoke: 100).")] = None,
     val_bytes: Annotated[Optional[int], typer.Option("--val-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Score every run on whole validation documents up to N bytes, chosen by id hash. Default: 16 MiB (with --smoke: 65,536).")] = None,
-    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, help="Score every run on the whole validation split.")] = False,
+    val_all: Annotated[bool, typer.Option("--val-all", rich_help_panel=TRAIN_PANEL, metavar="", help="Score every run on the whole validation split.")] = False,
     eval_bytes: Annotated[Optional[int], typer.Option("--eval-bytes", min=1, rich_help_panel=TRAIN_PANEL, help="Evaluations before the last score the first N bytes of the same documents. Default: 256 KiB (with --smoke: 16,384).")] = None,
     train_seed: Annotated[int, typer.Option("--train-seed", rich_help_panel=TRAIN_PANEL, help="The first seed; --seeds N uses this one and the N-1 after it.")] = 0,
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, help="torch.compile the model (CUDA runs).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
 ) -> None:
     """Does better compression buy quality per FLOP? Every segmenter at every FLOP budget, one model shape.
 
@@ -580,8 +580,8 @@ def tokenizer_train_command(
     corpus: Any,
     spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Options follow commas, e.g. bpe:32k,regex=o200k.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder to save the segmenter in (BPE also as tokenizer.json, SentencePiece as tokenizer.model).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a segmenter already saved in --out.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Train afresh instead of reusing a cached training of the same spec on the same corpus.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a segmenter already saved in --out.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", metavar="", help="Train afresh instead of reusing a cached training of the same spec on the same corpus.")] = False,
 ) -> None:
     """Train a segmenter on the corpus's train split (or load a pretrained one) and save it to --out."""
     import time
@@ -619,7 +619,7 @@ def tokenizer_encode_command(
     spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Trainable kinds are trained on --corpus (or taken from the cache).")],
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text to encode.")] = None,
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="Encode this file's text instead (UTF-8).")] = None,
-    show_ids: Annotated[bool, typer.Option("--ids", help="Also list every token id with its bytes.")] = False,
+    show_ids: Annotated[bool, typer.Option("--ids", metavar="", help="Also list every token id with its bytes.")] = False,
 ) -> None:
     """Show how a segmenter cuts text into tokens: coloured pieces, ids and counts."""
     from pathlib import Path
