@@ -44,3 +44,20 @@ def test_flags_show_no_value_placeholder_in_help(capsys):
     for command in (["study"], ["pretrain"], ["filter"], ["compare"], ["tokenizer", "train"]):
         _, out, _ = run(capsys, *command, "--help")
         assert not [line for line in out.splitlines() if "<bool>" in line and "--help" not in line], command  # typer's own --help aside
+
+
+def test_filter_and_study_state_the_delivered_vocabulary_size(capsys, tmp_path):
+    from toklab.corpus import open_corpus
+    from toklab.segmenters import get_segmenter
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": f"text number {i} with some words " * 5}) + "\n" for i in range(80)))
+    delivered = get_segmenter("bpe:2k", open_corpus(str(path))).vocab_size
+    assert delivered < 2000  # this small corpus cannot fill 2k ids
+    code, _, err = run(capsys, "filter", "-c", str(path), "-s", "bpe:2k", "--dry-run", "--report", str(tmp_path / "rep"), "-q")
+    assert code == 0, err
+    filtered_with = json.loads((tmp_path / "rep" / "summary.json").read_text())["vocab_size"]  # trained on the filter's own sample of the input
+    assert 257 < filtered_with < 2000 and f"bpe:2k ({filtered_with:,} ids)" in (tmp_path / "rep" / "report.md").read_text()
+    code, _, err = run(capsys, "study", "-c", str(path), "-s", "bpe:2k", "--flops", "2e9", "--seeds", "1", "--context", "16", "--batch-size", "2", "--out", str(tmp_path / "s"), "-q")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "table.json").read_text())["rows"][0]["vocab_size"] == delivered

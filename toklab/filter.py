@@ -540,6 +540,7 @@ class FilterResult:
     count_check: str = ""
     shards: list[dict[str, Any]] = field(default_factory=list)  # per input shard: files and counts
     resumed_shards: int = 0  # shards found done by an earlier, interrupted run
+    vocab_size: int | None = None  # the ids the segmenter delivered (a small corpus gives bpe:32k fewer)
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     input_roots: list[Path] = field(default_factory=list)  # what the input reads: no report may go inside
@@ -1194,7 +1195,7 @@ def _combine(corpus: Corpus, rule: FilterRule, seg: "Segmenter | None", outcomes
         notes.append(f"{len(emptied)} source{'s' if len(emptied) != 1 else ''} lost every document: {names}")
     shards = [{k: o[k] for k in ("input", "kept_file", "rejected_file", "documents", "kept", "rejected", "empty", "seconds")} for o in outcomes]
     return FilterResult(
-        corpus=corpus.spec, rule=rule, segmenter=seg.spec if seg is not None else None, out=out, rejected_out=rejected,
+        corpus=corpus.spec, rule=rule, segmenter=seg.spec if seg is not None else None, vocab_size=seg.vocab_size if seg is not None else None, out=out, rejected_out=rejected,
         documents=total("documents"), kept=total("kept"), rejected=total("rejected"), empty=total("empty"),
         bytes=total("bytes"), kept_bytes=total("kept_bytes"), rejected_bytes=total("rejected_bytes"), malformed=malformed,
         per_source=per_source, histogram=hist, examples=examples, sweep=sweep_table, shards=shards, notes=notes,

@@ -44,7 +44,8 @@ def summary_rows(result: FilterResult) -> list[tuple[str, int, int]]:
 def describe_rule(result: FilterResult) -> str:
     rule = result.rule
     if rule.by == "tokens":
-        return f"keep iff tokens <= {rule.threshold:g} x chars, tokens by {result.segmenter}"
+        size = f" ({result.vocab_size:,} ids)" if result.vocab_size else ""
+        return f"keep iff tokens <= {rule.threshold:g} x chars, tokens by {result.segmenter}{size}"
     return f"keep iff zstd bytes <= {rule.threshold:g} x raw bytes"
 
 
@@ -171,6 +172,7 @@ def summary(result: FilterResult) -> dict[str, Any]:
         "threshold": result.rule.threshold,
         "ratio_column": result.rule.column,
         "segmenter": result.segmenter,
+        "vocab_size": result.vocab_size,
         "out": str(result.out) if result.out else None,
         "rejected_out": str(result.rejected_out) if result.rejected_out else None,
         "documents": result.documents, "kept": result.kept, "rejected": result.rejected, "empty": result.empty,

@@ -43,11 +43,11 @@ SMOKE = {
 }  # fmt: skip
 DEFAULTS = {"segmenters": ["bytes", "bpe:32k"], "flops": [1e16, 3e16, 1e17], "model": "small", "context": 256, "seeds": 3, "batch_size": 8}
 RUN_COLUMNS = [
-    "segmenter", "filtered", "budget_flops", "seed", "flops", "context", "bytes_per_token", "flops_per_byte", "bytes_seen", "train_bytes_seen",
+    "segmenter", "filtered", "budget_flops", "seed", "flops", "context", "vocab_size", "bytes_per_token", "flops_per_byte", "bytes_seen", "train_bytes_seen",
     "epochs", "val_bits_per_byte", "val_docs_scored", "val_bytes_scored", "val_loss", "steps", "tokens_seen", "wall_s", "run",
 ]  # fmt: skip
 COLUMNS = [
-    "segmenter", "filtered", "budget_flops", "seeds", "flops", "context", "bytes_per_token", "flops_per_byte", "bytes_seen", "epochs",
+    "segmenter", "filtered", "budget_flops", "seeds", "flops", "context", "vocab_size", "bytes_per_token", "flops_per_byte", "bytes_seen", "epochs",
     "val_bits_per_byte", "val_bpb_low", "val_bpb_high", "val_docs_scored", "val_bytes_scored", "wall_s", "train_keep_rate_bytes", "runs",
 ]  # fmt: skip
 CAPTION = (
@@ -278,7 +278,7 @@ def run_study(
                     documents[name] = _documents(run_dir)
                     runs.append({
                         "segmenter": seg.spec, "filtered": is_filtered, "budget_flops": budget, "seed": seed, "flops": summary["flops"],
-                        "context": summary["model"]["context"], "bytes_per_token": summary["flops_per_token"] / summary["flops_per_byte"],
+                        "context": summary["model"]["context"], "vocab_size": summary["model"]["vocab_size"], "bytes_per_token": summary["flops_per_token"] / summary["flops_per_byte"],
                         "flops_per_byte": summary["flops_per_byte"], "bytes_seen": summary["unique_train_bytes"],
                         "train_bytes_seen": summary["train_bytes_seen"], "epochs": summary["epochs"], "val_bits_per_byte": summary["val_bits_per_byte"],
                         "val_docs_scored": summary["val_docs_scored"], "val_bytes_scored": summary["val_bytes_scored"], "val_loss": summary["val_loss"],
@@ -370,7 +370,7 @@ def aggregate(runs: "pd.DataFrame", keep_rates: dict[tuple[str, bool], float | N
         bpb = mean_interval(group["val_bits_per_byte"].tolist())
         rows.append({
             "segmenter": spec, "filtered": bool(filtered), "budget_flops": budget, "seeds": len(group), "flops": group["flops"].mean(),
-            "context": int(group["context"].iloc[0]), "bytes_per_token": group["bytes_per_token"].iloc[0], "flops_per_byte": group["flops_per_byte"].iloc[0],
+            "context": int(group["context"].iloc[0]), "vocab_size": int(group["vocab_size"].iloc[0]), "bytes_per_token": group["bytes_per_token"].iloc[0], "flops_per_byte": group["flops_per_byte"].iloc[0],
             "bytes_seen": group["bytes_seen"].mean(), "epochs": group["epochs"].mean(), "val_bits_per_byte": bpb.estimate,
             "val_bpb_low": bpb.low, "val_bpb_high": bpb.high, "val_docs_scored": int(group["val_docs_scored"].iloc[0]),
             "val_bytes_scored": int(group["val_bytes_scored"].iloc[0]), "wall_s": group["wall_s"].sum(),
@@ -478,9 +478,9 @@ def _interval_text(low: float, high: float) -> str:
 
 def markdown(result: StudyResult) -> str:
     meta, table = result.meta, result.table
-    header = ["segmenter", "filtered", "budget FLOPs", "seeds", "context", "bytes/token", "FLOPs/byte", "bytes seen", "epochs", "val bits/byte", "95% interval", "wall s"]
+    header = ["segmenter", "filtered", "budget FLOPs", "seeds", "context", "vocab", "bytes/token", "FLOPs/byte", "bytes seen", "epochs", "val bits/byte", "95% interval", "wall s"]
     rows = [
-        [r.segmenter, "yes" if r.filtered else "no", f"{r.budget_flops:.0e}", f"{r.seeds}", f"{r.context}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}",
+        [r.segmenter, "yes" if r.filtered else "no", f"{r.budget_flops:.0e}", f"{r.seeds}", f"{r.context}", f"{r.vocab_size:,}", f"{r.bytes_per_token:.3f}", f"{r.flops_per_byte:.3g}",
          f"{r.bytes_seen:,.0f}", f"{r.epochs:.2f}", f"{r.val_bits_per_byte:.4f}", _interval_text(r.val_bpb_low, r.val_bpb_high), f"{r.wall_s:.1f}"]
         for r in table.itertuples()
     ]  # fmt: skip
