@@ -52,12 +52,12 @@ def test_filter_and_study_state_the_delivered_vocabulary_size(capsys, tmp_path):
 
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"id": str(i), "text": f"text number {i} with some words " * 5}) + "\n" for i in range(80)))
-    delivered = get_segmenter("bpe:2k", open_corpus(str(path))).vocab_size
-    assert delivered < 2000  # this small corpus cannot fill 2k ids
-    code, _, err = run(capsys, "filter", "-c", str(path), "-s", "bpe:2k", "--dry-run", "--report", str(tmp_path / "rep"), "-q")
+    delivered = get_segmenter("bpe:1500", open_corpus(str(path))).vocab_size
+    assert delivered < 1500  # this small corpus cannot fill 1,500 ids
+    code, _, err = run(capsys, "filter", "-c", str(path), "-s", "bpe:1500", "--dry-run", "--report", str(tmp_path / "rep"), "-q")
     assert code == 0, err
     filtered_with = json.loads((tmp_path / "rep" / "summary.json").read_text())["vocab_size"]  # trained on the filter's own sample of the input
-    assert 257 < filtered_with < 2000 and f"bpe:2k ({filtered_with:,} ids)" in (tmp_path / "rep" / "report.md").read_text()
-    code, _, err = run(capsys, "study", "-c", str(path), "-s", "bpe:2k", "--flops", "2e9", "--seeds", "1", "--context", "16", "--batch-size", "2", "--out", str(tmp_path / "s"), "-q")
+    assert 257 < filtered_with < 1500 and f"bpe:1500 ({filtered_with:,} ids)" in (tmp_path / "rep" / "report.md").read_text()
+    code, _, err = run(capsys, "study", "-c", str(path), "-s", "bpe:1500", "--flops", "2e9", "--seeds", "1", "--context", "16", "--batch-size", "2", "--out", str(tmp_path / "s"), "-q")
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "table.json").read_text())["rows"][0]["vocab_size"] == delivered
