@@ -14,7 +14,8 @@ import zstandard
 
 import toklab
 from toklab import ToklabError
-from toklab.cli import main
+
+from cli_helpers import api_error, cli_error, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -28,31 +29,6 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
-
-
-def api_error(spec: str, **options) -> str:
-    """The message of the ToklabError that opening and reading `spec` raises."""
-    with pytest.raises(ToklabError) as err:
-        list(toklab.open_corpus(spec, **options))
-    return str(err.value)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def cli_error(capsys, *args: str) -> str:
-    """Run the CLI expecting a user error: exit 2, one `error:` line on stderr, no traceback."""
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    return lines[0]
 
 
 # --- paths that cannot be read -------------------------------------------------------------------

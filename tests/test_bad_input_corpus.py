@@ -15,8 +15,8 @@ import pytest
 import zstandard
 
 import toklab
-from toklab import ToklabError
-from toklab.cli import main
+
+from cli_helpers import api_error, cli_error, cli_ok, run_cli
 
 BOM = b"\xef\xbb\xbf"
 N_DOCS = 30
@@ -27,38 +27,6 @@ def isolated_toklab_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     cache = tmp_path_factory.mktemp("toklab-cache")
     monkeypatch.setenv("TOKLAB_CACHE_DIR", str(cache))
     return cache
-
-
-def api_error(spec: str, **options) -> str:
-    """The message of the ToklabError that opening and reading `spec` raises."""
-    with pytest.raises(ToklabError) as err:
-        list(toklab.open_corpus(spec, **options))
-    return str(err.value)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def cli_error(capsys, *args: str) -> str:
-    """Run the CLI expecting a user error: exit 2, one `error:` line on stderr, no traceback."""
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    return lines[0]
-
-
-def cli_ok(capsys, *args: str) -> str:
-    code, out, err = run_cli(capsys, *args)
-    assert code in (0, None), (code, out, err)
-    assert "Traceback" not in out + err
-    return out
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import toklab.gpt.train as train_module
-from toklab.cli import main
+
+from cli_helpers import cli_error, run_cli
 
 TINY = ["--steps", "2", "--context", "16", "--batch-size", "2"]
 
@@ -25,23 +26,6 @@ def data(tmp_path: Path) -> Path:
     lines = [json.dumps({"id": str(i), "text": f"document {i}: the cat sat on the mat " * 6}) for i in range(80)]
     (folder / "a.jsonl").write_text("\n".join(lines) + "\n")
     return folder
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def cli_error(capsys, *args: str) -> str:
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in out + err
-    # progress lines (a pipe gets plain ones, see toklab.progress) may come first; the error is one line
-    lines = [line for line in err.splitlines() if line.strip() and " | elapsed " not in line]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    return lines[0]
 
 
 def test_an_output_inside_the_corpus_is_refused_everywhere(capsys, data, tmp_path):

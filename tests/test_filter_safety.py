@@ -17,38 +17,15 @@ from pathlib import Path
 import pytest
 
 import toklab.filter as filter_module
-from toklab.cli import main
 from toklab.errors import ToklabError
 from toklab.filter import filter_corpus, rejected_folder
+
+from cli_helpers import cli_error, cli_ok, run_cli
 
 STATE = filter_module.STATE_FILE
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
-
-
-def cli_ok(capsys, *args: str) -> str:
-    code, out, err = run_cli(capsys, *args)
-    assert code == 0, (code, out, err)
-    return out
-
-
-def cli_error(capsys, *args: str) -> str:
-    """Run the CLI expecting a user error: exit 2, one `error:` line on stderr, no traceback."""
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    return lines[0]
 
 
 def tree(folder: Path) -> dict[str, str]:
