@@ -306,11 +306,9 @@ def run_study(
 
 def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:
     """Every run's budget must allow at least one step: checked before anything is written."""
-    import math
-
     from toklab.gpt.data import build_token_data
     from toklab.gpt.model import model_config
-    from toklab.gpt.train import Budget, pick_device
+    from toklab.gpt.train import Budget, pick_device, step_size
     from toklab.pretrain import context_for_bytes
 
     pick_device(options.get("device", "auto"))
@@ -320,8 +318,7 @@ def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: 
         if context_bytes is not None:
             tokens = context_for_bytes(context_bytes, build_token_data(corpus, seg, progress=progress).bytes_per_token("train"))
         shape = model_config(seg.vocab_size, model, tokens)
-        micro = batch_size * tokens
-        per_step = micro * max(1, math.ceil((options.get("batch_tokens") or micro) / micro))
+        _, per_step = step_size(batch_size, tokens, options.get("batch_tokens"))
         Budget("flops", min(budgets)).total_steps(per_step, shape.flops_per_token())
 
 

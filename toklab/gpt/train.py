@@ -118,6 +118,13 @@ class Budget:
         return None
 
 
+def step_size(batch_size: int, context: int, batch_tokens: int | None) -> tuple[int, int]:
+    """(micro-batches accumulated per optimiser step, tokens per step): at least `batch_tokens`."""
+    micro = batch_size * context
+    accumulation = max(1, math.ceil((batch_tokens or micro) / micro))
+    return accumulation, micro * accumulation
+
+
 @dataclass
 class TrainConfig:
     """How to train: batch, optimiser, schedule, evaluation and checkpoints."""
@@ -310,9 +317,7 @@ class Trainer:
         self.model = GPT(model_config).to(self.device)
         self.optimizer = self.model.optimizer(config.lr, config.weight_decay, config.betas, self.device_type)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        micro_tokens = config.batch_size * model_config.context
-        self.accumulation = max(1, math.ceil((config.batch_tokens or micro_tokens) / micro_tokens))
-        self.tokens_per_step = micro_tokens * self.accumulation
+        self.accumulation, self.tokens_per_step = step_size(config.batch_size, model_config.context, config.batch_tokens)
         self.flops_per_token = model_config.flops_per_token()
         self.total_steps = config.budget.total_steps(self.tokens_per_step, self.flops_per_token)
         self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed, byte_lengths=data.byte_lengths)
@@ -325,7 +330,6 @@ class Trainer:
         self.train_loss_sum = 0.0  # since the last evaluation
         self.train_loss_count = 0
         self.last_train_loss = float("nan")
-        self.last_window_train_loss: float | None = None  # the mean logged at the last evaluation
         self.history: list[dict[str, Any]] = []
 
     # progress through the budget, 0..1, which drives the schedule
@@ -420,7 +424,6 @@ class Trainer:
             "elapsed_s": round(self.elapsed, 3),
             "tokens_per_s": tokens / self.elapsed if self.elapsed else 0.0,
         }
-        self.last_window_train_loss = train_loss
         self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.history.append(entry)
         with open(self.out / LOG, "a", encoding="utf-8") as f:
