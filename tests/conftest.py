@@ -67,8 +67,9 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
     "test_bad_input_runs.py::test_overwrite_checks_everything_first_and_keeps_files_it_did_not_write",
     "test_bad_input_runs.py::test_study_overwrite_checks_the_budgets_first_and_keeps_other_files",
     "test_pretrain.py::test_seeds_train_separate_runs_and_give_a_t_interval",
+    "test_default_corpus.py::test_first_use_builds_it",
 }
-SLOW_MODULES = ("test_study.py::", "test_default_corpus.py::")
+SLOW_MODULES = ("test_study.py::",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
