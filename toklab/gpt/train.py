@@ -29,6 +29,10 @@ SCHEDULES = ("cosine", "one-cycle")
 VAL_BYTES = 16 * 2**20  # a larger validation split is scored on a 16 MiB document sample
 EVAL_BYTES = 256 * 2**10  # the curve's intermediate points: 256 KiB of the same documents
 BUDGETS = ("flops", "tokens", "steps", "minutes")
+# On CUDA the training losses stay on the device and are read (one copy, which waits for the
+# queued steps) at evaluations, checkpoints, the end, and at least this often, so the GPU never
+# idles for a per-step .item() or synchronize. On a CPU reading costs nothing: every step.
+LOSS_READ_EVERY = 20
 
 # Dense bf16 tensor-core peak FLOP/s by GPU name (vendor datasheets), for MFU.
 GPU_PEAK_FLOPS = {
@@ -146,6 +150,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU
+    # Off by default, on CUDA too: compiling gpt2-124m costs about a minute before the first step,
+    # more than many short runs and studies train for, and its gain has not been measured yet
+    # (scripts/gpu_check.py measures tokens/s with and without it). Revisit once it has been.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -329,7 +336,8 @@ class Trainer:
         self.final_scores: Any = None  # the last evaluation's per-document scores, on the whole scoring set
         self.train_loss_sum = 0.0  # since the last evaluation
         self.train_loss_count = 0
-        self.last_train_loss = float("nan")
+        self.last_train_loss = float("nan")  # as of the last read_losses()
+        self._pending: list[tuple[int, list[Any]]] = []  # (step, its micro-batch losses on the device), not yet read
         self.history: list[dict[str, Any]] = []
 
     # progress through the budget, 0..1, which drives the schedule
@@ -350,33 +358,59 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
-    def train_step(self) -> float:
-        """One optimiser step (with gradient accumulation); returns the mean micro-batch loss."""
+    def _to_device(self, t: Any) -> Any:
+        if self.device_type == "cuda":
+            # a pinned copy lets the transfer run asynchronously; the caching host allocator keeps
+            # the block alive until the copy is done. contiguous() first: the batch is a view.
+            return t.contiguous().pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def train_step(self) -> None:
+        """One optimiser step (with gradient accumulation). Its loss stays on the device until
+        `read_losses` (every step on a CPU), which checks it and adds it to the running mean."""
         import torch
 
         lr = learning_rate(self.progress(), self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
+        losses = []
         for _ in range(self.accumulation):
             x, y = self.stream.next_batch()
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = self._to_device(x), self._to_device(y)
             with self._autocast():
                 _, loss = self.forward(x, y)
             (loss / self.accumulation).backward()
-            total += loss.item()
-        loss_value = total / self.accumulation
-        if not math.isfinite(loss_value):
-            raise ToklabError(self._nan_message(loss_value))
+            losses.append(loss.detach())
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.train_loss_sum += loss_value
-        self.train_loss_count += 1
-        self.last_train_loss = loss_value
-        return loss_value
+        self._pending.append((self.step, losses))
+
+    def read_losses(self) -> None:
+        """Copy the losses of the steps not yet read to the host in one transfer (on CUDA this waits
+        for them), then check and add each step's mean in order: the same float arithmetic as
+        reading every micro-batch with .item(), so the figures do not depend on how often this runs.
+        A non-finite loss names the step it happened at, wherever the read falls."""
+        import torch
+
+        if not self._pending:
+            return
+        values = torch.stack([loss for _, losses in self._pending for loss in losses]).tolist()
+        pending, self._pending = self._pending, []
+        i = 0
+        for step, losses in pending:
+            total = 0.0
+            for value in values[i : i + len(losses)]:
+                total += value
+            i += len(losses)
+            loss_value = total / len(losses)
+            if not math.isfinite(loss_value):
+                raise ToklabError(self._nan_message(loss_value, step=step))
+            self.train_loss_sum += loss_value
+            self.train_loss_count += 1
+            self.last_train_loss = loss_value
 
     def _nan_message(self, value: float, what: str = "training loss", step: int | None = None) -> str:
         kept = self.out / CHECKPOINT
@@ -390,17 +424,19 @@ class Trainer:
 
         validation = self.validation
         docs = None if final else validation.subset(self.config.eval_bytes)
-        per_batch = []
+        on_device = []
         self.model.eval()
         with torch.no_grad():
             for x, y, _, doc in validation.batches(docs):
                 with self._autocast():
-                    _, losses = self.model(x.to(self.device), y.to(self.device), reduction="none")  # 0 at padding (-100)
-                per_batch.append((losses.double().sum(dim=1).cpu().numpy(), doc))
+                    _, losses = self.model(self._to_device(x), self._to_device(y), reduction="none")  # 0 at padding (-100)
+                on_device.append((losses.double().sum(dim=1), doc))  # read after the loop: no wait per batch
         self.model.train()
+        per_batch = [(sums.cpu().numpy(), doc) for sums, doc in on_device]
         return validation.scores(per_batch, docs)
 
     def log_evaluation(self, final: bool = False) -> dict[str, Any]:
+        self.read_losses()
         scores = self.evaluate(final)
         if not math.isfinite(scores.loss_sum):
             raise ToklabError(self._nan_message(scores.loss_sum, what="validation loss", step=self.step))
@@ -435,6 +471,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         import torch
 
+        self.read_losses()  # the running mean below must count every step taken
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -458,8 +495,8 @@ class Trainer:
     def weights_finite(self) -> bool:
         import torch
 
-        with torch.no_grad():
-            return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        with torch.no_grad():  # one device-to-host read for every tensor, not one each
+            return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
 
     def load_checkpoint(self) -> None:
         import torch
@@ -495,16 +532,22 @@ class Trainer:
         if self.step == 0 and not self.history:
             self.log_evaluation()  # the untrained model: where every curve starts
         while not self.done():
+            # On CUDA, elapsed sums the host time of the steps between two reads and the wait at the
+            # read, so over each interval it is the GPU's training time without a synchronize per step.
             start = time.perf_counter()
             try:
                 self.train_step()
+                if self._read_due():
+                    self.read_losses()
             except torch.cuda.OutOfMemoryError:
                 raise ToklabError(self._oom_message()) from None
-            if self.device_type == "cuda":
-                torch.cuda.synchronize()
             self.elapsed += time.perf_counter() - start
-            entry = None
             finished = self.done()
+            if finished and self._pending:  # a minutes budget ran out between two reads
+                start = time.perf_counter()
+                self.read_losses()
+                self.elapsed += time.perf_counter() - start
+            entry = None
             if self.step % self.config.eval_every == 0 or finished:
                 entry = self.log_evaluation(final=finished)
             if self.step % self.config.checkpoint_every == 0 or finished:
@@ -513,6 +556,15 @@ class Trainer:
                 self.save_checkpoint()
             if on_step is not None:
                 on_step(self, entry)
+
+    def _read_due(self) -> bool:
+        """Whether the losses are read after this step: every step on a CPU; on CUDA at evaluations,
+        checkpoints, the last step of a counted budget, and every LOSS_READ_EVERY steps."""
+        if self.device_type != "cuda":
+            return True
+        step, config = self.step, self.config
+        last = self.total_steps is not None and step >= self.total_steps
+        return last or step % LOSS_READ_EVERY == 0 or step % config.eval_every == 0 or step % config.checkpoint_every == 0
 
     def wall_so_far(self) -> float:
         """Wall seconds of the run, earlier sessions included."""
