@@ -18,7 +18,7 @@ import numpy as np
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir
-from toklab.segmenters.options import MAX_VOCAB_SIZE
+from toklab.segmenters.options import MAX_VOCAB_SIZE, Option
 
 MANIFEST = "toklab-segmenter.json"
 EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
@@ -49,6 +49,15 @@ class Segmenter:
     min_vocab_size: ClassVar[int] = 1  # trainable kinds: the smallest vocabulary a spec may ask for
     max_vocab_size: ClassVar[int] = MAX_VOCAB_SIZE
     min_vocab_reason: ClassVar[str] = ""  # what the smallest vocabulary holds, for the error message
+    # Trainable kinds whose trainer runs in native code that returns to Python only when done:
+    # trained in a child process (see child.py), so that Ctrl-C stops them at once.
+    train_in_child: ClassVar[bool] = False
+    # What `toklab segmenters` shows (see options.describe): a one-line summary (default: the first
+    # line of the docstring), what follows `kind:` in a spec (trainable kinds: SIZE), and the
+    # kind's `key=value` options, which its checks use too.
+    summary: ClassVar[str] = ""
+    arg_syntax: ClassVar[str] = ""
+    option_info: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
@@ -133,6 +142,20 @@ class Segmenter:
         for every spec before anything is trained or loaded; a trainable kind's vocabulary size
         (`arg`) has been parsed and range-checked already. Kinds override it; the default checks
         nothing, and `train` / `from_spec` stay the last word."""
+
+    @classmethod
+    def spec_syntax(cls) -> str:
+        """The spec's form, e.g. `bpe:SIZE[,key=value...]`, `entropy[:SIZE][,key=value...]`, `bytes`."""
+        arg = cls.arg_syntax or ("SIZE" if cls.trainable else "")
+        optional = cls.trainable and cls.default_vocab_size is not None
+        text = cls.kind + (f"[:{arg}]" if optional else f":{arg}" if arg else "")
+        return text + ("[,key=value...]" if cls.option_info else "")
+
+    @classmethod
+    def known_args(cls) -> list[dict[str, Any]]:
+        """Named arguments this kind knows (e.g. tiktoken encodings), each `{"name": ...}` with
+        whatever else is cheap to tell (such as whether it can be had offline now). Default: none."""
+        return []
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "Segmenter":

@@ -41,10 +41,16 @@ PATTERNS = {
 DEFAULT_PATTERN = "cl100k"
 VERIFY_TEXTS = 400  # training documents the fast path must reproduce exactly before it is used
 VERIFY_CHARS = 4 << 20  # and at most this much of their text
-OPTIONS = {"regex", "min_frequency", "max_token_length", "fast"}
 MAX_MIN_FREQUENCY = 2**32 - 1  # a pair count; 0 and 1 both merge any pair
 MAX_TOKEN_LENGTH = 2**16  # characters
 FAST = {"auto": "auto", "on": "on", "off": "off"}
+OPTION_INFO = (
+    opt.Option("regex", "choice", DEFAULT_PATTERN, "pre-tokenisation pattern: GPT-4, GPT-4o or GPT-2 style", choices=tuple(PATTERNS), what="bpe regex"),
+    opt.Option("min_frequency", "whole", 2, "a pair seen fewer times is not merged", low=0, high=MAX_MIN_FREQUENCY),
+    opt.Option("max_token_length", "whole", None, "longest token in characters (default: no limit)", low=1, high=MAX_TOKEN_LENGTH),
+    opt.Option("fast", "choice", "auto", "encode through tiktoken: auto (once verified identical), on, off", choices=tuple(FAST)),
+)
+OPTIONS = opt.option_table(OPTION_INFO)
 TRAIN_CHUNK_CHARS = 1 << 20  # a longer training text is cut into pieces of about this size, so memory stays bounded
 
 
@@ -109,7 +115,10 @@ def _hf_tokenizer(pattern: str) -> Any:
 
 class BPESegmenter(Segmenter):
     kind = "bpe"
+    summary = "byte-level BPE trained with tokenizers on the train split"
+    option_info = OPTION_INFO
     trainable = True
+    train_in_child = True  # tokenizers' trainer (Rust) never looks at Ctrl-C
     min_vocab_size = 258
     min_vocab_reason = "256 bytes, one merge, <|endoftext|>"
 
@@ -189,20 +198,16 @@ class BPESegmenter(Segmenter):
     def check_options(cls, options: dict[str, str]) -> dict[str, Any]:
         """Spec options -> typed trainer options, each within its bounds."""
         opt.check_unknown("bpe", options, OPTIONS)
-        resolved: dict[str, Any] = {"regex": DEFAULT_PATTERN, "min_frequency": 2, "max_token_length": None, "fast": "auto"}
+        resolved: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
         for key, value in options.items():
-            if key == "regex":
-                resolved[key] = opt.choice("bpe", key, value, PATTERNS, what="bpe regex")
-            elif key == "min_frequency":
-                resolved[key] = opt.whole("bpe", key, value, 0, MAX_MIN_FREQUENCY)
-            elif key == "max_token_length":
-                resolved[key] = opt.whole("bpe", key, value, 1, MAX_TOKEN_LENGTH)
-            elif key == "fast":
+            if key == "fast":
                 text = str(value).strip().lower()
                 if text in FAST:
                     resolved[key] = text
                 else:
                     resolved[key] = "on" if opt.boolean("bpe", key, value) else "off"
+            else:
+                resolved[key] = OPTIONS[key].check("bpe", value)
         return resolved
 
     @classmethod

@@ -13,6 +13,7 @@ from toklab.segmenters.base import EOT, Segmenter
 
 class ByteSegmenter(Segmenter):
     kind = "bytes"
+    summary = "UTF-8 bytes: ids 0-255 are the byte values, 256 is <|endoftext|>"
 
     @classmethod
     def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:

@@ -28,16 +28,37 @@ from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, ta
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
-OPTIONS = {
-    "target", "theta", "rule", "relative", "max_len", "split_utf8", "model", "order", "smoothing",
-    "steps", "context", "n_layer", "n_head", "d_model", "calibration_bytes", "max_train_bytes",
-}  # fmt: skip
 DEFAULT_TARGET = 4.5
 SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
 MODELS = ("ngram", "transformer")
 TRANSFORMER_OPTIONS = ("steps", "context", "n_layer", "n_head", "d_model")
 MAX_PATCH_BYTES = 2**20  # max_len and target: a patch of a mebibyte is no longer a token
 TRANSFORMER_BOUNDS = {"steps": (1, 10**7), "context": (2, 2**16), "n_layer": (1, 256), "n_head": (1, 256), "d_model": (1, 2**16)}
+# The transformer's own defaults (TransformerEntropyModel.train; importing it needs torch), shown by
+# `toklab segmenters`; a test checks they agree.
+TRANSFORMER_DEFAULTS = {"steps": 300, "context": 256, "n_layer": 2, "n_head": 4, "d_model": 128}
+TRANSFORMER_HELP = {
+    "steps": "training steps", "context": "bytes the model reads", "n_layer": "layers", "n_head": "attention heads",
+    "d_model": "width (a multiple of n_head)",
+}  # fmt: skip
+OPTION_INFO = (
+    opt.Option("target", "real", DEFAULT_TARGET, "calibrate the threshold so patches average this many bytes", low=1.0, high=MAX_PATCH_BYTES),
+    opt.Option("theta", "real", None, "a fixed entropy threshold instead of target="),
+    opt.Option("rule", "choice", "global", "a patch starts where entropy > theta (global), rises > theta (monotonic), or either", choices=RULES, what="patching rule"),
+    opt.Option("relative", "real", 0.0, "the threshold of the monotonic test under rule=both"),
+    opt.Option("max_len", "whole", None, "longest patch in bytes (default: no limit)", low=1, high=MAX_PATCH_BYTES),
+    opt.Option("split_utf8", "bool", False, "let a patch start inside a UTF-8 character"),
+    opt.Option("model", "choice", "ngram", "byte model: smoothed n-gram, or a small causal transformer", choices=MODELS, what="entropy model"),
+    opt.Option("order", "whole", 4, "n-gram order (bytes of context + 1)", low=1, high=MAX_ORDER),
+    opt.Option("smoothing", "choice", "interpolated", "n-gram smoothing", choices=SMOOTHINGS, what="smoothing"),
+    opt.Option("calibration_bytes", "bytes", "8mib", "held-out train text used to calibrate the threshold", low=1),
+    opt.Option("max_train_bytes", "bytes", "64mib", "train-split text read to fit the byte model", low=1),
+    *(
+        opt.Option(key, "whole", TRANSFORMER_DEFAULTS[key], f"transformer model: {TRANSFORMER_HELP[key]}", low=low, high=high)
+        for key, (low, high) in TRANSFORMER_BOUNDS.items()
+    ),
+)
+OPTIONS = opt.option_table(OPTION_INFO)
 
 
 def check_options(options: dict[str, str]) -> dict[str, Any]:
@@ -47,27 +68,26 @@ def check_options(options: dict[str, str]) -> dict[str, Any]:
     opt.check_unknown(kind, options, OPTIONS)
     if "target" in options and "theta" in options:
         raise ToklabError("give entropy either target= (calibrated) or theta= (fixed), not both")
+    def given(key: str) -> Any:
+        """The option's checked value, or its default (a default written like `8mib` is typed too)."""
+        option = OPTIONS[key]
+        if key in options:
+            return option.check(kind, options[key])
+        return option.check(kind, option.default) if isinstance(option.default, str) else option.default
+
     out: dict[str, Any] = {
-        "rule": opt.choice(kind, "rule", options.get("rule", "global"), RULES, what="patching rule"),
-        "model": opt.choice(kind, "model", options.get("model", "ngram"), MODELS, what="entropy model"),
-        "relative": opt.real(kind, "relative", options["relative"]) if "relative" in options else 0.0,
-        "max_len": opt.whole(kind, "max_len", options["max_len"], 1, MAX_PATCH_BYTES) if "max_len" in options else None,
-        "split_utf8": opt.boolean(kind, "split_utf8", options["split_utf8"]) if "split_utf8" in options else False,
-        "order": opt.whole(kind, "order", options["order"], 1, MAX_ORDER) if "order" in options else 4,
-        "smoothing": opt.choice(kind, "smoothing", options.get("smoothing", "interpolated"), SMOOTHINGS, what="smoothing"),
-        "calibration_bytes": opt.byte_size(kind, "calibration_bytes", options.get("calibration_bytes", "8mib"), 1),
-        "max_train_bytes": opt.byte_size(kind, "max_train_bytes", options.get("max_train_bytes", "64mib"), 1),
-        "theta": opt.real(kind, "theta", options["theta"]) if "theta" in options else None,
-        "target": None,
+        key: given(key)
+        for key in ("rule", "model", "relative", "max_len", "split_utf8", "order", "smoothing", "calibration_bytes", "max_train_bytes", "theta")
     }
+    out["target"] = None
     if "target" in options:
-        out["target"] = opt.real(kind, "target", options["target"], 1.0, MAX_PATCH_BYTES)
+        out["target"] = given("target")
     elif out["theta"] is None:
         out["target"] = DEFAULT_TARGET
     if out["target"] is not None and out["max_len"] is not None and out["target"] > out["max_len"]:
         given = f"target={options['target']}" if "target" in options else f"the default target={out['target']}"
         raise ToklabError(f"entropy {given} cannot be reached with max_len={options['max_len']}: patches are at most max_len bytes (give a smaller target or a theta)")
-    transformer = {k: opt.whole(kind, k, options[k], *TRANSFORMER_BOUNDS[k]) for k in TRANSFORMER_OPTIONS if k in options}
+    transformer = {k: OPTIONS[k].check(kind, options[k]) for k in TRANSFORMER_OPTIONS if k in options}
     if out["model"] == "transformer":
         config = _transformer_config()
         check = config(**{k: v for k, v in transformer.items() if k != "steps"})
@@ -103,6 +123,8 @@ def _load_model(kind: str, directory: Path) -> Any:
 
 class EntropySegmenter(PieceSegmenter):
     kind = "entropy"
+    summary = "BLT-style entropy patches: a byte model's next-byte entropy cuts patches; a patch vocabulary gives ids"
+    option_info = OPTION_INFO
     trainable = True
     default_vocab_size = 32000
     min_vocab_size = 258

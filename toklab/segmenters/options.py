@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -22,6 +23,14 @@ FALSE = ("0", "false", "no", "off")
 
 def _num(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() and abs(x) < 2**53 else f"{x:g}"
+
+
+def _bytes(n: float) -> str:
+    """A byte count in the largest binary unit that divides it: 1 TiB, 110 KiB, 300 B."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{int(n) // size:,} {unit}"
+    return f"{int(n):,} B"
 
 
 def _range(low: float, high: float) -> str:
@@ -104,3 +113,137 @@ def vocab_size_range(kind: str, size: int, low: int, high: int = MAX_VOCAB_SIZE,
         shown = f"{size:,}" if size <= 10**15 else f"more than {10**15:,}"
         raise ToklabError(f"{kind} vocabulary size must be at least {low:,}{because} and at most {high:,}; got {shown}")
     return size
+
+
+# --- describing options and kinds ------------------------------------------------------------------
+
+OPTION_TYPES = ("whole", "real", "bytes", "bool", "choice", "text")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `key=value` option of a segmenter kind: its type, default and bounds. Each kind declares
+    its options with these (`Segmenter.option_info`) and checks values through `check`, so what
+    `toklab segmenters` shows is what the checks enforce.
+
+    `default` is what applies when the option is not given (None: nothing, e.g. no limit), written
+    as a user would write it (`"8mib"`); `low`/`high` bound whole, real and byte-size values."""
+
+    name: str
+    type: str
+    default: Any = None
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    what: str = ""  # how a choice's error message names it (default: "<kind> <name>")
+    low_open: bool = False  # real: the value must be above `low`, not equal to it
+
+    def __post_init__(self) -> None:
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name}: unknown type {self.type!r} (use {', '.join(OPTION_TYPES)})")
+
+    def check(self, kind: str, value: Any) -> Any:
+        """`value` (a string from a spec) typed and within bounds; a mistake is a one-line ToklabError."""
+        if self.type == "whole":
+            return whole(kind, self.name, value, int(self.low if self.low is not None else 0), int(self.high if self.high is not None else MAX_BYTES))
+        if self.type == "real":
+            low = -math.inf if self.low is None else self.low
+            high = math.inf if self.high is None else self.high
+            return real(kind, self.name, value, low, high, low_open=self.low_open)
+        if self.type == "bytes":
+            return byte_size(kind, self.name, value, int(self.low or 0), int(self.high if self.high is not None else MAX_BYTES))
+        if self.type == "bool":
+            return boolean(kind, self.name, value)
+        if self.type == "choice":
+            return choice(kind, self.name, value, self.choices, what=self.what)
+        return str(value).strip()
+
+    def allowed(self) -> str:
+        """The allowed values in short words: '0 to 4,294,967,295', 'global, monotonic, both'."""
+        high = self.high if self.high is not None else MAX_BYTES
+        if self.type == "whole":
+            return f"{_num(self.low or 0)} to {_num(high)}"
+        if self.type == "bytes":
+            return f"{_bytes(self.low or 0)} to {_bytes(high)}"
+        if self.type == "real":
+            if self.low is not None and self.high is not None and not self.low_open:
+                return f"{_num(self.low)} to {_num(self.high)}"
+            bounds = []
+            if self.low is not None:
+                bounds.append(f"{'>' if self.low_open else '>='} {_num(self.low)}")
+            if self.high is not None:
+                bounds.append(f"<= {_num(self.high)}")
+            return ", ".join(bounds) if bounds else "any number"
+        if self.type == "bool":
+            return "true, false"
+        if self.type == "choice":
+            return ", ".join(self.choices)
+        return "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "min": self.low,
+            "max": self.high,
+            "choices": list(self.choices) or None,
+            "allowed": self.allowed(),
+            "help": self.help,
+        }
+
+
+def option_table(options: "Iterable[Option]") -> dict[str, Option]:
+    """Name -> Option, refusing a name declared twice."""
+    table: dict[str, Option] = {}
+    for option in options:
+        if option.name in table:
+            raise ValueError(f"option {option.name} is declared twice")
+        table[option.name] = option
+    return table
+
+
+def describe_kind(kind: str, cls: Any) -> dict[str, Any]:
+    """Plain data about one registered kind: summary, spec syntax, vocabulary bounds, options, and
+    the named arguments it knows (e.g. tiktoken encodings, with whether each is available offline)."""
+    from toklab.segmenters.registry import EXAMPLES
+
+    doc = (cls.__doc__ or "").strip().splitlines()
+    try:
+        known = cls.known_args()
+    except Exception as exc:  # a library that cannot answer here: the rest of the description stands
+        known = [{"name": "?", "available": None, "why": f"cannot list: {exc}"}]
+    vocab = None
+    if cls.trainable:
+        vocab = {"min": cls.min_vocab_size, "max": cls.max_vocab_size, "default": cls.default_vocab_size, "min_holds": cls.min_vocab_reason or None}
+    return {
+        "kind": kind,
+        "summary": cls.summary or (doc[0] if doc else ""),
+        "syntax": cls.spec_syntax(),
+        "example": EXAMPLES.get(kind, cls.spec_syntax()),
+        "trainable": bool(cls.trainable),
+        "vocab_size": vocab,
+        "options": [option.to_dict() for option in cls.option_info],
+        "known_args": known,
+    }
+
+
+def describe() -> dict[str, Any]:
+    """Every segmenter kind the registry knows (built-in ones, then `toklab.segmenters` entry
+    points) and the saved-folder form, as plain data (JSON-ready). A kind that cannot be loaded is
+    listed with its error rather than failing the whole description."""
+    from toklab.segmenters.registry import SAVED_FOLDER, available_kinds, segmenter_class
+
+    kinds: list[dict[str, Any]] = []
+    for kind, where in available_kinds().items():
+        try:
+            cls = segmenter_class(kind)
+        except ToklabError as exc:
+            kinds.append({"kind": kind, "summary": "", "syntax": kind, "example": kind, "trainable": False, "vocab_size": None, "options": [], "known_args": [], "error": str(exc)})
+            continue
+        entry = describe_kind(kind, cls)
+        entry["source"] = where
+        kinds.append(entry)
+    kinds.append(dict(SAVED_FOLDER))
+    return {"kinds": kinds, "max_vocab_size": MAX_VOCAB_SIZE}

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from toklab.errors import ToklabError, one_line
+from toklab.segmenters.options import Option
 from toklab.segmenters.base import Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
 from toklab.segmenters.bpe import UNICODE_TO_BYTE
 
@@ -150,6 +151,30 @@ def _get_encoding(name: str) -> Any:
         raise SegmenterUnavailable(_offline_message(name, cache_dir, one_line(exc))) from None
 
 
+def offline_encodings() -> list[dict[str, Any]]:
+    """Every encoding tiktoken knows, each `{"name", "available", "why"}`: available is True when it
+    is loaded already or every file it needs is in tiktoken's cache (hash checked), False when a
+    file is missing, None when that cannot be told without loading it. Reads no network."""
+    import tiktoken.registry
+
+    cache_dir = _tiktoken_cache_dir()
+    loaded = getattr(tiktoken.registry, "ENCODINGS", {})
+    out: list[dict[str, Any]] = []
+    for name in _known_encodings():
+        if name in loaded:
+            out.append({"name": name, "available": True, "why": "loaded"})
+            continue
+        info = _constructor_info(name)
+        if info is None:
+            out.append({"name": name, "available": None, "why": "cannot tell without loading it"})
+            continue
+        missing = [url for url, sha in info["files"] if not _cached_ok(url, sha, cache_dir)]
+        where = cache_dir or "(TIKTOKEN_CACHE_DIR is empty: no cache)"
+        why = f"in {where}" if not missing else f"{len(missing)} of {len(info['files'])} file(s) not in {where}"
+        out.append({"name": name, "available": not missing, "why": why})
+    return out
+
+
 def _pattern_of(name: str) -> str:
     known = _known_encodings()
     if name not in known:
@@ -200,6 +225,9 @@ class TiktokenSegmenter(Segmenter):
     pattern to use; default cl100k_base's). A file brings no special tokens."""
 
     kind = "tiktoken"
+    summary = "an OpenAI tiktoken encoding by name, or a .tiktoken ranks file"
+    arg_syntax = "NAME|FILE.tiktoken"
+    option_info = (Option("pat", "text", DEFAULT_PAT, "for a .tiktoken file: the encoding whose split pattern it uses"),)
 
     def __init__(self, encoding: Any, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         super().__init__(params, corpus_fingerprint)
@@ -233,6 +261,10 @@ class TiktokenSegmenter(Segmenter):
     @classmethod
     def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
         cls._resolve(arg, options)
+
+    @classmethod
+    def known_args(cls) -> list[dict[str, Any]]:
+        return offline_encodings()
 
     @classmethod
     def from_spec(cls, arg: str | None, **options: str) -> "TiktokenSegmenter":
@@ -384,6 +416,9 @@ class HFTokenizerSegmenter(Segmenter):
     """
 
     kind = "hf"
+    summary = "a Hugging Face tokenizers tokenizer (lossless only when byte-level and round-tripping)"
+    arg_syntax = "FILE.json|FOLDER|HUB_ID"
+    option_info = (Option("revision", "text", None, "for a hub id: the revision (branch, tag or commit)"),)
 
     def __init__(self, tokenizer: Any, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         super().__init__(params, corpus_fingerprint)

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
 from toklab.files import cache_dir
 from toklab.segmenters.base import MANIFEST, Segmenter, SegmenterUnavailable, load_segmenter
+from toklab.segmenters.child import run_in_child
 from toklab.segmenters.options import vocab_size_range
 
 if TYPE_CHECKING:
@@ -36,6 +37,28 @@ BUILTIN: dict[str, str] = {
     "hf": "toklab.segmenters.pretrained:HFTokenizerSegmenter",
     "entropy": "toklab.segmenters.entropy:EntropySegmenter",
     "zstd-dict": "toklab.segmenters.zstd_dict:ZstdDictSegmenter",
+}
+# One short spec per built-in kind, for help texts (`toklab tokenizer --help`, `toklab segmenters`).
+EXAMPLES: dict[str, str] = {
+    "bytes": "bytes",
+    "bpe": "bpe:32k",
+    "unigram": "unigram:32k",
+    "spm-bpe": "spm-bpe:32k",
+    "entropy": "entropy:target=4.5",
+    "zstd-dict": "zstd-dict:32k",
+    "tiktoken": "tiktoken:cl100k_base",
+    "hf": "hf:PATH",
+    "spm": "spm:PATH.model",
+}
+SAVED_FOLDER: dict[str, Any] = {
+    "kind": "(saved folder)",
+    "summary": "a segmenter saved by toklab (tokenizer train --out, or Segmenter.save), whatever its kind",
+    "syntax": "path/to/folder",
+    "example": "tok/",
+    "trainable": False,
+    "vocab_size": None,
+    "options": [],
+    "known_args": [],
 }
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$", re.IGNORECASE)
 
@@ -120,6 +143,13 @@ def available_kinds() -> dict[str, str]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         kinds.setdefault(ep.name, ep.value)
     return kinds
+
+
+def spec_examples() -> str:
+    """Every kind the registry knows as a short example, for help texts: 'bytes, bpe:32k, ...,
+    or a saved folder'. Built from `available_kinds`, so a new kind (or an entry point) shows."""
+    examples = [EXAMPLES.get(kind, f"{kind}:...") for kind in available_kinds()]
+    return ", ".join(examples) + ", or a saved folder"
 
 
 def segmenter_class(kind: str) -> type[Segmenter]:
@@ -292,6 +322,18 @@ def get_segmenters(specs: "list[str] | str", corpus: "Corpus | None" = None, *, 
     return [built[i] for i in sorted(built)], notes
 
 
+@dataclass(frozen=True)
+class Trainer:
+    """`cls.train(texts, vocab_size, **options)` as a picklable callable, for `run_in_child`."""
+
+    cls: type[Segmenter]
+    vocab_size: int
+    options: dict[str, str]
+
+    def __call__(self, texts: Iterator[str]) -> Segmenter:
+        return self.cls.train(texts, self.vocab_size, **self.options)
+
+
 def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "Corpus", *, progress: bool = False) -> Segmenter:
     from toklab.progress import document_progress
 
@@ -303,7 +345,16 @@ def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "
                 yield doc.text
             advance.flush()  # the trainer may work on for a while after the last document
 
-        segmenter = cls.train(texts(), vocab_size, **spec.options)
+        train = Trainer(cls, vocab_size, dict(spec.options))
+        if cls.train_in_child:
+
+            def waiting() -> None:  # plain progress lines go on while the child trains
+                if advance.lines is not None and advance.lines.due():
+                    advance.flush()
+
+            segmenter = run_in_child(train, texts(), waiting=waiting)
+        else:
+            segmenter = train(texts())
     if corpus.stats.documents == 0:
         raise ToklabError(f"cannot train {spec}: the corpus has no documents")
     segmenter.params = {"arg": spec.arg, **spec.options, **{k: v for k, v in segmenter.params.items() if k != "arg"}}

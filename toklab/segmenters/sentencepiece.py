@@ -1,6 +1,7 @@
 """`unigram`, `spm-bpe` and `spm`: SentencePiece models.
 
-`unigram:8k` and `spm-bpe:8k` train a SentencePiece model in-process on a corpus's train split;
+`unigram:8k` and `spm-bpe:8k` train a SentencePiece model on a corpus's train split (in a child
+process, see child.py, so that Ctrl-C stops it at once);
 `spm:path/to/m.model` loads an existing `.model` file.
 
 Trained models are lossless by construction: the identity normaliser, no dummy prefix, no
@@ -295,35 +296,25 @@ DEFAULT_MAX_SENTENCE_LENGTH = 4192
 # Unigram EM sums expected counts per thread, so piece scores depend (in the 5th digit) on the
 # thread count. A fixed default, not the number of cores, gives the same model on every machine.
 DEFAULT_THREADS = 16
-OPTION_HELP = "input_sentence_size, num_threads, max_sentence_length, character_coverage, split_digits"
-
-
 MAX_THREADS = 1024  # SentencePiece's own bound
 MAX_INT32 = 2**31 - 1  # SentencePiece reads these options as 32-bit integers
 MIN_SENTENCE_LENGTH = 16
+TRAINING_OPTIONS = (
+    opt.Option("input_sentence_size", "whole", 1_000_000, "lines sampled for training (0: all)", low=0, high=MAX_INT32),
+    opt.Option("num_threads", "whole", DEFAULT_THREADS, "trainer threads (fixed: the same model on every machine)", low=1, high=MAX_THREADS),
+    opt.Option("max_sentence_length", "whole", DEFAULT_MAX_SENTENCE_LENGTH, "longer lines are cut to at most this many bytes", low=MIN_SENTENCE_LENGTH, high=MAX_INT32),
+    opt.Option("character_coverage", "real", 0.9995, "share of characters given pieces (the rest: byte fallback)", low=0.9, high=1.0),
+    opt.Option("split_digits", "bool", True, "every digit is a piece of its own"),
+)
+OPTIONS = opt.option_table(TRAINING_OPTIONS)
 
 
 def training_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     """Spec options (strings) -> typed trainer options, defaults filled in, each within its bounds."""
-    opt.check_unknown(kind, options, OPTION_HELP.split(", "))
-    resolved: dict[str, Any] = {
-        "input_sentence_size": 1_000_000,
-        "num_threads": DEFAULT_THREADS,
-        "max_sentence_length": DEFAULT_MAX_SENTENCE_LENGTH,
-        "character_coverage": 0.9995,
-        "split_digits": True,
-    }
+    opt.check_unknown(kind, options, OPTIONS)
+    resolved: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
     for key, value in options.items():
-        if key == "input_sentence_size":
-            resolved[key] = opt.whole(kind, key, value, 0, MAX_INT32)
-        elif key == "num_threads":
-            resolved[key] = opt.whole(kind, key, value, 1, MAX_THREADS)
-        elif key == "max_sentence_length":
-            resolved[key] = opt.whole(kind, key, value, MIN_SENTENCE_LENGTH, MAX_INT32)
-        elif key == "character_coverage":
-            resolved[key] = opt.real(kind, key, value, 0.9, 1.0)
-        elif key == "split_digits":
-            resolved[key] = opt.boolean(kind, key, value)
+        resolved[key] = OPTIONS[key].check(kind, value)
     return resolved
 
 
@@ -394,6 +385,8 @@ class _Feed:
 
 class _TrainedSentencePiece(_SentencePieceSegmenter):
     trainable = True
+    train_in_child = True  # SentencePieceTrainer (C++) never looks at Ctrl-C
+    option_info = TRAINING_OPTIONS
     model_type: ClassVar[str] = ""
     min_vocab_size = 259
     min_vocab_reason = "256 bytes, <unk>, <|endoftext|> and a piece for a space"
@@ -452,6 +445,7 @@ class UnigramSegmenter(_TrainedSentencePiece):
 
     kind = "unigram"
     model_type = "unigram"
+    summary = "SentencePiece unigram trained on the train split; lossless (byte fallback, identity normalisation)"
 
 
 class SentencePieceBPESegmenter(_TrainedSentencePiece):
@@ -459,12 +453,15 @@ class SentencePieceBPESegmenter(_TrainedSentencePiece):
 
     kind = "spm-bpe"
     model_type = "bpe"
+    summary = "SentencePiece BPE trained on the train split; lossless (byte fallback, identity normalisation)"
 
 
 class SentencePieceFileSegmenter(_SentencePieceSegmenter):
     """`spm:PATH`: an existing SentencePiece .model file."""
 
     kind = "spm"
+    summary = "an existing SentencePiece .model file (flagged when it is lossy, e.g. NFKC)"
+    arg_syntax = "FILE.model"
 
     @staticmethod
     def _path(arg: str | None, options: dict[str, str]) -> Path:

@@ -25,13 +25,25 @@ from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
 from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
 
-OPTIONS = {"dict_size", "max_len", "parse", "k", "d", "f", "steps", "accel", "sample_bytes", "max_train_bytes"}
 PARSES = ("optimal", "greedy")
 # zstd's fastCOVER bounds (0 = let zstd choose or search): d is 6 or 8, f at most 31, accel at most
 # 10, k at least d and at most the dictionary size. A dictionary needs at least 256 bytes.
 MIN_DICT_SIZE, MAX_DICT_SIZE = 256, 2**30
 MAX_F, MAX_ACCEL, MAX_STEPS = 31, 10, 10_000
 D_VALUES = ("0", "6", "8")
+OPTION_INFO = (
+    opt.Option("parse", "choice", "optimal", "optimal: fewest tokens (dynamic programming); greedy: longest match", choices=PARSES, what="parse"),
+    opt.Option("dict_size", "bytes", "110kib", "size of the zstd dictionary trained first", low=MIN_DICT_SIZE, high=MAX_DICT_SIZE),
+    opt.Option("max_len", "whole", 16, "longest vocabulary string in bytes", low=2, high=64),
+    opt.Option("max_train_bytes", "bytes", "64m", "train-split text read for the dictionary", low=1),
+    opt.Option("sample_bytes", "bytes", "8m", "train-split text on which the strings' savings are counted", low=1),
+    opt.Option("k", "whole", 0, "fastCOVER segment size (0: zstd searches; else at least d, at most dict_size)", low=0, high=MAX_DICT_SIZE),
+    opt.Option("d", "choice", "0", "fastCOVER dmer size (0: zstd tries 6 and 8)", choices=D_VALUES),
+    opt.Option("f", "whole", 0, "fastCOVER log2 of the frequency table size (0: zstd's default)", low=0, high=MAX_F),
+    opt.Option("steps", "whole", 0, "fastCOVER parameter search steps (0: zstd's default)", low=0, high=MAX_STEPS),
+    opt.Option("accel", "whole", 0, "fastCOVER acceleration (0: zstd's default)", low=0, high=MAX_ACCEL),
+)
+OPTIONS = opt.option_table(OPTION_INFO)
 
 
 def check_options(options: dict[str, str]) -> dict[str, Any]:
@@ -39,11 +51,8 @@ def check_options(options: dict[str, str]) -> dict[str, Any]:
     kind = "zstd-dict"
     opt.check_unknown(kind, options, OPTIONS)
     out: dict[str, Any] = {
-        "parse": opt.choice(kind, "parse", options.get("parse", "optimal"), PARSES, what="parse"),
-        "dict_size": opt.byte_size(kind, "dict_size", options.get("dict_size", "110kib"), MIN_DICT_SIZE, MAX_DICT_SIZE),
-        "max_len": opt.whole(kind, "max_len", options.get("max_len", 16), 2, 64),
-        "max_train_bytes": opt.byte_size(kind, "max_train_bytes", options.get("max_train_bytes", "64m"), 1),
-        "sample_bytes": opt.byte_size(kind, "sample_bytes", options.get("sample_bytes", "8m"), 1),
+        key: OPTIONS[key].check(kind, options.get(key, OPTIONS[key].default))
+        for key in ("parse", "dict_size", "max_len", "max_train_bytes", "sample_bytes")
     }
     cover: dict[str, int] = {}
     if "d" in options:
@@ -57,11 +66,11 @@ def check_options(options: dict[str, str]) -> dict[str, Any]:
         if 0 < cover["k"] < low:
             raise ToklabError(f"zstd-dict option k={options['k']} must be 0 (let zstd search) or between {low} and {out['dict_size']:,} (at least d, at most dict_size)")
     if "f" in options:
-        cover["f"] = opt.whole(kind, "f", options["f"], 0, MAX_F)
+        cover["f"] = OPTIONS["f"].check(kind, options["f"])
     if "accel" in options:
-        cover["accel"] = opt.whole(kind, "accel", options["accel"], 0, MAX_ACCEL)
+        cover["accel"] = OPTIONS["accel"].check(kind, options["accel"])
     if "steps" in options:
-        cover["steps"] = opt.whole(kind, "steps", options["steps"], 0, MAX_STEPS)
+        cover["steps"] = OPTIONS["steps"].check(kind, options["steps"])
     out["cover"] = cover
     return out
 
@@ -92,7 +101,10 @@ def candidate_savings(dictionary: bytes, sample: Sequence[bytes], max_len: int) 
 
 class ZstdDictSegmenter(PieceSegmenter):
     kind = "zstd-dict"
+    summary = "the 256 bytes plus the substrings of a trained zstd dictionary that save the most bytes"
+    option_info = OPTION_INFO
     trainable = True
+    train_in_child = True  # zstd's dictionary trainer (C) never looks at Ctrl-C: 35-50 s on 30 MB here
     min_vocab_size = 258
     min_vocab_reason = "256 bytes, one string, <|endoftext|>"
 
