@@ -6,7 +6,10 @@ Key formulas (see DESIGN.md):
   coder that knows the token frequencies would reach;
 - Renyi efficiency (alpha) = H_alpha(p) / log2(V), with H_alpha = log2(sum p^alpha) / (1 - alpha)
   (Zouhar et al. 2023);
-- Cramming keep rule: keep a document iff tokens <= t * chars (chars = code points).
+- Cramming keep rule: keep a document iff tokens <= t * chars (chars = code points);
+- tokens/word (fertility) = tokens / whitespace-separated words, summed over the "spaced" documents
+  only: those in which fewer than half of the letters (Unicode category L*) are in a script written
+  without spaces between words (UNSPACED_SCRIPTS); tokens/word is NaN where no document is spaced.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -87,13 +91,75 @@ def keep_rates(tokens: np.ndarray, chars: np.ndarray, n_bytes: np.ndarray, thres
     return float(kept.mean()), float(n_bytes[kept].sum() / max(n_bytes.sum(), 1.0))
 
 
+# Scripts conventionally written without spaces between words, as code-point ranges (first, last,
+# the Unicode blocks). Python's unicodedata has no script property, so the blocks stand in for the
+# scripts; only the letters (category L*) in them are counted, so the marks, digits and punctuation a
+# block also holds do not matter. Not here: Hangul (Korean puts spaces between words), and scripts
+# such as Tai Le, Tai Viet or Balinese whose text is mostly found with spaces (the udhr specimens).
+UNSPACED_SCRIPTS: tuple[tuple[int, int, str], ...] = (
+    (0x0E00, 0x0E7F, "Thai"),
+    (0x0E80, 0x0EFF, "Lao"),
+    (0x0F00, 0x0FFF, "Tibetan"),
+    (0x1000, 0x109F, "Myanmar"),
+    (0x1780, 0x17FF, "Khmer"),
+    (0x1A20, 0x1AAF, "Tai Tham"),
+    (0x3000, 0x303F, "CJK Symbols and Punctuation (iteration marks such as U+3005)"),
+    (0x3040, 0x30FF, "Hiragana, Katakana"),
+    (0x3100, 0x312F, "Bopomofo"),
+    (0x31A0, 0x31BF, "Bopomofo Extended"),
+    (0x31F0, 0x31FF, "Katakana Phonetic Extensions"),
+    (0x3400, 0x4DBF, "CJK Unified Ideographs Extension A"),
+    (0x4E00, 0x9FFF, "CJK Unified Ideographs"),
+    (0xA000, 0xA4CF, "Yi Syllables, Yi Radicals"),
+    (0xA980, 0xA9DF, "Javanese"),
+    (0xA9E0, 0xA9FF, "Myanmar Extended-B"),
+    (0xAA60, 0xAA7F, "Myanmar Extended-A"),
+    (0xF900, 0xFAFF, "CJK Compatibility Ideographs"),
+    (0xFF66, 0xFF9F, "the halfwidth katakana of Halfwidth and Fullwidth Forms"),
+    (0x12000, 0x1254F, "Cuneiform, Cuneiform Numbers and Punctuation, Early Dynastic Cuneiform"),
+    (0x13000, 0x1345F, "Egyptian Hieroglyphs, Egyptian Hieroglyph Format Controls"),
+    (0x16FE0, 0x16FFF, "Ideographic Symbols and Punctuation"),
+    (0x17000, 0x18D7F, "Tangut, Tangut Components, Khitan Small Script, Tangut Supplement"),
+    (0x1AFF0, 0x1B16F, "Kana Extended-B, Kana Supplement, Kana Extended-A, Small Kana Extension"),
+    (0x1B170, 0x1B2FF, "Nushu"),
+    (0x20000, 0x323AF, "CJK Unified Ideographs Extensions B to I, CJK Compatibility Ideographs Supplement"),
+)
+_UNSPACED = re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b, _ in UNSPACED_SCRIPTS) + "]+")
+
+
+def unspaced_letters(text: str) -> tuple[int, int]:
+    """(letters in scripts written without spaces between words, all letters) of `text`;
+    letters are the characters of Unicode category L* (str.isalpha)."""
+    unspaced = sum(sum(map(str.isalpha, run)) for run in _UNSPACED.findall(text))
+    return unspaced, sum(map(str.isalpha, text))
+
+
+def is_spaced(text: str) -> bool:
+    """Whether whitespace separates the words of `text`: fewer than half of its letters are in a
+    script written without spaces (UNSPACED_SCRIPTS). A text with no letter in such a script is
+    spaced, letters or none (digits, braille, a script newer than Python's Unicode tables)."""
+    if _UNSPACED.search(text) is None:  # the common case, decided without counting
+        return True
+    unspaced, letters = unspaced_letters(text)
+    return 2 * unspaced < letters
+
+
+def tokens_per_word(tokens: np.ndarray, words: np.ndarray, spaced: np.ndarray) -> float:
+    """Tokens per whitespace-separated word, summed over the spaced documents only; NaN without one."""
+    spaced = np.asarray(spaced, dtype=bool)
+    n_words = int(np.asarray(words, dtype=np.int64)[spaced].sum())
+    return int(np.asarray(tokens, dtype=np.int64)[spaced].sum()) / n_words if n_words else float("nan")
+
+
 @dataclass(frozen=True)
 class TextStats:
-    """Per-document sizes of the measured texts, computed once and shared by every row."""
+    """Per-document sizes of the measured texts, computed once and shared by every row.
+    `spaced` marks the documents whose whitespace-separated words count for tokens/word."""
 
     chars: np.ndarray
     bytes: np.ndarray
     words: np.ndarray
+    spaced: np.ndarray
 
     @classmethod
     def of(cls, texts: Sequence[str]) -> "TextStats":
@@ -101,7 +167,14 @@ class TextStats:
             chars=np.array([len(t) for t in texts], dtype=np.int64),
             bytes=np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64),
             words=np.array([len(t.split()) for t in texts], dtype=np.int64),
+            spaced=np.array([is_spaced(t) for t in texts], dtype=bool),
         )
+
+    @property
+    def spaced_bytes_share(self) -> float:
+        """The share of the bytes in spaced documents (what tokens/word covers); NaN for no bytes."""
+        total = int(self.bytes.sum())
+        return int(self.bytes[self.spaced].sum()) / total if total else float("nan")
 
 
 def segmentation_row(
@@ -116,7 +189,7 @@ def segmentation_row(
     """Every per-segmenter column that follows from the ids of the measured documents."""
     tokens_per_doc = np.array([len(x) for x in ids], dtype=np.int64)
     n_tokens = int(tokens_per_doc.sum())
-    n_chars, n_bytes, n_words = int(stats.chars.sum()), int(stats.bytes.sum()), int(stats.words.sum())
+    n_chars, n_bytes = int(stats.chars.sum()), int(stats.bytes.sum())
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=n_tokens)
     counts = np.bincount(flat, minlength=vocab_size)
     docs_kept, bytes_kept = keep_rates(tokens_per_doc, stats.chars, stats.bytes, threshold)
@@ -127,7 +200,7 @@ def segmentation_row(
         "tokens_per_char": n_tokens / n_chars if n_chars else float("nan"),
         "chars_per_token": n_chars / n_tokens if n_tokens else float("nan"),
         "bytes_per_token": n_bytes / n_tokens if n_tokens else float("nan"),
-        "tokens_per_word": n_tokens / n_words if n_words else float("nan"),
+        "tokens_per_word": tokens_per_word(tokens_per_doc, stats.words, stats.spaced),
         "bits_per_byte": order0_bits(counts) / n_bytes if n_bytes else float("nan"),
         "renyi_efficiency": renyi_efficiency(counts, vocab_size, alpha),
         "vocab_utilisation": float((counts > 0).sum() / vocab_size),
