@@ -250,7 +250,7 @@ def test_cli_compare_and_report(capsys, tiny, tmp_path):
     code, again, _ = run(capsys, "report", str(out_dir))
     assert code == 0 and "bpe:300,regex=gpt2" in again
     code, _, err = run(capsys, "report", str(tmp_path))
-    assert code == 2 and "not a compare report" in err
+    assert code == 2 and "holds no toklab report" in err
 
 
 @pytest.mark.parametrize(

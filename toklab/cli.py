@@ -19,6 +19,7 @@ from rich.text import Text
 
 from toklab import __version__
 from toklab.errors import ToklabError
+from toklab.text import count
 from toklab.gpt.train import EVAL_BYTES, VAL_BYTES
 
 console = Console()
@@ -121,7 +122,7 @@ def _mb(n_bytes: float) -> str:
 
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
-        err_console.print(Text.assemble(("note: ", "yellow"), note))
+        err_console.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
 
 
 def _per_source_table(per_source: Any, top: int) -> Table:
@@ -226,7 +227,7 @@ def corpus_build_command(
 
     result = build_corpus(name, force=force, progress=True)
     state = "built" if result.rebuilt else "up to date"
-    console.print(f"corpus '{result.name}' {state}: {result.documents:,} documents, {_mb(result.bytes)} in {result.path}")
+    console.print(f"corpus '{result.name}' {state}: {count(result.documents, 'document')}, {_mb(result.bytes)} in {result.path}")
     table = Table(title="parts", title_justify="left")
     table.add_column("source")
     table.add_column("docs", justify="right")
@@ -266,49 +267,103 @@ def _print_compare(result: Any, top: int) -> None:
     _print_notes(result.notes)
 
 
+JSON_OPTION = typer.Option("--json", metavar="", help="Print the result as JSON on stdout instead of tables (progress and notes still go to stderr).")
+
+
+def _print_json(data: Any) -> None:
+    """Plain JSON on stdout, nothing else: for scripts (`| jq`)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _replaced(folder: Any, what: str) -> None:
+    _print_notes([f"this run replaced the earlier {what} in {folder} (give --out to keep each run's report apart)"])
+
+
 @app.command("compare")
 @corpus_command
 def compare_command(
     corpus: Any,
-    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k and every tiktoken encoding available.")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report folder. Default: reports/compare-<corpus name>.")] = None,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable), e.g. 'bytes,bpe:32k,regex=o200k,tiktoken:cl100k_base'. Default: bytes, bpe:32k, unigram:32k, entropy:target=4.5, zstd-dict:32k and every tiktoken encoding available offline (gpt2, p50k_base, cl100k_base, o200k_base).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Report folder. Default: reports/compare-<corpus>, followed by the segmenters when they are not the default ones and the threshold when it is not 0.3.")] = None,
     no_compressors: Annotated[bool, typer.Option("--no-compressors", metavar="", help="Skip the zstd and 7z rows.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Cramming threshold t for the keep-rate columns: keep iff tokens <= t x chars.")] = 0.3,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 6,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Compression tables: every segmenter and classic compressors on the same held-out bytes.
 
-    Trainable segmenters train on the train split (cached); every figure is measured on the
-    validation split. Writes results.json, table.csv, table.md, per_source.csv and plots."""
-    import re
-    from pathlib import Path
-
-    from toklab.comparison import run_compare
-    from toklab.reports import write_report
+    Trainable segmenters train on the train split (cached); every figure is measured on the validation split. Writes results.json, table.csv, table.md, per_source.csv and plots."""
+    from toklab.comparison import default_out, run_compare
+    from toklab.reports import holds_report, to_json, write_report
     from toklab.segmenters.registry import split_specs
 
     specs = split_specs(segmenters) if segmenters else None
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(corpus.spec.rstrip("/*")).stem or "corpus").strip("-")
-    report = out or Path("reports") / f"compare-{slug}"
+    report = out or default_out(corpus, specs, threshold)
+    replaced = holds_report(report)
     result = run_compare(corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True, out=report)  # checks --out first
     target = write_report(result, report)
-    _print_compare(result, top)
-    console.print(f"report: {target}")
+    if as_json:
+        _print_json({**to_json(result), "report": str(target)})
+    else:
+        _print_compare(result, top)
+        console.print(f"report: {target}")
+    if replaced:
+        _replaced(target, "compare report")
 
 
 @app.command("report")
 def report_command(
-    directory: Annotated[str, typer.Argument(help="A report folder written by toklab compare.")],
+    directory: Annotated[str, typer.Argument(help="A folder written by toklab compare, filter, pretrain or study.")],
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the per-source table.")] = 6,
-    rewrite: Annotated[bool, typer.Option("--rewrite", metavar="", help="Also regenerate the report's csv, md and png files from results.json.")] = False,
+    rewrite: Annotated[bool, typer.Option("--rewrite", metavar="", help="Also regenerate the report's csv, md and png files from its saved results (compare, pretrain and study folders).")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """Re-render a saved compare run."""
-    from toklab.reports import read_report, write_report
+    """Show a saved compare, filter, pretrain or study folder again, without recomputing anything."""
+    from pathlib import Path
 
-    result = read_report(directory)
-    _print_compare(result, top)
-    if rewrite:
-        console.print(f"rewrote {write_report(result, directory)}")
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ToklabError(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist")
+    kind = next((k for k, marker in (("study", "study.json"), ("compare", "results.json"), ("pretrain", "run.json"), ("filter", "summary.json")) if (folder / marker).is_file()), None)
+    if kind == "compare":
+        from toklab.reports import read_report, to_json, write_report
+
+        result = read_report(folder)
+        if rewrite:
+            write_report(result, folder)
+        _print_json(to_json(result)) if as_json else _print_compare(result, top)
+    elif kind == "filter":
+        from toklab.filter_report import read_filter_report, summary
+
+        if rewrite:
+            raise ToklabError("--rewrite is for compare, pretrain and study folders; a filter report is rewritten by running the filter again")
+        filtered = read_filter_report(folder)
+        _print_json(summary(filtered)) if as_json else _print_filter(filtered, top)
+    elif kind == "pretrain":
+        from toklab.pretrain import read_run, write_run_report
+
+        run = read_run(folder)
+        if rewrite:
+            write_run_report(run)
+        _print_json(_run_json(run)) if as_json else _print_run(run, _run_corpus(folder))
+    elif kind == "study":
+        from toklab.study import read_study, to_json as study_json, write_study_report
+
+        study = read_study(folder)
+        if rewrite:
+            write_study_report(study)
+        _print_json(study_json(study)) if as_json else _print_study(study)
+    else:
+        raise ToklabError(f"{folder} holds no toklab report (no results.json, summary.json, run.json or study.json)")
+    if rewrite and not as_json:
+        console.print(f"rewrote {folder}")
+
+
+def _run_corpus(folder: Any) -> str:
+    try:
+        return str(json.loads((folder / "run.json").read_text()).get("corpus", "?"))
+    except (OSError, ValueError, AttributeError):
+        return "?"
 
 
 # --- filter -------------------------------------------------------------------------------------
@@ -342,36 +397,47 @@ def filter_command(
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="Comma-separated thresholds, e.g. 0.2,0.25,0.3,0.35: print their keep rates (overall and for the worst source); writes no shards.")] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run in --out from its last completed shard (the same arguments are required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an earlier filter run's output in --out. Folders holding anything else are never touched.")] = False,
-    report: Annotated[Optional[str], typer.Option("--report", help="Report folder. Default: reports/filter-<out or corpus name>.")] = None,
+    report: Annotated[Optional[str], typer.Option("--report", help="Report folder. Default: reports/filter-<--out's name> when shards are written; for --dry-run and --sweep, reports/filter-<corpus>-<segmenter>-t<t>-dry-run or -sweep-<thresholds>.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes (several shards) or threads (one shard). Default: every core.")] = None,
     train_bytes: Annotated[int, typer.Option("--train-bytes", min=1, help="Bytes of the input, sampled from every shard, that a trainable --segmenter trains on.")] = 20_000_000,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 10,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Cramming-style compressibility filter: drop every document with tokens > t x chars.
 
-    Kept documents go to --out shard by shard (resumable: an interrupted run continues with
-    --resume, and ends byte-identical to an uninterrupted one). The run checks that
-    kept + rejected + empty = documents read. A report (per-source keep rates, a ratio histogram
-    with the threshold, rejected examples) goes under reports/."""
-    import re
+    Kept documents go to --out shard by shard (resumable: an interrupted run continues with --resume, and ends byte-identical to an uninterrupted one). The run checks that kept + rejected + empty = documents read. A report (per-source keep rates, a ratio histogram with the threshold, rejected examples) goes under reports/."""
     from pathlib import Path
 
     from toklab.filter import filter_corpus, rejected_folder
-    from toklab.filter_report import check_report_folder, terminal_tables, write_filter_report
+    from toklab.filter_report import check_report_folder, default_report, holds_report, summary, write_filter_report
 
     thresholds = _floats(sweep, "--sweep") if sweep is not None else None
     if out is None and not dry_run and thresholds is None:
         raise ToklabError("--out is required (or pass --dry-run or --sweep to only measure)")
     opened = corpus()
     writes = out is not None and not (dry_run or thresholds)
-    name = Path(out).name if writes else Path(opened.spec.rstrip("/*")).stem or "corpus"
-    report_path = Path(report) if report else Path("reports") / f"filter-{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}"
+    report_path = Path(report) if report else default_report(opened.label, out if writes else None, by=by, threshold=t, segmenter=segmenter, sweep=thresholds)
     check_report_folder(report_path, opened.input_roots(), Path(out) if writes else None, rejected_folder(out) if writes and keep_rejected else None)  # before the long run
+    replaced = holds_report(report_path)
     result = filter_corpus(
         opened, out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
         resume=resume, overwrite=overwrite, workers=workers, train_bytes=train_bytes, progress=True,
     )  # fmt: skip
     target = write_filter_report(result, report_path)
+    if as_json:
+        _print_json({**summary(result), "report": str(target)})
+    else:
+        _print_filter(result, top)
+        console.print(f"report: {target}")
+    if replaced:
+        _print_notes([f"this run replaced the earlier filter report in {target} (give --report to keep each run's report apart)"])
+    if not result.conserved:
+        raise typer.Exit(1)
+
+
+def _print_filter(result: Any, top: int) -> None:
+    from toklab.filter_report import terminal_tables
+
     for table in terminal_tables(result, top):
         console.print(table)
     _print_notes(result.notes)
@@ -380,9 +446,6 @@ def filter_command(
     if result.out is not None:
         console.print(f"kept shards: {result.out}" + (f"; rejected: {result.rejected_out}" if result.rejected_out else ""))
     console.print(result.count_check, style=None if result.conserved else "bold red")
-    console.print(f"report: {target}")
-    if not result.conserved:
-        raise typer.Exit(1)
 
 
 # --- pretrain and sample ---------------------------------------------------------------------------
@@ -405,7 +468,7 @@ def pretrain_command(
     tokens: Annotated[Optional[float], typer.Option("--tokens", help="Budget: training tokens.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Budget: optimiser steps (default 200 when no budget is given).")] = None,
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Budget: minutes of training.")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoint, log.jsonl, summary.json/md, curves). Default: reports/pretrain-<corpus>-<segmenter>-<model>.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoint, log.jsonl, summary.json/md, curves). Default: reports/pretrain-<corpus>-<segmenter>-<model>-<budget>, then the context and seed when not the defaults. Rerunning a finished run shows its result again.")] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a run already in --out.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
@@ -423,6 +486,7 @@ def pretrain_command(
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto (bf16 autocast on CUDA, float32 on CPU), float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Train a GPT on the corpus cut by one segmenter; report loss, bits-per-byte and FLOPs.
 
@@ -438,7 +502,12 @@ def pretrain_command(
         val_bytes=None if val_all else val_bytes, eval_bytes=eval_bytes, checkpoint_every=checkpoint_every, device=device, dtype=dtype, compile=compile,
     )  # fmt: skip
     if seeds > 1:
+        import dataclasses
+
         several = pretrain_seeds(corpus, segmenter, seeds=seeds, seed=train_seed, out=out, **options)
+        if as_json:
+            _print_json({"runs": [_run_json(r) for r in several.runs], "val_bits_per_byte": dataclasses.asdict(several.val_bits_per_byte)})
+            return
         for result in several.runs:
             _print_run(result, corpus.spec)
         bpb = several.val_bits_per_byte
@@ -448,11 +517,19 @@ def pretrain_command(
             highlight=False,
         )
         return
-    _print_run(pretrain(corpus, segmenter, out=out, seed=train_seed, **options), corpus.spec)
+    result = pretrain(corpus, segmenter, out=out, seed=train_seed, **options)
+    if as_json:
+        _print_json(_run_json(result))
+    else:
+        _print_run(result, corpus.spec)
+
+
+def _run_json(result: Any) -> dict[str, Any]:
+    return {**result.summary(), "history": result.history}
 
 
 def _print_run(result: Any, corpus_spec: str) -> None:
-    table = Table(title=f"pretrain {result.segmenter} on {corpus_spec} (seed {result.train['seed']})", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"pretrain {result.segmenter} ({result.model['vocab_size']:,} ids) on {corpus_spec} (seed {result.train['seed']})", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("step", justify="right")
     for column in ("tokens", "FLOPs", "train loss", "val loss", "val bits/byte"):
         table.add_column(column, justify="right")
@@ -466,7 +543,7 @@ def _print_run(result: Any, corpus_spec: str) -> None:
         highlight=False,
     )
     console.print(
-        f"val bits-per-byte {result.val_bits_per_byte:.4f} on {result.val_docs_scored:,} whole validation documents ({result.val_bytes_scored:,} bytes; "
+        f"val bits-per-byte {result.val_bits_per_byte:.4f} on {count(result.val_docs_scored, 'whole validation document')} ({result.val_bytes_scored:,} bytes; "
         f"the table's earlier rows score the first {result.train['eval_bytes'] or 0:,} bytes of them); training data: {result.epochs:.2f} passes, "
         f"{result.unique_train_bytes:,} distinct bytes; run: {result.out}",
         highlight=False,
@@ -506,7 +583,7 @@ def study_command(
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per configuration; rows give the mean and a 95% interval. Default: 3.")] = None,
     filter_t: Annotated[Optional[float], typer.Option("--filter-t", help="Also train each segmenter on its Cramming-filtered train split (tokens <= t x chars); both rows are shown.")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", metavar="", help="The CPU smoke configuration: tiny model, budgets 3e10 and 1e11, 3 seeds, a 65,536-byte validation sample; about a minute on the default corpus.")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus name>. A restarted study skips the runs that finished.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus>[-smoke], then each setting given that differs from the defaults (segmenters, budgets, model, context, seeds, --filter-t). A restarted study skips the runs that finished.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: replace the study in --out.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,
@@ -521,6 +598,7 @@ def study_command(
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Does better compression buy quality per FLOP? Every segmenter at every FLOP budget, one model shape.
 
@@ -543,35 +621,50 @@ def study_command(
         model=model, context=context, context_bytes=context_bytes, seeds=seeds, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite,
         yes=yes, progress=True, **options,
     )  # fmt: skip
+    if as_json:
+        from toklab.study import to_json
+
+        _print_json({**to_json(result), "report": str(result.out)})
+        return
+    _print_study(result)
+
+
+def _print_study(result: Any) -> None:
     meta = result.meta
     context_text = f"context {meta['context_bytes']:,} bytes" if meta.get("context_bytes") else f"context {meta['context']}"
-    table = Table(title=f"study {corpus.spec}: model {meta['model']}, {context_text}, {len(meta['seeds'])} seed(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"study {meta['corpus']}: model {meta['model']}, {context_text}, {count(len(meta['seeds']), 'seed')}", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("segmenter", no_wrap=True)
     filtered = bool(result.table.filtered.any())
-    columns = (["filtered"] if filtered else []) + ["FLOPs", "bytes/\ntoken", "MB\nseen", "epochs", "bits/\nbyte", "95%\n±", "wall s"]
+    columns = ["vocab"] + (["filtered"] if filtered else []) + ["FLOPs", "bytes/\ntoken", "MB\nseen", "epochs", "bits/\nbyte", "95%\n±", "wall s"]
     for column in columns:
         table.add_column(column, justify="right")
     for r in result.table.itertuples():
         interval = f"{(r.val_bpb_high - r.val_bpb_low) / 2:.4f}" if r.val_bpb_low == r.val_bpb_low else "n/a"
-        cells = (["yes" if r.filtered else ""] if filtered else []) + [
+        cells = [f"{int(r.vocab_size):,}"] + (["yes" if r.filtered else ""] if filtered else []) + [
             f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.bytes_seen / 1e6:,.2f}", f"{r.epochs:.2f}", f"{r.val_bits_per_byte:.4f}", interval, f"{r.wall_s:.0f}",
         ]  # fmt: skip
         table.add_row(r.segmenter, *cells)
     console.print(table)
-    console.print(f"scored on {meta['val_docs_scored']:,} whole validation documents ({meta['val_bytes_scored']:,} bytes), the same for every run", highlight=False)
+    console.print(f"scored on {count(meta['val_docs_scored'], 'whole validation document')} ({meta['val_bytes_scored']:,} bytes), the same for every run", highlight=False)
     for line in result.summary:
         console.print(line, highlight=False)
     _print_notes(result.notes)
     if result.skipped_runs:
-        console.print(f"{result.skipped_runs} finished run(s) were reused from an earlier start")
+        console.print(f"{count(result.skipped_runs, 'finished run')} {'was' if result.skipped_runs == 1 else 'were'} reused from an earlier start")
     console.print(f"report: {result.out}")
 
 
 # --- tokenizer commands -----------------------------------------------------------------------
 
-tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
+def _spec_help() -> str:
+    from toklab.segmenters.registry import spec_examples
+
+    return f"Segmenter spec: {spec_examples()} ('toklab segmenters' lists every kind and its options)."
+
+
+SPEC_HELP = _spec_help()  # every registered kind, from the registry
+tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers). " + SPEC_HELP, short_help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
-SPEC_HELP = "Segmenter spec: bytes, bpe:32k, unigram:32k, spm-bpe:32k, entropy:target=4.5, zstd-dict:32k, tiktoken:cl100k_base, hf:PATH, spm:PATH.model, or a saved folder."
 
 
 @tokenizer_app.command("train")
@@ -602,11 +695,14 @@ def tokenizer_train_command(
             raise ToklabError(f"--out {target} is not empty and holds no saved segmenter; choose a new folder")
         if not overwrite:
             raise ToklabError(f"--out {target} already holds a segmenter; pass --overwrite to replace it")
+    replacing = target.is_dir() and (target / MANIFEST).is_file()
     start = time.perf_counter()
     segmenter = get_segmenter(spec, opened, cache=not no_cache, progress=True)
     seconds = time.perf_counter() - start
     segmenter.save(target)
     console.print(f"saved {segmenter.spec} ({segmenter.kind}, {segmenter.vocab_size:,} ids) to {target} ({seconds:.1f} s)", highlight=False)
+    if replacing:
+        _print_notes([f"replaced the segmenter that was saved in {target} (--overwrite)"])
     for path in sorted(target.iterdir()):
         console.print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     _note_if_lossy(segmenter)
@@ -617,19 +713,29 @@ def tokenizer_train_command(
 def tokenizer_encode_command(
     corpus: Any,
     spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Trainable kinds are trained on --corpus (or taken from the cache).")],
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text to encode.")] = None,
-    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Encode this file's text instead (UTF-8).")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Text to encode.")] = None,
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Encode this file's text instead (UTF-8); '-' reads standard input. Without --text or --file, text piped on standard input is encoded.")] = None,
     show_ids: Annotated[bool, typer.Option("--ids", metavar="", help="Also list every token id with its bytes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the ids, tokens and counts as JSON instead.")] = False,
 ) -> None:
-    """Show how a segmenter cuts text into tokens: coloured pieces, ids and counts."""
+    """Show how a segmenter cuts text into tokens: coloured pieces, ids and counts.
+
+    The text is encoded exactly as given: text read from a file or a pipe keeps its final newline."""
     from pathlib import Path
 
     from toklab.segmenters import get_segmenter
     from toklab.segmenters.registry import needs_training_corpus
 
-    if (text is None) == (file is None):
+    if text is not None and file is not None:
         raise ToklabError("give exactly one of --text or --file")
-    if file is not None:
+    piped = text is None and file is None
+    if piped and not _stdin_piped():
+        raise ToklabError("give exactly one of --text or --file, or pipe the text on standard input")
+    if piped or file == "-":
+        text = _read_stdin()
+        if piped and not text:
+            raise ToklabError("standard input is empty: pipe the text to encode, or give --text or --file")
+    elif file is not None:
         try:
             text = Path(file).read_bytes().decode("utf-8", errors="replace")
         except OSError as exc:
@@ -638,6 +744,13 @@ def tokenizer_encode_command(
     trainable = needs_training_corpus(spec)
     segmenter = get_segmenter(spec, corpus() if trainable else None, progress=True)
     ids = segmenter.encode(text)
+    if as_json:
+        n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
+        tokens = [segmenter.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids]
+        counts = {"tokens": len(ids), "chars": len(text), "bytes": n_bytes}
+        print(json.dumps({"spec": segmenter.spec, "vocab_size": segmenter.vocab_size, "lossless": segmenter.lossless, "ids": [int(i) for i in ids], "tokens": tokens, "counts": counts}))
+        _note_if_lossy(segmenter)
+        return
     styles = ["on grey23", "on dark_blue", "on dark_green", "on dark_red"]
     shown, pending, group = Text(), b"", 0
     for i, token_id in enumerate(ids):
@@ -653,7 +766,7 @@ def tokenizer_encode_command(
     console.print(shown)
     n_bytes, n_chars = len(text.encode("utf-8")), len(text)
     per_token = f"{n_bytes / len(ids):.2f} bytes/token, {len(ids) / max(n_chars, 1):.3f} tokens/char" if ids else "no tokens"
-    console.print(f"{segmenter!r}: {len(ids):,} tokens for {n_chars:,} chars, {n_bytes:,} bytes ({per_token})", highlight=False)
+    console.print(f"{segmenter.spec} ({segmenter.vocab_size:,} ids): {count(len(ids), 'token')} for {count(n_chars, 'char')}, {count(n_bytes, 'byte')} ({per_token})", highlight=False)
     if show_ids:
         table = Table(box=box.SIMPLE_HEAD)
         for column in ("#", "id", "bytes", "piece"):
@@ -663,6 +776,234 @@ def tokenizer_encode_command(
             table.add_row(str(i), str(token_id), str(len(piece)), Text(repr(piece.decode("utf-8", errors="backslashreplace"))))
         console.print(table)
     _note_if_lossy(segmenter)
+
+
+def _stdin_piped() -> bool:
+    """Whether standard input can be read and is not a terminal (a pipe, a file, /dev/null)."""
+    stream = sys.stdin
+    try:
+        return stream is not None and stream.readable() and not stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _stdin_terminal() -> bool:
+    """Whether standard input is a terminal a question can be asked on."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_stdin() -> str:
+    """All of standard input as text (UTF-8, invalid bytes replaced)."""
+    stream = sys.stdin
+    if stream is None:
+        raise ToklabError("standard input is closed; give --text or --file")
+    try:
+        buffer = getattr(stream, "buffer", None)
+        data = buffer.read() if buffer is not None else stream.read().encode("utf-8", errors="surrogateescape")
+    except (OSError, ValueError) as exc:
+        raise ToklabError(f"cannot read standard input: {getattr(exc, 'strerror', None) or exc}") from None
+    return data.decode("utf-8", errors="replace")
+
+
+def _parse_ids(items: list[str]) -> list[int]:
+    """Token ids from arguments, each one id or several separated by commas or spaces ('104,105',
+    '[104, 105]' as `encode --json` prints them); '-' reads them from standard input."""
+    import re
+
+    texts: list[str] = []
+    for item in items:
+        texts.append(_read_stdin() if item == "-" else item)
+    ids: list[int] = []
+    for word in (w for text in texts for w in re.split(r"[\s,\[\]]+", text) if w):
+        try:
+            ids.append(int(word))
+        except ValueError:
+            shown = word if len(word) <= 40 else word[:37] + "..."
+            raise ToklabError(f"'{shown}' is not a token id (ids are whole numbers, e.g. 104,105)") from None
+    if not ids:
+        raise ToklabError("no token ids given (e.g. toklab tokenizer decode bytes 104,105)")
+    return ids
+
+
+@tokenizer_app.command("decode")
+@corpus_command(lazy=True)
+def tokenizer_decode_command(
+    corpus: Any,
+    spec: Annotated[str, typer.Argument(help=SPEC_HELP + " Trainable kinds are trained on --corpus (or taken from the cache).")],
+    ids: Annotated[list[str], typer.Argument(metavar="IDS", help="Token ids: several arguments, or one with ids separated by commas or spaces ('104,105'); '-' reads them from standard input.")],
+) -> None:
+    """Print the text that token ids stand for."""
+    from toklab.segmenters import get_segmenter
+    from toklab.segmenters.registry import needs_training_corpus
+
+    token_ids = _parse_ids(ids)
+    trainable = needs_training_corpus(spec)
+    segmenter = get_segmenter(spec, corpus() if trainable else None, progress=True)
+    size = segmenter.vocab_size
+    for token_id in token_ids:
+        if not 0 <= token_id < size:
+            raise ToklabError(f"token id {token_id} is out of range for {segmenter.spec} (ids 0 to {size - 1:,})")
+    try:
+        text = segmenter.decode(token_ids)
+    except Exception:  # a library's own error for an id inside the range that stands for nothing
+        for token_id in token_ids:
+            try:
+                segmenter.decode([token_id])
+            except Exception:
+                raise ToklabError(f"token id {token_id} stands for no token in {segmenter.spec}") from None
+        raise
+    print(text)
+    _note_if_lossy(segmenter)
+
+
+# --- segmenters and cache ---------------------------------------------------------------------
+
+
+def _human_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n):,} B"
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+def _option_default(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@app.command("segmenters")
+def segmenters_command(
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the description as JSON instead.")] = False,
+) -> None:
+    """List every segmenter kind: what it is, its spec, and its options with defaults and allowed values.
+
+    Also shows which tiktoken encodings can be used offline right now (TIKTOKEN_CACHE_DIR)."""
+    from toklab.segmenters.options import describe
+
+    data = describe()
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    for kind in data["kinds"]:
+        console.print(Text.assemble((kind["syntax"], "bold cyan"), "  ", kind["summary"]))
+        lines: list[Text] = []
+        if kind.get("error"):
+            lines.append(Text.assemble(("cannot be loaded: ", "red"), kind["error"]))
+        if kind["example"] != kind["syntax"]:
+            lines.append(Text(f"example: {kind['example']}"))
+        vocab = kind.get("vocab_size")
+        if vocab:
+            default = f", default {vocab['default']:,}" if vocab.get("default") else ""
+            holds = f" (the smallest holds {vocab['min_holds']})" if vocab.get("min_holds") else ""
+            lines.append(Text(f"vocabulary size: {vocab['min']:,} to {vocab['max']:,}{default}; 8k = 8,000{holds}"))
+        known = kind["known_args"]
+        for label, state in (("available offline now", True), ("not available offline", False), ("availability unknown", None)):
+            names = [a["name"] for a in known if a.get("available", True) is state]
+            if names:
+                lines.append(Text(f"{label}: {', '.join(names)}"))
+        for line in lines:
+            console.print(Text("  ") + line)
+        if kind["options"]:
+            table = Table(box=None, padding=(0, 2), show_edge=False, pad_edge=False)
+            table.add_column("  option", no_wrap=True)
+            table.add_column("default", no_wrap=True)
+            table.add_column("allowed")
+            table.add_column("what")
+            for option in kind["options"]:
+                table.add_row(Text("  " + option["name"]), Text(_option_default(option["default"])), Text(option["allowed"]), Text(option["help"]))
+            console.print(table)
+        console.print()
+
+
+cache_app = typer.Typer(help="Show the toklab cache (trained segmenters, token data, built corpora); 'toklab cache clear' removes them.", invoke_without_command=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback()
+def cache_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the entries as JSON instead.")] = False,
+) -> None:
+    """Show the toklab cache: its folder, every entry with its kind and size, and the total.
+
+    The folder is TOKLAB_CACHE_DIR, else $XDG_CACHE_HOME/toklab, else ~/.cache/toklab."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    from toklab.cache import KINDS, cache_info, kind_label
+
+    info = cache_info()
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2, default=str))
+        return
+    source = "default" if info.source == "default" else f"from {info.source}"
+    console.print(Text(f"cache: {info.path}  ({source})"))
+    if not info.entries:
+        console.print("empty: nothing cached yet" if not info.exists else "empty")
+        return
+    now = time.time()
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("kind", "size", "written", "entry"):
+        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=column != "entry", overflow="fold")
+    for entry in info.entries:
+        what = entry.description or entry.note
+        if entry.note and entry.description:
+            what += f" ({entry.note})"
+        name = entry.name.split("/", 1)[-1] if entry.kind in KINDS else entry.name
+        table.add_row(Text(entry.kind), _human_bytes(entry.bytes), _ago(now - entry.modified), Text.assemble(name, "\n", (what, "dim")))
+    console.print(table)
+    for kind, counts in info.by_kind().items():
+        console.print(Text(f"  {kind} ({kind_label(kind)}): {counts['entries']:,} entr{'y' if counts['entries'] == 1 else 'ies'}, {_human_bytes(counts['bytes'])}"))
+    console.print(Text(f"total: {_human_bytes(info.total_bytes)} ({info.total_bytes:,} bytes)"))
+
+
+@cache_app.command("clear")
+def cache_clear_command(
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Clear without asking.")] = False,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", help="Only entries written longer ago than this, e.g. 30d, 12h, 2w.")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Only entries of this kind (repeatable or comma-separated): corpora, segmenters, tokens, temporary.")] = None,
+) -> None:
+    """Remove what toklab wrote to its cache (after asking). Anything else in the folder is left alone."""
+    from toklab.cache import cache_info, check_clearable, clear, parse_age, parse_kinds, select
+
+    age = parse_age(older_than) if older_than is not None else None
+    kinds = parse_kinds(kind) if kind else None
+    info = cache_info()
+    check_clearable(info.path)  # (cache_info has refused a root or home folder already)
+    chosen = select(info, older_than=age, kinds=kinds)
+    left = [e for e in info.entries if not e.removable]
+    if not chosen:
+        console.print(Text(f"nothing to clear in {info.path}"))
+    else:
+        size = sum(e.bytes for e in chosen)
+        what = f"{len(chosen):,} cache entr{'y' if len(chosen) == 1 else 'ies'} ({_human_bytes(size)}) from {info.path}"
+        if not yes:
+            if not _stdin_terminal():
+                raise ToklabError(f"cache clear would remove {what}; pass --yes to confirm (there is no terminal to ask)")
+            if not typer.confirm(f"remove {what}?", default=False):
+                console.print("nothing removed")
+                return
+        result = clear(chosen)
+        console.print(Text(f"removed {len(result.removed):,} entr{'y' if len(result.removed) == 1 else 'ies'}, {_human_bytes(result.bytes_freed)} freed"))
+        for entry, why in result.failed:
+            err_console.print(Text.assemble(("note: ", "yellow"), f"could not remove {entry.name}: {why}"))
+    if left:
+        names = ", ".join(e.name for e in left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        err_console.print(Text.assemble(("note: ", "yellow"), f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} toklab did not write or that are in use: {names}"))
 
 
 RESUMABLE = {"filter": "rerun with --resume to continue", "pretrain": "rerun with --resume to continue", "study": "run the same command again to continue"}
@@ -689,6 +1030,45 @@ def _clean_argv(argv: list[str]) -> list[str]:
     return out
 
 
+METAVARS = {"--corpus": "CORPUS", "--out": "DIR", "--report": "DIR", "--run": "DIR", "--segmenters": "SPECS", "--segmenter": "SPEC", "--file": "FILE"}
+TYPE_METAVARS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT"}
+
+
+def _unwrap(text: str) -> str:
+    """Help paragraphs as one line each, for the terminal to wrap at its own width."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
+def _polish(command: Any) -> Any:
+    """Readable help for every command: paragraphs that re-wrap, and value names such as SPEC, DIR
+    or INTEGER instead of Python types (<list[str]>); flags show no value at all."""
+    if getattr(command, "help", None):
+        command.help = _unwrap(command.help)
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # its name (SPEC, DIRECTORY) says enough
+        elif param.metavar is None:
+            names = [o for o in param.opts if o.startswith("--")]
+            named = next((METAVARS[o] for o in names if o in METAVARS), None)
+            bare = param.bare_type() if hasattr(param, "bare_type") else ""
+            param.metavar = named or TYPE_METAVARS.get(bare) or bare.upper() or None
+    own_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = own_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _polish(sub)
+    return command
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app; a user's mistake is one line on stderr and exit code 2."""
     from typer._click.exceptions import NoArgsIsHelpError
@@ -697,7 +1077,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     code = 0
     try:
         try:
-            result = app(args=argv, prog_name="toklab", standalone_mode=False)
+            result = _polish(typer.main.get_command(app)).main(args=argv, prog_name="toklab", standalone_mode=False)
         except SystemExit as exc:  # typer exits 1 itself on a closed pipe
             if isinstance(exc.__context__, BrokenPipeError):
                 raise exc.__context__ from None

@@ -7,6 +7,7 @@ split, the same bytes for every row.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from toklab.errors import ToklabError
+from toklab.text import count
 from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape
 from toklab.measures import TextStats, check_threshold, compressor_rows, segmentation_row
 
@@ -47,6 +49,17 @@ class CompareResult:
 def default_segmenters() -> list[str]:
     """bytes, bpe:32k, unigram:32k, entropy patches, zstd-dict:32k and every distinct tiktoken encoding (unavailable ones are skipped)."""
     return DEFAULT_SEGMENTERS + [f"tiktoken:{name}" for name in TIKTOKEN_ENCODINGS]
+
+
+def default_out(corpus: "Corpus", segmenters: Sequence[str] | None = None, threshold: float = 0.3) -> Path:
+    """The report folder when none is given: reports/compare-<corpus>, then the segmenters when
+    they are not the default ones and the threshold when it is not 0.3, so that a run with other
+    segmenters does not replace the default run's report."""
+    from toklab.files import default_output
+
+    specs = list(segmenters) if segmenters is not None else default_segmenters()
+    named = "_".join(specs) if specs != default_segmenters() else ""
+    return default_output("compare", corpus.label, named, f"t{threshold:g}" if threshold != 0.3 else "")
 
 
 def _collapse_tiktoken_notes(notes: list[str]) -> list[str]:
@@ -99,7 +112,7 @@ def run_compare(
             advance(doc.n_bytes)
     if not val:
         raise ToklabError(
-            f"the validation split of {corpus.spec} is empty ({corpus.stats.documents:,} documents read, "
+            f"the validation split of {corpus.spec} is empty ({count(corpus.stats.documents, 'document')} read, "
             f"--val-fraction {corpus.options.val_fraction}); raise --val-fraction or read more documents"
         )
     texts = [d.text for d in val]
@@ -161,6 +174,7 @@ def run_compare(
         "val_documents": len(val),
         "val_bytes": int(stats.bytes.sum()),
         "val_chars": int(stats.chars.sum()),
+        **_words_meta(stats, sources),
         "threshold": threshold,
         "reference_model": shape.describe(),
         "compressors": compressor_details,
@@ -169,6 +183,18 @@ def run_compare(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes, inputs=inputs)
+
+
+def _words_meta(stats: TextStats, sources: list[str]) -> dict[str, Any]:
+    """What tokens/word covers: the spaced documents (see measures.is_spaced), their share of the
+    bytes, and the sources without one (whose documents tokens/word leaves out whole)."""
+    share = stats.spaced_bytes_share
+    spaced_sources = {s for s, spaced in zip(sources, stats.spaced) if spaced}
+    return {
+        "tokens_per_word_documents": int(stats.spaced.sum()),
+        "tokens_per_word_bytes_share": None if math.isnan(share) else share,
+        "tokens_per_word_sources_left_out": sorted(set(sources) - spaced_sources),
+    }
 
 
 def _row_labels(names: list[str]) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -140,6 +142,41 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, final)
     return final
+
+
+REPORTS = Path("reports")  # where commands write when no --out is given
+
+
+def slug(text: str, max_len: int = 100) -> str:
+    """`text` as one file name: each run of characters other than letters, digits, '.', '_' and
+    '-' becomes '-'. A longer name keeps its start and ends in a short hash of the whole text, so
+    two long names that differ only at the end stay apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+    if safe in ("", ".", ".."):
+        safe = "unnamed"
+    if len(safe) > max_len:
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+        safe = safe[: max_len - len(digest) - 1].rstrip("-.") + "-" + digest
+    return safe
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The settings that differ between two runs' saved settings, as dotted names (train.lr)."""
+    changed = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+def default_output(command: str, *parts: str) -> Path:
+    """The folder a command writes to when no --out is given: reports/<command>-<part>-..., named
+    after what makes its runs differ (corpus, segmenters, budget ...), so that two different runs
+    do not meet in one folder. Empty parts are left out."""
+    return REPORTS / slug("-".join([command, *(p for p in parts if p)]))
 
 
 def cache_dir() -> Path:

@@ -14,9 +14,9 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from toklab.errors import ToklabError
+from toklab.errors import ToklabError, one_line
 from toklab.files import check_outside, is_inside, report_dir
-from toklab.filter import HIST_MAX, HIST_WIDTH, FilterResult
+from toklab.filter import DEFAULT_THRESHOLD, HIST_MAX, HIST_WIDTH, FilterResult, FilterRule
 from toklab.reports import markdown_table
 
 SUMMARY = "summary.json"
@@ -135,15 +135,18 @@ def markdown(result: FilterResult) -> str:
     return "".join(parts)
 
 
-def plot_histogram(result: FilterResult, path: Path) -> None:
-    import matplotlib
+AXIS_LABEL = {"tokens_per_char": "tokens per character (per document)", "zstd_ratio": "zstd-compressed bytes / raw bytes (per document)"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_histogram(result: FilterResult, path: Path) -> None:
+    """The ratio per document as a histogram, the threshold as a line, the far tail counted in words."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+
+    from toklab import plots
 
     counts = np.array(result.histogram, dtype=np.int64)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plots.figure(8, 4)
     if counts.sum():
         cumulative = np.cumsum(counts) / counts.sum()
         last = int(np.searchsorted(cumulative, 0.995)) + 1  # hide the far tail, but never the threshold
@@ -151,17 +154,20 @@ def plot_histogram(result: FilterResult, path: Path) -> None:
         last = min(last, len(counts))
         edges = np.arange(last) * HIST_WIDTH
         ax.bar(edges, counts[:last], width=HIST_WIDTH, align="edge", color="#4C72B0")
+        ax.set_ylim(0, max(int(counts[:last].max()), 1) * 1.2)  # headroom: the legend and the tail note sit above the bars
         beyond = int(counts[last:].sum())
         if beyond:
             ax.text(0.99, 0.95, f"{beyond:,} docs beyond {last * HIST_WIDTH:.2f}" + (f" (incl. >= {HIST_MAX:g})" if counts[-1] else ""), transform=ax.transAxes, ha="right", va="top", fontsize=8)
-    ax.axvline(result.rule.threshold, color="#C44E52", linestyle="--", label=f"t = {result.rule.threshold:g} (kept: {_pct(result.kept, result.documents - result.empty)})")
-    ax.set_xlabel(result.rule.column)
-    ax.set_ylabel("documents")
+    ax.axvline(result.rule.threshold, color="#C44E52", linestyle="--", label=f"t = {result.rule.threshold:g}: keep a document at or below it (kept: {_pct(result.kept, result.documents - result.empty)})")
+    ax.set_xlabel(AXIS_LABEL.get(result.rule.column, result.rule.column))
+    ax.set_ylabel(f"documents per bin of {HIST_WIDTH:g}")
+    # whole counts with thousands separators: never "1e6" in the corner, never a tick at 0.5 documents
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_title(f"{result.corpus}: {result.rule.column} per document", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def summary(result: FilterResult) -> dict[str, Any]:
@@ -187,6 +193,53 @@ def summary(result: FilterResult) -> dict[str, Any]:
         "notes": result.notes,
         "meta": result.meta,
     }  # fmt: skip
+
+
+def default_report(corpus_label: str, out: str | os.PathLike | None, *, by: str = "tokens", threshold: float | None = None,
+                   segmenter: str | None = None, sweep: "list[float] | None" = None) -> Path:
+    """The report folder when --report is not given: reports/filter-<out's name> for a run that
+    writes shards; for a dry run or a sweep, reports/filter-<corpus>-<segmenter>-t<t> or
+    -sweep-<ts>, so that measuring again another way does not replace an earlier report."""
+    from toklab.files import default_output
+
+    if out is not None and not sweep:
+        return default_output("filter", Path(out).name)
+    measure = "zstd" if by == "zstd" else (segmenter or "bpe:32k")
+    if sweep:
+        return default_output("filter", corpus_label, measure, "sweep", "-".join(f"{t:g}" for t in sweep))
+    t = threshold if threshold is not None else DEFAULT_THRESHOLD.get(by, 0.3)
+    return default_output("filter", corpus_label, measure, f"t{t:g}", "dry-run")
+
+
+def holds_report(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a filter report (which writing another one there replaces)."""
+    return _earlier_report(Path(folder)) is not None
+
+
+def read_filter_report(folder: str | os.PathLike) -> FilterResult:
+    """A filter report saved by `write_filter_report`, for re-rendering (`toklab report`)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    summary = _earlier_report(folder)
+    if summary is None:
+        raise ToklabError(f"{folder} holds no readable filter report ({SUMMARY} is missing or damaged)")
+    try:
+        per_source = pd.read_csv(folder / "per_source.csv", keep_default_na=False)
+        sweep = pd.read_csv(folder / "sweep.csv", keep_default_na=False) if (folder / "sweep.csv").is_file() else None
+        histogram = summary.get("histogram") or {}
+        return FilterResult(
+            corpus=summary["corpus"], rule=FilterRule(summary["by"], summary["threshold"]), segmenter=summary.get("segmenter"),
+            out=Path(summary["out"]) if summary.get("out") else None, rejected_out=Path(summary["rejected_out"]) if summary.get("rejected_out") else None,
+            documents=summary["documents"], kept=summary["kept"], rejected=summary["rejected"], empty=summary["empty"],
+            bytes=summary["bytes"], kept_bytes=summary["kept_bytes"], rejected_bytes=summary["rejected_bytes"], malformed=summary.get("malformed_lines", 0),
+            per_source=per_source, histogram=list(histogram.get("counts") or []), examples=list(summary.get("examples") or []), sweep=sweep,
+            conserved=bool(summary.get("conserved", True)), count_check=summary.get("count_check", ""), shards=list(summary.get("shards") or []),
+            resumed_shards=summary.get("resumed_shards", 0), vocab_size=summary.get("vocab_size"), notes=list(summary.get("notes") or []),
+            meta=dict(summary.get("meta") or {}),
+        )  # fmt: skip
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ToklabError(f"{folder}: the filter report is damaged ({one_line(exc)})") from None
 
 
 def _earlier_report(final: Path) -> dict[str, Any] | None:

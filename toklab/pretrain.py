@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError, one_line
-from toklab.files import check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
+from toklab.files import changed_settings, check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
+from toklab.text import count
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
@@ -47,9 +47,28 @@ def _budget(flops: float | None, tokens: float | None, steps: int | None, minute
     return Budget(kind, float(value))
 
 
-def run_name(corpus_spec: str, segmenter_spec: str, model: str) -> str:
-    corpus_name = Path(corpus_spec.rstrip("/*")).stem or "corpus"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"pretrain-{corpus_name}-{segmenter_spec}-{model}").strip("-")
+def budget_label(budget: Budget) -> str:
+    """The budget in a folder name: 200steps, 1e11flops, 1.5e11flops, 5e6tokens, 10min."""
+    value = budget.value
+    if budget.kind == "steps":
+        return f"{int(value)}steps"
+    if budget.kind == "minutes":
+        return f"{value:g}min"
+    return f"{value:g}".replace("e+0", "e").replace("e+", "e") + budget.kind
+
+
+def default_out(corpus: "Corpus", segmenter_spec: str, model: str, budget: Budget, *, seed: int = 0, context: str = "", seeds: int = 1) -> Path:
+    """The run folder when none is given: reports/pretrain-<corpus>-<segmenter>-<model>-<budget>,
+    then the context when it is not the default, and the seed (or the number of seeds), so that
+    runs that differ in these do not meet in one folder."""
+    from toklab.files import default_output
+
+    which = f"{seeds}-seeds" if seeds > 1 else (f"seed{seed}" if seed else "")
+    return default_output("pretrain", corpus.label, segmenter_spec, model, budget_label(budget), context, which)
+
+
+def _context_label(context: int, context_bytes: int | None) -> str:
+    return f"ctx{context_bytes}bytes" if context_bytes is not None else ("" if context == 256 else f"ctx{context}")
 
 
 RUN_FILES = (
@@ -65,6 +84,11 @@ def _read_run_file(out: Path) -> dict[str, Any] | None:
     return previous if isinstance(previous, dict) else None
 
 
+def _finished(out: Path, run: dict[str, Any]) -> bool:
+    """Whether `out` holds this very run (the same settings), finished and reported."""
+    return _read_run_file(out) == run and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
+
+
 def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """An empty or new folder starts a run; --resume needs the same run; --overwrite replaces a run
     (only the files a run writes: anything else in the folder stays)."""
@@ -75,7 +99,7 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
         if previous is None:
             raise ToklabError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing or damaged)")
         if previous != run:
-            changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
+            changed = changed_settings(previous, run)
             raise ToklabError(f"--resume: the run in {out} was started with other settings ({', '.join(changed)} differ); resume with the same arguments")
         if not (out / CHECKPOINT).is_file():
             raise ToklabError(f"--resume: {out} has no {CHECKPOINT} yet; start it again with --overwrite")
@@ -85,7 +109,9 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
         if not (out / RUN_FILE).is_file():
             raise ToklabError(f"--out {out} is not empty and holds no toklab run; choose a new or empty folder")
         if not overwrite:
-            raise ToklabError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to start again")
+            changed = changed_settings(previous or {}, run)
+            differ = f" with other settings ({', '.join(changed)} differ)" if previous is not None and changed else ""
+            raise ToklabError(f"--out {out} already holds a run{differ}; pass --resume to continue it, --overwrite to start again, or choose another --out")
         remove_owned(out, RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
@@ -146,7 +172,7 @@ def pretrain(
     shape = model_config(seg.vocab_size, preset, context, n_layer=n_layer, n_head=n_head, d_model=d_model)
     custom = any(v is not None for v in (n_layer, n_head, d_model))
     name = f"L{shape.n_layer}-H{shape.n_head}-d{shape.d_model}" if custom or preset is None else preset
-    out_path = Path(out) if out is not None else Path("reports") / run_name(corpus.spec, seg.spec, name)
+    out_path = Path(out) if out is not None else default_out(corpus, seg.spec, name, budget, seed=config.seed, context=_context_label(shape.context, context_bytes))
     run = {
         "corpus": corpus.spec,
         "corpus_fingerprint": corpus.fingerprint(),
@@ -169,7 +195,16 @@ def pretrain(
         from toklab.progress import stderr_console
 
         stderr_console.print("[yellow]note:[/] --compile on a CPU spends about a minute compiling before the first step, and rarely pays off here")
+    if not (resume or overwrite) and _finished(out_path, run):
+        result = read_run(out_path)
+        result.notes.append(f"this run had already finished in {out_path} with the same settings: its result is shown again (pass --overwrite to train it again)")
+        return result
+    replacing = overwrite and (out_path / RUN_FILE).is_file()
     _prepare_out(out_path, run, resume, overwrite)
+    if replacing and progress:
+        from toklab.progress import stderr_console
+
+        stderr_console.print(f"[yellow]note:[/] replaced the earlier run in {out_path} (--overwrite)", soft_wrap=True)
     if not (out_path / SEGMENTER_DIR).is_dir():
         seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it
     if resume:
@@ -207,7 +242,9 @@ def pretrain_seeds(corpus: "str | Corpus" = "default", segmenter: "str | Segment
         corpus = open_corpus(corpus, progress=progress)
     seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
     if out is None:
-        out = Path("reports") / (run_name(corpus.spec, seg.spec, str(options.get("model") or "tiny")) + f"-{seeds}-seeds")
+        budget = _budget(options.get("flops"), options.get("tokens"), options.get("steps"), options.get("minutes"))
+        context = _context_label(int(options.get("context") or 256), options.get("context_bytes"))
+        out = default_out(corpus, seg.spec, str(options.get("model") or "tiny"), budget, seed=seed, context=context, seeds=seeds)
     runs = [pretrain(corpus, seg, seed=k, out=Path(out) / f"seed-{k}", progress=progress, **options) for k in range(seed, seed + seeds)]
     return SeedsResult(runs, mean_interval([r.val_bits_per_byte for r in runs]))
 
@@ -389,7 +426,7 @@ def summary_markdown(result: RunResult) -> str:
         ("training data", f"{result.epochs:.3g} passes over the training split: {result.unique_train_bytes:,} distinct bytes of {result.train_split_bytes:,}, {result.train_bytes_seen:,} trained on" + (" (repeated)" if result.epochs > 1 else "")),
         ("validation loss (nats/token)", f"{result.val_loss:.4f}"),
         ("validation bits-per-byte", f"{result.val_bits_per_byte:.4f}"),
-        ("scored on", f"{result.val_docs_scored:,} whole validation documents, {result.val_bytes_scored:,} bytes ({result.val_tokens_scored:,} target tokens)"),
+        ("scored on", f"{count(result.val_docs_scored, 'whole validation document')}, {result.val_bytes_scored:,} bytes ({result.val_tokens_scored:,} target tokens)"),
         ("tokens/s", f"{result.tokens_per_s:,.0f}"),
         ("bytes/s", f"{result.bytes_per_s:,.0f}"),
         ("MFU", f"{100 * result.mfu:.1f}%" if result.mfu is not None else "n/a (" + ("CPU" if result.device == "cpu" else "GPU not in the peak table") + ")"),
@@ -404,29 +441,36 @@ def summary_markdown(result: RunResult) -> str:
 
 
 def plot_curves(history: list[dict[str, Any]], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """loss.png and bits_per_byte.png in `out`: each against steps and against training FLOPs."""
+    from toklab import plots
 
     for key, name, label in (("val_loss", "loss.png", "loss (nats/token)"), ("val_bits_per_byte", "bits_per_byte.png", "validation bits-per-byte")):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        fig, axes = plots.figure(10, 3.8, 1, 2)
         for ax, x_key, x_label in ((axes[0], "step", "step"), (axes[1], "flops", "training FLOPs")):
-            xs = [h[x_key] for h in history]
-            ax.plot(xs, [h[key] for h in history], marker="o", markersize=3, label="validation")
+            # the curve's points score the first --eval-bytes of the documents; the final point scores
+            # all of them, so it is drawn apart rather than joined to the curve (a step that is not learning)
+            curve = [h for h in history if not h.get("final")] or history
+            xs = [h[x_key] for h in curve]
+            ax.plot(xs, [h[key] for h in curve], marker="o", markersize=3, label="validation (first --eval-bytes)")
+            final = [h for h in history if h.get("final")]
+            if final and curve is not history:
+                ax.plot([final[-1][x_key]], [final[-1][key]], marker="*", markersize=9, linestyle="none", color="black", label="final (all scored documents)")
             if key == "val_loss":
                 train = [(h[x_key], h["train_loss"]) for h in history if h["train_loss"] is not None]
                 if train:
                     ax.plot(*zip(*train), marker=".", markersize=3, label="train")
-                ax.legend(fontsize=8)
+            ax.legend(fontsize=8)
             ax.set_xlabel(x_label)
             ax.set_ylabel(label)
             if x_key == "flops":
-                ax.set_xscale("symlog", linthresh=max(min((x for x in xs if x > 0), default=1.0), 1.0))
+                # linear from 0 to the first evaluation, logarithmic after; linscale keeps that first
+                # stretch to a third of a decade's width, so a short run's later points are not squeezed
+                positive = [h[x_key] for h in history if h[x_key] > 0]
+                ax.set_xscale("symlog", linthresh=max(min(positive, default=1.0), 1.0), linscale=0.3)
+                plots.flops_axis(ax, "x")  # "0, 1e10, 3e10, 1e11", not 10^10 or an offset in the corner
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
+        plots.save(fig, out / name)
 
 
 def write_run_report(result: RunResult) -> None:
@@ -435,6 +479,25 @@ def write_run_report(result: RunResult) -> None:
     write_text_atomic(out / "summary.json", json.dumps(payload, indent=2, default=str) + "\n")
     write_text_atomic(out / "summary.md", summary_markdown(result))
     plot_curves(result.history, out, f"{result.segmenter}: {result.model['n_layer']} layers, d {result.model['d_model']}")
+
+
+def read_run(run_dir: str | os.PathLike) -> RunResult:
+    """A finished run's result, from its summary.json and log (for `toklab report` and reruns)."""
+    import dataclasses
+
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToklabError(f"{run_dir} holds no finished pretrain run (no summary.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ToklabError(f"{run_dir / 'summary.json'} is damaged ({one_line(exc)})") from None
+    names = {f.name for f in dataclasses.fields(RunResult)}
+    try:
+        values = {k: v for k, v in summary.items() if k in names and k not in ("out", "history")}
+        return RunResult(out=run_dir, history=read_history(run_dir), **values)
+    except (AttributeError, TypeError) as exc:
+        raise ToklabError(f"{run_dir / 'summary.json'} is not a pretrain summary this toklab can read ({one_line(exc)})") from None
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

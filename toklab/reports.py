@@ -7,13 +7,17 @@ report; re-writing a report replaces toklab's own files only, never other files 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from rich import box
+from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -58,13 +62,26 @@ SHOWN: dict[str, tuple[str, Formatter]] = {
     "tokens_per_word": ("tok/\nword", _num(2)),
     "bits_per_byte": ("bits/\nbyte", _num(3)),
     "renyi_efficiency": ("Rényi", _num(3)),
-    "vocab_utilisation": ("vocab used", _pct),
-    "keep_rate_docs": ("keep docs", _pct),
-    "keep_rate_bytes": ("keep bytes", _pct),
+    "vocab_utilisation": ("vocab\nused", _pct),
+    "keep_rate_docs": ("keep\ndocs", _pct),
+    "keep_rate_bytes": ("keep\nbytes", _pct),
     "mb_per_s": ("MB/s", _num(1)),
     "lossless": ("lossless", lambda v: "yes" if v else "NO"),
-    "train_flops_per_mb": ("TFLOPs/MB", _flops),
+    "train_flops_per_mb": ("TFLOPs/\nMB", _flops),
 }
+
+
+WORDS_CAPTION = "tokens per whitespace-separated word, over documents written in scripts that separate words with spaces"
+
+
+def _words_caption(meta: dict[str, Any]) -> str:
+    """What tok/word means in this run. Runs saved before the rule have no share in their meta:
+    their figure counted every document, and the caption says so."""
+    if "tokens_per_word_bytes_share" not in meta:
+        return "tok/word: tokens per whitespace-separated word, over every document (a run saved before tok/word left out scripts written without spaces)."
+    share = meta["tokens_per_word_bytes_share"]  # None where the split has no bytes
+    covered = f" ({100 * share:.1f}% of the bytes)" if isinstance(share, (int, float)) and not isinstance(share, bool) and math.isfinite(share) else ""
+    return f"tok/word: {WORDS_CAPTION}{covered}; empty where a source has none."
 
 
 def caption(result: CompareResult) -> str:
@@ -72,8 +89,8 @@ def caption(result: CompareResult) -> str:
     return (
         f"Measured on the validation split of {meta['corpus']}: {meta['val_documents']:,} documents, "
         f"{meta['val_bytes']:,} bytes (val fraction {meta['val_fraction']}). bits/byte is the order-0 entropy of the "
-        f"token stream for segmenters and the real compressed size for compressors. keep: Cramming keep rate, "
-        f"tokens <= {meta['threshold']} x chars. TFLOPs/MB: training FLOPs per MB of text for the reference GPT "
+        f"token stream for segmenters and the real compressed size for compressors. {_words_caption(meta)} "
+        f"keep: Cramming keep rate, tokens <= {meta['threshold']} x chars. TFLOPs/MB: training FLOPs per MB of text for the reference GPT "
         f"({meta['reference_model']}), 6N + 12LTd with N counting the V x d output head."
     )
 
@@ -131,28 +148,70 @@ def main_tables(result: CompareResult) -> list[Table]:
     return tables
 
 
-def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Table:
-    """Bytes/token for the largest sources, as many as fit `width`, and each row's worst source."""
+def _segmenter_header(name: str) -> str:
+    """A segmenter spec as a column header: a long one breaks after ':' and ',' (tiktoken:
+    cl100k_base) so that its column stays narrow; the name itself stays whole."""
+    return name if len(name) <= 12 else re.sub(r"([:,])(?=.)", "\\1\\n", name)
+
+
+def _natural_width(table: Table) -> int:
+    """The columns a table takes when nothing wraps."""
+    console = Console(width=10_000, file=io.StringIO())
+    return Measurement.get(console, console.options, table).maximum
+
+
+def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Table | Group:
+    """Bytes/token per source with every name whole: rows are the `top` largest sources, then any
+    other source that is some segmenter's worst; columns are the segmenters, each one's worst source
+    marked '*'. Segmenters that do not fit `width` beside the others continue in a further table."""
     per_source = result.per_source
-    sources = [c for c in per_source.columns if c not in ("worst_source", "worst_bytes_per_token")]
-    # Take sources while their columns fit beside the segmenter and worst-source columns.
-    budget = width - max([len(str(s)) for s in per_source.index] + [9]) - 1 - 30
-    shown: list[str] = []
-    for source in sources[:top]:
-        needed = max(len(part) for part in source.split("/", 1)) + 1  # the header wraps after the first '/'
-        if needed > budget and shown:
-            break
-        budget -= needed
-        shown.append(source)
-    table = Table(title=f"bytes/token per source ({len(shown)} largest of {len(sources)}; all in per_source.csv)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    table.add_column("segmenter", no_wrap=True)
-    for source in shown:
-        table.add_column(source.replace("/", "/\n", 1), justify="right", no_wrap=True)
-    table.add_column("worst source", justify="left", no_wrap=True, overflow="ellipsis", max_width=28)
-    for segmenter, row in per_source.iterrows():
-        cells = [_num(2)(row[s]) for s in shown]
-        table.add_row(Text(str(segmenter)), *cells, Text(f"{row['worst_bytes_per_token']:.2f} {row['worst_source']}", style="yellow"))
-    return table
+    sources = [c for c in per_source.columns if c not in WORST]
+    segmenters = list(per_source.index)
+    worst = dict(zip(segmenters, per_source["worst_source"])) if "worst_source" in per_source else {}
+    largest = sources[:top]
+    # A worst source outside the largest still gets its row: the flag is the point of this table.
+    also_worst = [s for s in sources[top:] if s in set(worst.values())]
+    shown = ("the only source" if len(sources) == 1 else f"all {len(sources)} sources") if len(largest) == len(sources) else f"the {len(largest)} largest of {len(sources)} sources" + (", then (after the gap) any other that is a segmenter's worst" if also_worst else "")
+
+    def build(columns: list[Any], title: str, last: bool) -> Table:
+        caption = f"Rows: {shown}; all in per_source.csv. *: the segmenter's worst source (lowest bytes/token)." if last else None
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table.add_column("source", overflow="fold")  # folds rather than cuts a name too long for any width
+        for segmenter in columns:
+            table.add_column(_segmenter_header(str(segmenter)), justify="right", no_wrap=True)
+        for i, source in enumerate(largest + also_worst):
+            cells = []
+            for segmenter in columns:
+                value = per_source.at[segmenter, source]
+                flagged = worst.get(segmenter) == source
+                # ' ' after an unflagged value keeps the decimal points in line with '*'
+                cells.append(Text(_num(2)(value) + ("*" if flagged else " "), style="yellow" if flagged else ""))
+            table.add_row(Text(source), *cells, end_section=i == len(largest) - 1 and bool(also_worst))
+        return table
+
+    def fits(columns: list[Any]) -> bool:
+        return _natural_width(build(columns, "", False)) <= width
+
+    # Segmenters in run order, as many per table as fit `width` (at least one); then, when that
+    # takes several tables, the same number of tables evened out if they fit, not 5 + 1.
+    chunks: list[list[Any]] = []
+    for segmenter in segmenters:
+        if chunks and fits(chunks[-1] + [segmenter]):
+            chunks[-1].append(segmenter)
+        else:
+            chunks.append([segmenter])
+    if len(chunks) > 1:
+        size = -(-len(segmenters) // len(chunks))
+        even = [segmenters[i : i + size] for i in range(0, len(segmenters), size)]
+        if len(even) == len(chunks) and all(fits(c) for c in even):
+            chunks = even
+    chunks = chunks or [[]]
+    tables = []
+    for i, columns in enumerate(chunks):
+        first, last = sum(map(len, chunks[:i])) + 1, sum(map(len, chunks[: i + 1]))
+        part = "" if len(chunks) == 1 else f", segmenter {first} of {len(segmenters)}" if first == last else f", segmenters {first}-{last} of {len(segmenters)}"
+        tables.append(build(columns, f"bytes/token per source{part}", i == len(chunks) - 1))
+    return tables[0] if len(tables) == 1 else Group(*tables)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -178,39 +237,44 @@ def markdown(result: CompareResult) -> str:
 
 
 def _plot_sources(result: CompareResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bytes/token heatmap, segmenters x sources: each cell a fixed size within limits, so the
+    figure grows with the table and the numbers shrink only when the cells must."""
     import numpy as np
 
+    from toklab import plots
+
     per_source = result.per_source
-    sources = [c for c in per_source.columns if c not in ("worst_source", "worst_bytes_per_token")][:MAX_PLOT_SOURCES]
+    sources = [c for c in per_source.columns if c not in WORST][:MAX_PLOT_SOURCES]
     data = per_source[sources].to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(sources) + 3), max(3, 0.45 * len(per_source) + 2)))
+    rows, cols = max(len(per_source), 1), max(len(sources), 1)
+    # cells in inches: as large as reads well, smaller (down to a floor) as the table grows, so the
+    # heatmap stays within about 14 x 8 inches; the numbers' size follows the cells'
+    cell_w = float(np.clip(14 / cols, 0.4, 0.8))
+    cell_h = float(np.clip(8 / rows, 0.22, 0.5))
+    label_size = 9 if rows <= 20 and cols <= 20 else 8
+    longest_source = max([len(str(s)) for s in sources] + [1])
+    longest_segmenter = max([len(str(s)) for s in per_source.index] + [1])
+    # room for the labels: the rotated source names below, the segmenter names left, the colour bar right
+    fig, ax = plots.figure(cols * cell_w + longest_segmenter * label_size * 0.6 / 72 + 2.2, rows * cell_h + longest_source * label_size * 0.5 / 72 + 1.3)
     image = ax.imshow(data, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(sources)), sources, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(per_source)), list(per_source.index), fontsize=8)
-    middle = np.nanmean(data) if np.isfinite(data).any() else 0.0
+    ax.set_xticks(range(len(sources)), sources, rotation=60, ha="right", rotation_mode="anchor", fontsize=label_size)
+    ax.set_yticks(range(len(per_source)), [str(s) for s in per_source.index], fontsize=label_size)
+    size = plots.cell_font_size(cell_w, cell_h, chars=3)
     for (i, j), value in np.ndenumerate(data):
-        if not math.isnan(value):
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=6, color="white" if value < middle else "black")
-    fig.colorbar(image, ax=ax, label="bytes per token")
-    ax.set_title(f"bytes/token by segmenter and source ({len(sources)} largest sources)")
+        if not math.isnan(value):  # the text contrasts with its own cell's colour, not with the table's mean
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=size, color=plots.text_colour(image.cmap(image.norm(value))))
+    fig.colorbar(image, ax=ax, label="bytes per token", fraction=0.04, pad=0.02)
+    ax.set_title(f"bytes/token by segmenter and source ({len(sources)} largest sources; higher: fewer tokens)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path, dpi=120)
 
 
 def _plot_bits(result: CompareResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from toklab import plots
 
     table = result.table.dropna(subset=["bits_per_byte"])
     colors = ["tab:cyan" if k == "compressor" else ("tab:red" if not lossless else "tab:blue") for k, lossless in zip(table["kind"], table["lossless"])]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    fig, ax = plots.figure(7, 0.35 * len(table) + 1.5)
     ax.barh(list(table["segmenter"]), list(table["bits_per_byte"]), color=colors)
     ax.invert_yaxis()
     ax.set_xlabel("bits per byte")
@@ -218,8 +282,18 @@ def _plot_bits(result: CompareResult, path: Path) -> None:
     for y, value in enumerate(table["bits_per_byte"]):
         ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path, dpi=120)
+
+
+def to_json(result: CompareResult) -> dict[str, Any]:
+    """The whole result as plain JSON data: what results.json holds and `compare --json` prints."""
+    return {
+        "meta": result.meta,
+        "notes": result.notes,
+        "table": json.loads(result.table.to_json(orient="records")),
+        "per_source": json.loads(result.per_source.reset_index().to_json(orient="records")),
+        "per_source_columns": list(result.per_source.columns),
+    }
 
 
 def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
@@ -231,14 +305,7 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / RESULTS).is_file())):
         raise ToklabError(f"--out {final} exists and is not a toklab report; choose a new or empty folder")
     with (report_dir(final) if final.exists() else atomic_dir(final)) as tmp:
-        payload = {
-            "meta": result.meta,
-            "notes": result.notes,
-            "table": json.loads(result.table.to_json(orient="records")),
-            "per_source": json.loads(result.per_source.reset_index().to_json(orient="records")),
-            "per_source_columns": list(result.per_source.columns),
-        }
-        (tmp / RESULTS).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / RESULTS).write_text(json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         result.table.to_csv(tmp / "table.csv", index=False)
         result.per_source.to_csv(tmp / "per_source.csv")
         (tmp / "table.md").write_text(markdown(result), encoding="utf-8")
@@ -279,6 +346,11 @@ def _shape_problem(payload: Any) -> str | None:
     return None
 
 
+def holds_report(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a compare report (which writing another one there replaces)."""
+    return (Path(directory) / RESULTS).is_file()
+
+
 def read_report(directory: str | os.PathLike) -> CompareResult:
     """A compare run saved by `write_report`. A folder without a readable results.json, or one of
     another shape, is a one-line ToklabError."""
@@ -301,6 +373,8 @@ def read_report(directory: str | os.PathLike) -> CompareResult:
         table = pd.DataFrame(payload["table"])
         extras = [c for c in table.columns if c not in COLUMNS]
         table = table.reindex(columns=COLUMNS + extras)
+        empty = [c for c in table.columns if table[c].isna().all()]  # JSON null, e.g. tokens_per_word without a spaced document
+        table[empty] = table[empty].astype(float)
         per_source = pd.DataFrame(payload["per_source"], columns=list(dict.fromkeys(["segmenter", *payload["per_source_columns"]])))
         per_source = per_source.set_index("segmenter").reindex(columns=payload["per_source_columns"])
     except Exception as exc:  # pandas refuses odd values in many ways

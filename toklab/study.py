@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
 from toklab.gpt.train import check_duration
-from toklab.files import check_folder, check_outside, remove_owned, write_text_atomic
+from toklab.files import changed_settings, check_folder, check_outside, remove_owned, write_text_atomic
+from toklab.text import count
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
 
@@ -122,6 +123,36 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
+def _number(value: float) -> str:
+    return f"{value:g}".replace("e+0", "e").replace("e+", "e")
+
+
+def default_out(corpus: "Corpus", *, smoke: bool = False, segmenters: Sequence[str] | None = None, flops: Sequence[float] | None = None,
+                model: str | None = None, context: int | None = None, context_bytes: int | None = None, seeds: int | None = None,
+                filter_t: float | None = None) -> Path:
+    """The study folder when none is given: reports/study-<corpus>[-smoke], then every setting that
+    differs from the (smoke) defaults, so that another study does not meet this one's folder."""
+    from toklab.files import default_output
+
+    base = SMOKE if smoke else DEFAULTS
+    parts = ["smoke" if smoke else ""]
+    if segmenters is not None and list(segmenters) != list(base["segmenters"]):
+        parts.append("_".join(segmenters))
+    if flops is not None and sorted(flops) != sorted(base["flops"]):
+        parts.append("_".join(_number(f) for f in sorted(flops)))
+    if model is not None and model != base["model"]:
+        parts.append(model)
+    if context_bytes is not None:
+        parts.append(f"ctx{context_bytes}bytes")
+    elif context is not None and context != base["context"]:
+        parts.append(f"ctx{context}")
+    if seeds is not None and seeds != base["seeds"]:
+        parts.append(f"{seeds}-seeds")
+    if filter_t is not None:
+        parts.append(f"filtered-t{filter_t:g}")
+    return default_output("study", corpus.label, *parts)
+
+
 def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float, seed: int) -> str:
     return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}".replace("e+", "e") + f"-seed{seed}")  # 1e11, not 1e-11
 
@@ -149,7 +180,7 @@ def _check_out(out: Path, config: dict[str, Any], overwrite: bool) -> bool:
         raise ToklabError(f"--out {out} is not empty and holds no toklab study; choose a new or empty folder")
     if previous["config"] != config:
         if not overwrite:
-            changed = sorted(k for k in set(config) | set(previous["config"]) if config.get(k) != previous["config"].get(k))
+            changed = changed_settings(previous["config"], config)
             raise ToklabError(f"--out {out} holds a study with other settings ({', '.join(changed)} differ); pass --overwrite to replace it, or choose another --out")
         return True
     return overwrite
@@ -210,15 +241,17 @@ def run_study(
         raise ToklabError(f"--seeds must be at least 1, got {seeds}")
     if context_bytes is not None and context_bytes < 2:
         raise ToklabError(f"--context-bytes must be at least 2, got {context_bytes}")
+    if isinstance(corpus, str):
+        corpus = open_corpus(corpus, progress=progress)
+    out_path = Path(out) if out is not None else default_out(
+        corpus, smoke=smoke, segmenters=segmenters, flops=flops, model=model, context=context, context_bytes=context_bytes, seeds=seeds, filter_t=filter_t,
+    )  # fmt: skip
     model = model or base["model"]
     context = context or base["context"]
     for key in ("batch_size", "val_bytes", "eval_bytes", "eval_every"):
         if key in base:
             train_options.setdefault(key, base[key])
     first_seed = int(train_options.pop("seed", 0))
-    if isinstance(corpus, str):
-        corpus = open_corpus(corpus, progress=progress)
-    out_path = Path(out) if out is not None else Path("reports") / _slug(f"study-{Path(corpus.spec.rstrip('/*')).stem or 'corpus'}{'-smoke' if smoke else ''}")
     config = {
         "corpus": corpus.spec, "corpus_fingerprint": corpus.fingerprint(), "val_fraction": corpus.options.val_fraction,
         "segmenters": specs, "flops": budgets, "model": model, "context": None if context_bytes else context, "context_bytes": context_bytes,
@@ -227,7 +260,7 @@ def run_study(
     check_outside(out_path, corpus.input_roots())
     replace = _check_out(out_path, config, overwrite)
     runs = seeds * len(specs) * (2 if filter_t is not None else 1)
-    warning = check_duration(runs * sum(budgets), train_options.get("device", "auto"), yes, f"this study trains {runs * len(budgets)} runs")
+    warning = check_duration(runs * sum(budgets), train_options.get("device", "auto"), yes, f"this study trains {count(runs * len(budgets), 'run')}")
     if warning and progress:
         from toklab.progress import stderr_console
 
@@ -242,6 +275,10 @@ def run_study(
     _check_budgets(corpus, loaded, budgets, model, context, context_bytes, train_options, progress)
     compared = run_compare(corpus, specs, compressors=False, progress=progress)
     _prepare(out_path, config, replace)  # only now, with every setting checked, is an old study replaced
+    if replace and progress:
+        from toklab.progress import stderr_console
+
+        stderr_console.print(f"[yellow]note:[/] replaced the earlier study in {out_path} (--overwrite)", soft_wrap=True)
     compared.table.to_csv(out_path / "compare.csv", index=False)
     notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     runs: list[dict[str, Any]] = []
@@ -485,7 +522,7 @@ def markdown(result: StudyResult) -> str:
     lines = [
         f"# Study: {meta['corpus']}\n",
         f"Model `{meta['model']}`, context {context}; every row trains to the same FLOP budget (6N + 12·L·T·d per token) with "
-        f"seeds {', '.join(str(s) for s in meta['seeds'])}. Every run is scored on the same {meta['val_docs_scored']:,} whole validation documents "
+        f"seeds {', '.join(str(s) for s in meta['seeds'])}. Every run is scored on the same {count(meta['val_docs_scored'], 'whole validation document')} "
         f"({meta['val_bytes_scored']:,} bytes) of the unfiltered validation split. {CAPTION}\n",
         markdown_table(header, rows),
     ]
@@ -520,61 +557,126 @@ def _per_source_markdown(per_source: "pd.DataFrame", top: int = 8) -> list[str]:
 
 
 def plot(result: StudyResult, path: Path) -> None:
-    """Bits-per-byte against training FLOPs: each configuration's mean over seeds with its 95% band."""
-    import matplotlib
+    """Bits-per-byte against training FLOPs: each configuration's mean over seeds with its 95% band,
+    each run's earlier evaluations as faint lines, and a caption on the figure saying which is which."""
+    import textwrap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    from toklab import plots
+
+    fig, ax = plots.figure(8, 6)
     table = result.table
+    faint = False
     for i, ((spec, filtered), group) in enumerate(table.groupby(["segmenter", "filtered"], sort=False)):
         color = f"C{i % 10}"
-        for runs in group["runs"]:  # each run's intermediate evaluations, faint
+        for runs in group["runs"]:  # one faint line per run (a seed at a budget)
             for run in runs.split(","):
-                history = [h for h in result.histories.get(run, []) if h["flops"] > 0]
+                # Only the evaluations before the last: they score a prefix of the documents, and joining
+                # them to the final score (all documents, part of the point) drew a kink that is not there.
+                history = [h for h in result.histories.get(run, []) if h["flops"] > 0 and not h.get("final")]
                 if history:
-                    ax.plot([h["flops"] for h in history], [h["val_bits_per_byte"] for h in history], color=color, alpha=0.15, linewidth=0.8)
+                    faint = True
+                    ax.plot([h["flops"] for h in history], [h["val_bits_per_byte"] for h in history], color=color, alpha=0.25, linewidth=0.8)
         group = group.sort_values("flops")  # where runs actually stopped: a whole number of steps within the budget
         ax.plot(group["flops"], group["val_bits_per_byte"], marker="o", color=color, linestyle="--" if filtered else "-", label=_label(spec, filtered))
         if group["val_bpb_low"].notna().any():
             ax.fill_between(group["flops"], group["val_bpb_low"], group["val_bpb_high"], color=color, alpha=0.2, linewidth=0)
     ax.set_xscale("log")
+    plots.flops_axis(ax, "x")
     ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("validation bits-per-byte")
-    ax.set_title(f"{result.meta['corpus']}: model {result.meta['model']}; bands: 95% interval over seeds\nfaint: each run's earlier evaluations (scored on the first --eval-bytes of the same documents)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("validation bits-per-byte (lower is better)")
+    meta = result.meta
+    ax.set_title(f"{meta.get('corpus', '')}: model {meta.get('model', '')}, bits-per-byte against training compute", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    banded = bool(table["val_bpb_low"].notna().any())  # one seed: no interval, no band
+    if banded:
+        handles.append(Patch(facecolor="grey", alpha=0.3, linewidth=0))
+        labels.append("95% interval over seeds")
+    if faint:
+        handles.append(Line2D([], [], color="grey", alpha=0.5, linewidth=1.5))  # wider than on the plot, to be seen in the key
+        labels.append("one seed's run during training (faint)")
+    ax.legend(handles, labels, fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    seeds = len(meta.get("seeds") or [])
+    documents = meta.get("val_docs_scored")
+    eval_bytes, scored = (meta.get("train") or {}).get("eval_bytes"), meta.get("val_bytes_scored")
+    if isinstance(eval_bytes, int) and isinstance(scored, int) and eval_bytes >= scored:
+        during = "on the same documents"
+    else:
+        during = f"on only the first {eval_bytes:,} bytes of the same documents" if isinstance(eval_bytes, int) else "on only the first --eval-bytes of the same documents"
+    caption = (
+        ("Points: mean over " + (f"{seeds} seeds" if seeds else "seeds") + " of each configuration's" if seeds != 1 else "Points: each configuration's")
+        + " final validation bits-per-byte on all " + (f"{documents:,} " if isinstance(documents, int) else "") + "scored documents, at the FLOPs where its runs stopped"
+        + ("; band: 95% interval over seeds" if banded else "")
+        + ("; dashed: trained on the Cramming-filtered split. " if table["filtered"].astype(bool).any() else ". ")
+        + (f"Faint lines: each seed's validation curve during training, one per run (seed and budget), scored {during}, so a faint line need not end at its point." if faint else "")
+    )  # fmt: skip
+    text = textwrap.fill(caption, 130)
+    fig.text(0.01, 0.01, text, fontsize=7.5, ha="left", va="bottom")
+    lines = text.count("\n") + 1
+    fig.tight_layout(rect=(0, (lines * 7.5 * 1.4 / 72 + 0.1) / fig.get_figheight(), 1, 1))  # room for the caption
+    plots.save(fig, path)
 
 
 def plot_compression(result: StudyResult, path: Path) -> None:
     """Compression against learnability: bytes/token (x) against validation bits-per-byte (y), one
     point per configuration at each budget, with its 95% interval over seeds."""
-    import matplotlib
+    from toklab import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plots.figure(8, 5)
     table = result.table
     for i, (budget, group) in enumerate(table.groupby("budget_flops", sort=True)):
         color = f"C{i % 10}"
         low = (group["val_bits_per_byte"] - group["val_bpb_low"]).fillna(0).clip(lower=0)
         high = (group["val_bpb_high"] - group["val_bits_per_byte"]).fillna(0).clip(lower=0)
-        ax.errorbar(group["bytes_per_token"], group["val_bits_per_byte"], yerr=[low, high], fmt="o", color=color, capsize=3, label=f"{budget:.0e} FLOPs")
+        ax.errorbar(group["bytes_per_token"], group["val_bits_per_byte"], yerr=[low, high], fmt="o", color=color, capsize=3, label=f"{plots.flops_label(budget)} FLOPs")
         for r in group.itertuples():
             ax.annotate(_label(r.segmenter, r.filtered), (r.bytes_per_token, r.val_bits_per_byte), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xlabel("bytes per token (training split)")
-    ax.set_ylabel("validation bits-per-byte")
-    ax.set_title("Does denser tokenisation buy quality per FLOP? (lower is better; bars: 95% interval over seeds)", fontsize=9)
-    ax.legend(fontsize=8, title="budget")
+    ax.set_xlabel("bytes per token (training split; right: denser tokenisation)")
+    ax.set_ylabel("validation bits-per-byte (lower is better)")
+    ax.set_title("Does denser tokenisation buy quality per FLOP?\neach point: a segmenter at one budget, mean over seeds; bars: 95% interval over seeds", fontsize=9)
+    ax.legend(fontsize=8, title="training budget (colour)", title_fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
+
+
+def to_json(result: StudyResult) -> dict[str, Any]:
+    """The study as plain JSON data: what table.json holds and `study --json` prints."""
+    return {
+        "meta": result.meta, "caption": CAPTION, "rows": json.loads(result.table.to_json(orient="records")),
+        "runs": json.loads(result.runs.to_json(orient="records")), "differences": json.loads(result.differences.to_json(orient="records")),
+        "summary": result.summary, "notes": result.notes,
+    }  # fmt: skip
+
+
+def read_study(folder: str | os.PathLike) -> StudyResult:
+    """A finished study, from its folder (for `toklab report`)."""
+    import pandas as pd
+
+    from toklab.errors import one_line
+    from toklab.pretrain import read_history
+
+    out = Path(folder)
+    try:
+        saved = json.loads((out / "table.json").read_text(encoding="utf-8"))
+        frames = {name: pd.read_csv(out / f"{name}.csv") for name in ("table", "runs", "differences", "per_source")}
+        histories = {}
+        for name in frames["runs"]["run"]:
+            try:
+                histories[name] = read_history(out / RUNS / name)
+            except ToklabError:
+                pass  # a run folder moved away: its curve is missing from a re-drawn plot, nothing else
+        return StudyResult(
+            out=out, table=frames["table"], runs=frames["runs"], summary=list(saved["summary"]), differences=frames["differences"],
+            per_source=frames["per_source"], histories=histories, meta=dict(saved["meta"]), notes=list(saved.get("notes") or []),
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise ToklabError(f"{out} holds no finished study ({Path(exc.filename or '').name or 'a file'} is missing)") from None
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ToklabError(f"{out}: the study is damaged ({one_line(exc)})") from None
 
 
 def write_study_report(result: StudyResult) -> None:
@@ -583,11 +685,7 @@ def write_study_report(result: StudyResult) -> None:
     write_text_atomic(out / "runs.csv", result.runs.to_csv(index=False))
     write_text_atomic(out / "differences.csv", result.differences.to_csv(index=False))
     write_text_atomic(out / "per_source.csv", result.per_source.to_csv(index=False))
-    _write_json(out / "table.json", {
-        "meta": result.meta, "caption": CAPTION, "rows": json.loads(result.table.to_json(orient="records")),
-        "runs": json.loads(result.runs.to_json(orient="records")), "differences": json.loads(result.differences.to_json(orient="records")),
-        "summary": result.summary, "notes": result.notes,
-    })  # fmt: skip
+    _write_json(out / "table.json", to_json(result))
     write_text_atomic(out / "table.md", markdown(result))
     write_text_atomic(out / "summary.md", "\n".join(["# Which segmenter wins", ""] + [f"- {line}" for line in result.summary]) + "\n")
     plot(result, out / "bits_per_byte_vs_flops.png")

@@ -23,6 +23,8 @@ from toklab.corpus.readers import (
     shard_kind,
 )
 from toklab.errors import ToklabError
+from toklab.files import slug
+from toklab.text import count
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GLOB_CHARS = set("*?[")
@@ -119,6 +121,27 @@ class Corpus:
     def val(self) -> Iterator[Document]:
         return self.documents("val")
 
+    @property
+    def label(self) -> str:
+        """A short, file-name-safe name: the corpus's own name, then each reading option that
+        changes which documents it holds or how they split (e.g. `sotu-1000docs-val0.2`)."""
+        o = self.options
+        parts = [Path(self.spec.rstrip("/*")).stem or "corpus"]
+        parts += [v for v in (o.name, o.split) if v]
+        if o.text_field != "text":
+            parts.append(f"field-{o.text_field}")
+        if o.lines:
+            parts.append("lines")
+        if o.max_docs is not None:
+            parts.append(f"{o.max_docs}docs")
+        if o.max_bytes is not None:
+            parts.append(f"{o.max_bytes}bytes")
+        if o.sample != 1.0:
+            parts.append(f"sample{o.sample:g}-seed{o.seed}")
+        if o.val_fraction != 0.1:
+            parts.append(f"val{o.val_fraction:g}")
+        return slug("-".join(parts))
+
     def fingerprint(self) -> str:
         """A short hash of what this corpus reads and how; it changes when an input file changes."""
         reading = {k: v for k, v in asdict(self.options).items() if k not in {"val_fraction", "strict"}}
@@ -178,7 +201,7 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
         shards = [p for p in matches if shard_kind(p) is not None]
         if not shards:
             raise ToklabError(f"no shards match {spec} (looked for .parquet, .jsonl, .jsonl.gz, .jsonl.zst, .txt)")
-        return [_file_input(p, _glob_root(pattern)) for p in shards], f"{len(shards)} shards matching {spec}"
+        return [_file_input(p, _glob_root(pattern)) for p in shards], f"{count(len(shards), 'shard')} matching {spec}"
     recipe = recipes.find_recipe(spec)
     if recipe is not None:
         return recipes.resolve_recipe(recipe, progress=progress)

@@ -1,0 +1,12 @@
+"""Words for what toklab prints: a count with its noun in the right number ("1 document", "2 documents")."""
+
+from __future__ import annotations
+
+IRREGULAR = {"was": "were", "passes": "passes"}
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` with thousands separators and `noun`, plural unless n is 1: count(1, "document") ->
+    "1 document", count(1200, "run") -> "1,200 runs"."""
+    word = noun if n == 1 else (plural or IRREGULAR.get(noun) or noun + "s")
+    return f"{n:,} {word}"
