@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The tests mirror the package's folders (tests/corpus, tests/segmenters, ...); the shared helpers
+# (conftest's SHARED, cli_helpers) are imported by name from every one of them.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 # The read-only folder of corpora and tiktoken vocabularies beside the checkout; TOKLAB_SHARED_DIR
 # points elsewhere (a clone that does not sit beside it).
 SHARED = Path(os.environ["TOKLAB_SHARED_DIR"]).expanduser() if os.environ.get("TOKLAB_SHARED_DIR") else REPO.parent / "shared"

@@ -54,14 +54,23 @@ def test_corpus_info_on_a_jsonl(capsys, tmp_path):
     path.write_text("\n".join(json.dumps({"id": str(i), "text": "ab" * (i + 1), "source": "s" + str(i % 2)}) for i in range(10)) + "\n")
     code, out, err = run(capsys, "corpus", "info", "--corpus", str(path))
     assert code == 0
-    assert "10" in out and "s0" in out and "s1" in out
+    # By hand: document i is "ab" x (i + 1), 2 (i + 1) bytes and chars, source s(i % 2); s0 holds
+    # 2 + 6 + 10 + 14 + 18 = 50 bytes, s1 4 + 8 + 12 + 16 + 20 = 60. Ids "4" and "8" (both s0) are
+    # the val documents at 0.1 and at 0.5: blake2b("toklab-split\0<id>") / 2**64 is 0.097 and 0.045
+    # for them, 0.6 or more for the other eight.
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "documents 10 (train 8, val 2)" in lines
+    assert "bytes 110 (0.00 MB)" in lines and "characters 110" in lines
+    assert "mean length 11 bytes" in lines and "max length 20 bytes (9)" in lines
+    # per source, largest first: docs, MB, mean B, max B, val, share
+    assert [line for line in lines if line.startswith(("s0 ", "s1 "))] == ["s1 5 0.00 12 20 0 54.5%", "s0 5 0.00 10 18 2 45.5%"]
     code, out, _ = run(capsys, "corpus", "info", "--corpus", str(path), "--json", "--val-fraction", "0.5")
     data = json.loads(out)
-    assert data["documents"] == 10
-    assert data["bytes"] == sum(2 * (i + 1) for i in range(10))
-    assert data["train_documents"] + data["val_documents"] == 10
-    assert data["val_documents"] == sum(toklab.split_of(str(i), 0.5) == "val" for i in range(10))
-    assert {row["source"]: row["documents"] for row in data["per_source"]} == {"s0": 5, "s1": 5}
+    assert (data["documents"], data["bytes"], data["chars"]) == (10, 110, 110)
+    assert (data["train_documents"], data["val_documents"]) == (8, 2)
+    assert (data["max_bytes"], data["max_doc_id"]) == (20, "9")
+    rows = {row["source"]: (row["documents"], row["bytes"], row["chars"], row["max_bytes"], row["val_documents"]) for row in data["per_source"]}
+    assert rows == {"s0": (5, 50, 50, 18, 2), "s1": (5, 60, 60, 20, 0)}
 
 
 def test_corpus_info_notes_what_it_skipped(capsys, tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import lzma
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from toklab import ToklabError
 from toklab.cli import main
 from toklab.comparison import COLUMNS, run_compare
 from toklab.gpt.flops import REFERENCE_SHAPE
-from toklab.measures import TextStats, segmentation_row, train_zstd_dictionary
+from toklab.measures import train_zstd_dictionary
 from toklab.reports import REPORT_FILES, read_report, write_report
 from toklab.segmenters.bytes import ByteSegmenter
 
@@ -67,17 +69,70 @@ def test_every_column_for_bytes_matches_a_hand_computation(tiny):
     assert row["mb_per_s"] > 0
     assert list(result.table.columns) == COLUMNS
     assert result.meta["val_documents"] == len(texts) and result.meta["val_bytes"] == n_bytes
+    assert_row_equals(row, hand_row([list(d) for d in data], texts, 257))  # one id per byte
 
 
-def test_trained_bpe_row_matches_its_own_encoding(tiny):
+def hand_row(ids: list[list[int]], texts: list[str], vocab_size: int) -> dict[str, float]:
+    """Every segmentation column, from the token ids of each text, in plain Python (nothing from
+    toklab.measures): the definitions as DESIGN.md states them, at threshold 0.3 and for the
+    reference GPT (12 layers, d_model 768, context 1024, MLP ratio 4)."""
+    n_tokens = sum(map(len, ids))
+    n_chars = sum(len(t) for t in texts)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    counts = collections.Counter(i for doc in ids for i in doc)
+    entropy = -sum(c / n_tokens * math.log2(c / n_tokens) for c in counts.values())  # bits per token
+    renyi = math.log2(sum((c / n_tokens) ** 2.5 for c in counts.values())) / (1 - 2.5)
+
+    def spaced(text: str) -> bool:  # fewer than half the letters are CJK ideographs (the only unspaced script here)
+        return 2 * sum(0x4E00 <= ord(c) <= 0x9FFF for c in text) < sum(c.isalpha() for c in text)
+
+    word_docs = [(len(i), len(t.split())) for i, t in zip(ids, texts) if spaced(t)]
+    kept = [len(i) * 10 <= 3 * len(t) for i, t in zip(ids, texts)]  # tokens <= 0.3 x chars, exactly
+    flops_per_token = 6 * (12 * (4 + 2 * 4) * 768**2 + vocab_size * 768) + 12 * 12 * 1024 * 768
+    return {
+        "vocab_size": vocab_size,
+        "tokens": n_tokens,
+        "tokens_per_char": n_tokens / n_chars,
+        "chars_per_token": n_chars / n_tokens,
+        "bytes_per_token": n_bytes / n_tokens,
+        "tokens_per_word": sum(n for n, _ in word_docs) / sum(w for _, w in word_docs),
+        "bits_per_byte": entropy * n_tokens / n_bytes,
+        "renyi_efficiency": renyi / math.log2(vocab_size),
+        "vocab_utilisation": len(counts) / vocab_size,
+        "keep_rate_docs": sum(kept) / len(texts),
+        "keep_rate_bytes": sum(len(t.encode("utf-8")) for t, k in zip(texts, kept) if k) / n_bytes,
+        "train_flops_per_mb": flops_per_token * n_tokens / n_bytes * 1e6,
+    }
+
+
+def assert_row_equals(row: pd.Series, expected: dict[str, float]) -> None:
+    for column, value in expected.items():
+        assert row[column] == pytest.approx(value, rel=1e-9), column
+
+
+def test_trained_bpe_row_matches_a_hand_computation(tiny):
     result = run_compare(str(tiny), ["bpe:300"], compressors=False, val_fraction=0.3)
     seg = toklab.get_segmenter("bpe:300", toklab.open_corpus(str(tiny), val_fraction=0.3))
     texts = [t for t, _ in val_texts(tiny)]
-    expected = segmentation_row(seg.encode_batch(texts), TextStats.of(texts), seg.vocab_size, threshold=0.3, shape=REFERENCE_SHAPE)
+    ids = [seg.encode(t) for t in texts]  # the ids are the segmenter's; every figure from them is computed here
+    assert all(seg.decode(i) == t for i, t in zip(ids, texts))
     row = result.table.iloc[0]
-    for column, value in expected.items():
-        assert row[column] == pytest.approx(value), column
-    assert row["keep_rate_docs"] > 0  # a trained BPE compresses this text below 0.3 tokens/char
+    assert (row["segmenter"], row["kind"], row["vocab_size"], row["lossless"]) == ("bpe:300", "bpe", 300, True)
+    assert_row_equals(row, hand_row(ids, texts, 300))
+    assert 0 < row["keep_rate_docs"] < 1  # a trained BPE compresses some of this text below 0.3 tokens/char
+
+
+def test_tiktoken_row_on_the_tiny_corpus_matches_a_hand_computation(tiny, shared_tiktoken):
+    import tiktoken
+
+    result = run_compare(str(tiny), ["tiktoken:gpt2"], compressors=False, val_fraction=0.3)
+    texts = [t for t, _ in val_texts(tiny)]
+    encoding = tiktoken.get_encoding("gpt2")
+    ids = [encoding.encode(t) for t in texts]  # no special tokens in this text: encode == encode_ordinary
+    row = result.table.iloc[0]
+    assert (row["segmenter"], row["kind"], row["vocab_size"], row["lossless"]) == ("tiktoken:gpt2", "tiktoken", 50257, True)
+    assert_row_equals(row, hand_row(ids, texts, 50257))
+    assert 0 < row["keep_rate_docs"] < 1 and 0 < row["keep_rate_bytes"] < 1
 
 
 def test_compressor_rows_equal_the_libraries_own_sizes(tiny):
@@ -200,8 +255,31 @@ def test_report_files_and_round_trip(tiny, tmp_path):
     assert again.meta == json.loads(json.dumps(result.meta)) and again.notes == result.notes
     table_csv = pd.read_csv(out / "table.csv")
     assert list(table_csv["segmenter"]) == list(result.table["segmenter"])
+    # the figures in table.csv and table.md are the hand-computed ones (MB/s aside: it is a timing)
+    texts = [t for t, _ in val_texts(tiny)]
+    data = [t.encode("utf-8") for t in texts]
+    seg = toklab.get_segmenter("bpe:300", toklab.open_corpus(str(tiny), val_fraction=0.3))
+    expected = {"bytes": hand_row([list(d) for d in data], texts, 257), "bpe:300": hand_row([seg.encode(t) for t in texts], texts, 300)}
+    for name, row in expected.items():
+        assert_row_equals(table_csv.set_index("segmenter").loc[name], row)
     markdown = (out / "table.md").read_text()
-    assert "| bpe:300 |" in markdown and "reference GPT" in markdown
+    lines = markdown.splitlines()
+    assert lines[2] == "| segmenter | vocab | tok/char | char/tok | bytes/tok | tok/word | bits/byte | Rényi | vocab used | keep docs | keep bytes | MB/s | lossless | TFLOPs/MB |"
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[4:] if line.startswith("| ")]
+    cells = {row[0]: row for row in rows}
+    assert list(cells) == list(result.table["segmenter"])
+    for name, row in expected.items():
+        shown = cells[name][:11] + cells[name][12:]  # all but MB/s
+        assert shown == [
+            name, f"{row['vocab_size']:,}", f"{row['tokens_per_char']:.3f}", f"{row['chars_per_token']:.2f}", f"{row['bytes_per_token']:.2f}",
+            f"{row['tokens_per_word']:.2f}", f"{row['bits_per_byte']:.3f}", f"{row['renyi_efficiency']:.3f}", f"{100 * row['vocab_utilisation']:.1f}%",
+            f"{100 * row['keep_rate_docs']:.1f}%", f"{100 * row['keep_rate_bytes']:.1f}%", "yes", f"{row['train_flops_per_mb'] / 1e12:,.0f}",
+        ], name
+    zstd3 = 8 * len(zstandard.ZstdCompressor(level=3).compress(b"".join(data))) / sum(map(len, data))
+    assert cells["zstd-3"][:11] == ["zstd-3", "", "", "", "", "", f"{zstd3:.3f}", "", "", "", ""] and cells["zstd-3"][12:] == ["yes", ""]
+    n_bytes = sum(map(len, data))
+    assert f"Measured on the validation split of {tiny}: {len(texts)} documents, {n_bytes:,} bytes (val fraction 0.3)." in markdown
+    assert "tokens <= 0.3 x chars" in markdown and "(gpt2-124m: 12 layers, d_model 768, context 1024)" in markdown
 
 
 def test_an_interrupted_report_leaves_nothing_half_written(tiny, tmp_path, monkeypatch):
@@ -247,8 +325,23 @@ def test_cli_compare_and_report(capsys, tiny, tmp_path):
     assert code == 0, err
     assert "bpe:300,regex=gpt2" in out and "zstd-19" in out and "7z-ppmd" in out and "worst source" in out
     assert (out_dir / "results.json").is_file()
+    # the bytes and zstd-3 rows, as printed, hold the hand-computed figures (MB/s aside: a timing)
+    texts = [t for t, _ in val_texts(tiny)]
+    data = [t.encode("utf-8") for t in texts]
+    row = hand_row([list(d) for d in data], texts, 257)
+    zstd3 = 8 * len(zstandard.ZstdCompressor(level=3).compress(b"".join(data))) / sum(map(len, data))
+    compression = f"bytes 257 {row['tokens_per_char']:.3f} 1.00 {row['tokens_per_word']:.2f} {row['bits_per_byte']:.3f} yes"
+    cost = f"bytes {row['renyi_efficiency']:.3f} {100 * row['vocab_utilisation']:.1f}% 0.0% 0.0% "
+    flops = f" {row['train_flops_per_mb'] / 1e12:,.0f}"
+    caption = f"Measured on the validation split of {tiny}: {len(texts)} documents, {sum(map(len, data)):,} bytes (val fraction 0.3)."
     code, again, _ = run(capsys, "report", str(out_dir))
     assert code == 0 and "bpe:300,regex=gpt2" in again
+    for printed in (out, again):  # compare prints the tables, report prints them again from the saved run
+        lines = [" ".join(line.split()) for line in printed.splitlines()]
+        assert compression in lines
+        assert [line for line in lines if line.startswith(cost) and line.endswith(flops)] != [], cost
+        assert f"zstd-3 {zstd3:.3f} yes" in lines
+        assert "".join(caption.split()) in "".join(printed.split())  # however the caption wraps
     code, _, err = run(capsys, "report", str(tmp_path))
     assert code == 2 and "holds no toklab report" in err
 

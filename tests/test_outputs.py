@@ -26,6 +26,16 @@ def test_slug_by_hand() -> None:
     assert slug(long_a) != slug(long_b)  # the hash of the whole keeps them apart
 
 
+def test_cache_key_by_hand() -> None:
+    import hashlib
+
+    from toklab.files import cache_key
+
+    digest = hashlib.blake2b(b'["x", 1]', digest_size=8).hexdigest()
+    assert cache_key("bpe:32k,regex=o200k", '["x", 1]') == f"bpe_32k_regex_o200k-{digest}"
+    assert cache_key("hf:" + "a" * 100, "").startswith("hf_" + "a" * 57 + "-")
+
+
 def test_default_output_and_settings_by_hand() -> None:
     assert default_output("compare", "sotu", "", "bytes_bpe:1k") == Path("reports/compare-sotu-bytes_bpe-1k")
     assert changed_settings({"a": 1, "train": {"lr": 1e-3, "seed": 0}}, {"a": 1, "train": {"lr": 2e-3, "seed": 0}, "b": 2}) == ["b", "train.lr"]
@@ -48,7 +58,7 @@ def test_corpus_label_names_the_reading_options(tmp_path: Path) -> None:
 
 def test_default_folders_differ_where_runs_differ(tmp_path: Path) -> None:
     from toklab.comparison import default_out as compare_out, default_segmenters
-    from toklab.filter_report import default_report
+    from toklab.filter.report import default_report
     from toklab.gpt.train import Budget
     from toklab.pretrain import default_out as pretrain_out
     from toklab.study import default_out as study_out
@@ -167,3 +177,14 @@ def test_help_paragraphs_rewrap_and_value_names_are_words(capsys) -> None:
         if path:
             shown = cli_ok(capsys, *path, "--help")
             assert not re.search(r"<(str|bool|int|float|list)", shown), (path, shown)
+
+
+def test_saved_study_example_renders_whole_at_80_columns(capsys) -> None:
+    example = Path(__file__).resolve().parent.parent / "reports" / "examples" / "study-smoke"
+    shown = cli_ok(capsys, "report", example)
+    assert "…" not in shown  # no figure or name cut short
+    assert "bpe:4k (filtered)" in shown and max(len(line) for line in shown.splitlines()) <= 80
+    rows = json.loads((example / "table.json").read_text())["rows"]
+    for row in rows:  # every mean and interval half-width as saved
+        assert f"{row['val_bits_per_byte']:.4f}" in shown
+        assert f"{(row['val_bpb_high'] - row['val_bpb_low']) / 2:.4f}" in shown

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from toklab import __version__
+from toklab._version import __version__
 from toklab.errors import ToklabError
 from toklab.text import count
 from toklab.gpt.train import EVAL_BYTES, VAL_BYTES
@@ -85,7 +85,6 @@ def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False
     """
     if func is None:
         return functools.partial(corpus_command, lazy=lazy)
-    from toklab.corpus import CorpusOptions, open_corpus
 
     own = [p for p in inspect.signature(func).parameters.values() if p.name != "corpus"]
     shared = [
@@ -95,6 +94,7 @@ def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
+        from toklab.corpus import CorpusOptions, open_corpus  # here, not at start-up: --help needs neither
         from toklab.progress import set_verbosity
 
         quiet, verbose = kwargs.pop("quiet"), kwargs.pop("verbose")
@@ -127,15 +127,15 @@ def _print_notes(notes: list[str]) -> None:
 
 def _per_source_table(per_source: Any, top: int) -> Table:
     """Sources largest first; past `top` rows the rest are summed into one row."""
+    from toklab.tables import digits, figure_column, mb, pct, table as make_table, text_column, thousands
+
     rows = per_source.sort_values("bytes", ascending=False, kind="stable")
     shown, rest = (rows, rows.iloc[0:0]) if top == 0 else (rows.iloc[:top], rows.iloc[top:])
-    table = Table(title=f"per source ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=28)
-    for column in ("docs", "MB", "mean B", "max B", "val", "share"):
-        table.add_column(column, justify="right", no_wrap=True)
+    figures = [figure_column(c, no_wrap=True) for c in ("docs", "MB", "mean B", "max B", "val", "share")]
+    table = make_table(f"per source ({len(rows)})", [text_column("source", overflow="ellipsis", no_wrap=True, max_width=28), *figures])
 
     def add(label: Text, docs: int, n_bytes: int, longest: int, val: int, share: float) -> None:
-        table.add_row(label, f"{docs:,}", f"{n_bytes / 1e6:,.2f}", f"{n_bytes / max(docs, 1):,.0f}", f"{longest:,}", f"{val:,}", f"{share:.1%}")
+        table.add_row(label, thousands(docs), mb(n_bytes), digits(0)(n_bytes / max(docs, 1)), thousands(longest), thousands(val), pct(share))
 
     for row in shown.itertuples(index=False):
         add(Text(row.source), row.documents, row.bytes, row.max_bytes, row.val_documents, row.share_of_bytes)
@@ -164,6 +164,8 @@ def corpus_info_command(
     """Count documents, bytes and characters, overall and per source, in one streaming pass."""
     from toklab.corpus import corpus_info
 
+    from toklab.tables import mb
+
     info = corpus_info(corpus, progress=True)
     if as_json:
         print(json.dumps(info.to_dict(), indent=2, default=str))
@@ -174,7 +176,7 @@ def corpus_info_command(
     for label, value in [
         ("corpus", f"{info.spec}  ({info.description})"),
         ("documents", f"{info.documents:,}  (train {info.train_documents:,}, val {info.val_documents:,})"),
-        ("bytes", f"{info.bytes:,}  ({_mb(info.bytes)})"),
+        ("bytes", f"{info.bytes:,}  ({mb(info.bytes, unit=True)})"),
         ("characters", f"{info.chars:,}"),
         ("mean length", f"{info.mean_bytes:,.0f} bytes"),
         ("max length", f"{info.max_bytes:,} bytes  ({info.max_doc_id})"),
@@ -333,7 +335,7 @@ def report_command(
             write_report(result, folder)
         _print_json(to_json(result)) if as_json else _print_compare(result, top)
     elif kind == "filter":
-        from toklab.filter_report import read_filter_report, summary
+        from toklab.filter.report import read_filter_report, summary
 
         if rewrite:
             raise ToklabError("--rewrite is for compare, pretrain and study folders; a filter report is rewritten by running the filter again")
@@ -409,7 +411,7 @@ def filter_command(
     from pathlib import Path
 
     from toklab.filter import filter_corpus, rejected_folder
-    from toklab.filter_report import check_report_folder, default_report, holds_report, summary, write_filter_report
+    from toklab.filter.report import check_report_folder, default_report, holds_report, summary, write_filter_report
 
     thresholds = _floats(sweep, "--sweep") if sweep is not None else None
     if out is None and not dry_run and thresholds is None:
@@ -436,7 +438,7 @@ def filter_command(
 
 
 def _print_filter(result: Any, top: int) -> None:
-    from toklab.filter_report import terminal_tables
+    from toklab.filter.report import terminal_tables
 
     for table in terminal_tables(result, top):
         console.print(table)
@@ -529,12 +531,13 @@ def _run_json(result: Any) -> dict[str, Any]:
 
 
 def _print_run(result: Any, corpus_spec: str) -> None:
-    table = Table(title=f"pretrain {result.segmenter} ({result.model['vocab_size']:,} ids) on {corpus_spec} (seed {result.train['seed']})", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("step", justify="right")
-    for column in ("tokens", "FLOPs", "train loss", "val loss", "val bits/byte"):
-        table.add_column(column, justify="right")
+    from toklab.tables import digits, flops, table as make_table, thousands
+
+    title = f"pretrain {result.segmenter} ({result.model['vocab_size']:,} ids) on {corpus_spec} (seed {result.train['seed']})"
+    table = make_table(title, ["step", "tokens", "FLOPs", "train loss", "val loss", "val bits/byte"])
+    loss = digits(4, nan="nan")  # a diverged run must read "nan", not an empty cell
     for h in result.history:
-        table.add_row(f"{h['step']:,}", f"{h['tokens']:,}", f"{h['flops']:.3g}", "-" if h["train_loss"] is None else f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}", f"{h['val_bits_per_byte']:.4f}")
+        table.add_row(thousands(h["step"]), thousands(h["tokens"]), flops(h["flops"]), "-" if h["train_loss"] is None else loss(h["train_loss"]), loss(h["val_loss"]), loss(h["val_bits_per_byte"]))
     console.print(table)
     mfu = f", MFU {100 * result.mfu:.1f}%" if result.mfu is not None else ""
     console.print(
@@ -632,20 +635,24 @@ def study_command(
 def _print_study(result: Any) -> None:
     meta = result.meta
     context_text = f"context {meta['context_bytes']:,} bytes" if meta.get("context_bytes") else f"context {meta['context']}"
-    table = Table(title=f"study {meta['corpus']}: model {meta['model']}, {context_text}, {count(len(meta['seeds']), 'seed')}", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("segmenter", no_wrap=True)
-    filtered = bool(result.table.filtered.any())
-    columns = ["vocab"] + (["filtered"] if filtered else []) + ["FLOPs", "bytes/\ntoken", "MB\nseen", "epochs", "bits/\nbyte", "95%\n±", "wall s"]
-    for column in columns:
-        table.add_column(column, justify="right")
+    from toklab.tables import digits, flops, mb, table as make_table, text_column, thousands
+
+    from toklab.study import row_label
+
+    # 80 columns: "(filtered)" goes into the segmenter's name, and each row's wall time is left to
+    # table.md (the total is printed below)
+    columns = ["vocab", "FLOPs", "bytes/\ntoken", "MB\nseen", "epochs", "bits/\nbyte", "95%\n±"]
+    table = make_table(f"study {meta['corpus']}: model {meta['model']}, {context_text}, {count(len(meta['seeds']), 'seed')}", [text_column("segmenter", no_wrap=True), *columns], pad_edge=False)
     for r in result.table.itertuples():
-        interval = f"{(r.val_bpb_high - r.val_bpb_low) / 2:.4f}" if r.val_bpb_low == r.val_bpb_low else "n/a"
-        cells = [f"{int(r.vocab_size):,}"] + (["yes" if r.filtered else ""] if filtered else []) + [
-            f"{r.budget_flops:.0e}", f"{r.bytes_per_token:.3f}", f"{r.bytes_seen / 1e6:,.2f}", f"{r.epochs:.2f}", f"{r.val_bits_per_byte:.4f}", interval, f"{r.wall_s:.0f}",
+        interval = digits(4, nan="nan")((r.val_bpb_high - r.val_bpb_low) / 2) if r.val_bpb_low == r.val_bpb_low else "n/a"
+        # epochs and wall s stay without a thousands separator, as in study's table.md
+        cells = [
+            thousands(r.vocab_size), flops(r.budget_flops, 1), digits(3)(r.bytes_per_token), mb(r.bytes_seen), f"{r.epochs:.2f}", digits(4, nan="nan")(r.val_bits_per_byte), interval,
         ]  # fmt: skip
-        table.add_row(r.segmenter, *cells)
+        table.add_row(row_label(r.segmenter, r.filtered), *cells)
     console.print(table)
-    console.print(f"scored on {count(meta['val_docs_scored'], 'whole validation document')} ({meta['val_bytes_scored']:,} bytes), the same for every run", highlight=False)
+    console.print(f"scored on {count(meta['val_docs_scored'], 'whole validation document')} ({meta['val_bytes_scored']:,} bytes), the same for every run; "
+                  f"training took {result.table['wall_s'].sum():,.0f} s in all (each row's time is in table.md)", highlight=False)
     for line in result.summary:
         console.print(line, highlight=False)
     _print_notes(result.notes)

@@ -88,7 +88,7 @@ def run_compare(
     the corpus's inputs up front too."""
     import pandas as pd
 
-    from toklab import __version__
+    from toklab._version import __version__
     from toklab.corpus import open_corpus
     from toklab.files import check_outside
     from toklab.progress import document_progress, step_progress

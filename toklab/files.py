@@ -172,6 +172,13 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def cache_key(label: str, payload: str) -> str:
+    """A cache entry's folder name: a readable label (characters outside letters, digits, '.',
+    '_' and '-' become '_', at most 60 of them), then a hash of everything that decides the entry."""
+    digest = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:60]}-{digest}"
+
+
 def default_output(command: str, *parts: str) -> Path:
     """The folder a command writes to when no --out is given: reports/<command>-<part>-..., named
     after what makes its runs differ (corpus, segmenters, budget ...), so that two different runs

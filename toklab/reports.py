@@ -13,9 +13,8 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterable
 
-from rich import box
 from rich.console import Console, Group
 from rich.measure import Measurement
 from rich.table import Table
@@ -24,50 +23,29 @@ from rich.text import Text
 from toklab.comparison import COLUMNS, CompareResult
 from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir, check_outside, report_dir
+from toklab.segmenters.base import ReportGroup
+from toklab.tables import Formatter, digits, figure_column, formatter, missing, pct, table, text_column, tflops, thousands
 
 RESULTS = "results.json"
 REPORT_FILES = [RESULTS, "table.csv", "table.md", "per_source.csv", "bytes_per_token_by_source.png", "bits_per_byte.png"]
 MAX_PLOT_SOURCES = 30
 
 # column -> (header, formatter); what the terminal and markdown tables show
-Formatter = Callable[[Any], str]
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _num(digits: int) -> Formatter:
-    return lambda v: "" if _missing(v) else f"{v:,.{digits}f}"
-
-
-def _pct(v: Any) -> str:
-    return "" if _missing(v) else f"{100 * v:.1f}%"
-
-
-def _int(v: Any) -> str:
-    return "" if _missing(v) else f"{int(v):,}"
-
-
-def _flops(v: Any) -> str:
-    return "" if _missing(v) else f"{v / 1e12:,.0f}"
-
-
 SHOWN: dict[str, tuple[str, Formatter]] = {
     "segmenter": ("segmenter", str),
-    "vocab_size": ("vocab", _int),
-    "tokens_per_char": ("tok/\nchar", _num(3)),
-    "chars_per_token": ("char/\ntok", _num(2)),
-    "bytes_per_token": ("bytes/\ntok", _num(2)),
-    "tokens_per_word": ("tok/\nword", _num(2)),
-    "bits_per_byte": ("bits/\nbyte", _num(3)),
-    "renyi_efficiency": ("Rényi", _num(3)),
-    "vocab_utilisation": ("vocab\nused", _pct),
-    "keep_rate_docs": ("keep\ndocs", _pct),
-    "keep_rate_bytes": ("keep\nbytes", _pct),
-    "mb_per_s": ("MB/s", _num(1)),
+    "vocab_size": ("vocab", thousands),
+    "tokens_per_char": ("tok/\nchar", digits(3)),
+    "chars_per_token": ("char/\ntok", digits(2)),
+    "bytes_per_token": ("bytes/\ntok", digits(2)),
+    "tokens_per_word": ("tok/\nword", digits(2)),
+    "bits_per_byte": ("bits/\nbyte", digits(3)),
+    "renyi_efficiency": ("Rényi", digits(3)),
+    "vocab_utilisation": ("vocab\nused", pct),
+    "keep_rate_docs": ("keep\ndocs", pct),
+    "keep_rate_bytes": ("keep\nbytes", pct),
+    "mb_per_s": ("MB/s", digits(1)),
     "lossless": ("lossless", lambda v: "yes" if v else "NO"),
-    "train_flops_per_mb": ("TFLOPs/\nMB", _flops),
+    "train_flops_per_mb": ("TFLOPs/\nMB", tflops),
 }
 
 
@@ -95,22 +73,31 @@ def caption(result: CompareResult) -> str:
     )
 
 
-# Columns some kinds add (see Segmenter.extra_measures), each group shown in a table of its own when present.
-EXTRA_SHOWN: dict[str, tuple[str, Formatter]] = {
-    "mean_patch_bytes": ("mean\npatch B", _num(2)),
-    "median_patch_bytes": ("median\npatch B", _num(1)),
-    "max_patch_bytes": ("max\npatch B", _int),
-    "model_bits_per_byte": ("model\nbits/B", _num(3)),
-    "vocab_patch_coverage": ("vocab covers\npatches", _pct),
-    "vocab_byte_coverage": ("vocab covers\nbytes", _pct),
-    "dict_bytes": ("dictionary\nbytes", _int),
-    "dict_zstd_bits_per_byte": ("zstd-19 + dict\nbits/byte", _num(3)),
-}
-EXTRA_GROUPS = {
-    "entropy patches": (["mean_patch_bytes", "median_patch_bytes", "max_patch_bytes", "model_bits_per_byte", "vocab_patch_coverage", "vocab_byte_coverage"],
-                        "model bits/B: the entropy model's own cross-entropy on the validation split"),
-    "zstd dictionary": (["dict_bytes", "dict_zstd_bits_per_byte"], "zstd-19 + dict: each validation document compressed alone with the segmenter's dictionary"),
-}
+def extra_groups(kinds: Iterable[str]) -> list[ReportGroup]:
+    """The column groups that the segmenter kinds among `kinds` declare (Segmenter.report_groups),
+    in the registry's order of kinds. Only those kinds' modules are imported; a kind this
+    installation does not know (a plugin gone since the run was saved) adds no columns."""
+    from toklab.segmenters.registry import available_kinds, segmenter_class
+
+    present = set(kinds)
+    groups: list[ReportGroup] = []
+    for kind in available_kinds():
+        if kind in present:
+            try:
+                groups += segmenter_class(kind).report_groups
+            except ToklabError:  # a plugin that no longer loads: its columns are not shown
+                continue
+    return groups
+
+
+def _extra_shown(result: CompareResult) -> list[tuple[ReportGroup, dict[str, tuple[str, Formatter]]]]:
+    """Each declared group with its columns that the result holds: column -> (header, formatter)."""
+    out = []
+    for group in extra_groups(result.table["kind"]) if "kind" in result.table else []:
+        shown = {c.key: (c.label, formatter(c.format)) for c in group.columns if c.key in result.table.columns}
+        out.append((group, shown))
+    return out
+
 
 # The terminal shows the columns in two tables so that each fits an 80-column terminal.
 TERMINAL_GROUPS = {
@@ -124,27 +111,22 @@ def main_tables(result: CompareResult) -> list[Table]:
     tables = []
     for i, (title, columns) in enumerate(TERMINAL_GROUPS.items()):
         last = i == len(TERMINAL_GROUPS) - 1
-        table = Table(title=f"compare: {title}", title_justify="left", caption=caption(result) if last else None, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        for column in columns:
-            table.add_column(SHOWN[column][0], justify="left" if column == "segmenter" else "right", no_wrap=column == "segmenter")
+        headers = [text_column(SHOWN[c][0], no_wrap=True) if c == "segmenter" else SHOWN[c][0] for c in columns]
+        made = table(f"compare: {title}", headers, caption=caption(result) if last else None, pad_edge=False)
         for record in result.table.to_dict(orient="records"):
             if record["kind"] == "compressor" and title != "compression" and math.isnan(record.get("mb_per_s", float("nan"))):
                 continue
             style = "cyan" if record["kind"] == "compressor" else ("bold red" if not record["lossless"] else None)
-            table.add_row(*[Text(SHOWN[c][1](record.get(c))) for c in columns], style=style)
-        tables.append(table)
-    for title, (columns, note) in EXTRA_GROUPS.items():
-        extras = [c for c in columns if c in result.table.columns]
-        records = [r for r in result.table.to_dict(orient="records") if any(not _missing(r.get(c)) for c in extras)]
-        if not extras or not records:
+            made.add_row(*[Text(SHOWN[c][1](record.get(c))) for c in columns], style=style)
+        tables.append(made)
+    for group, shown in _extra_shown(result):
+        records = [r for r in result.table.to_dict(orient="records") if any(not missing(r.get(c)) for c in shown)]
+        if not shown or not records:
             continue
-        table = Table(title=f"compare: {title}", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, caption=note, caption_justify="left")
-        table.add_column("segmenter", no_wrap=True)
-        for column in extras:
-            table.add_column(EXTRA_SHOWN[column][0], justify="right")
+        made = table(f"compare: {group.title}", [text_column("segmenter", no_wrap=True), *(header for header, _ in shown.values())], caption=group.caption, pad_edge=False)
         for record in records:
-            table.add_row(Text(record["segmenter"]), *[Text(EXTRA_SHOWN[c][1](record.get(c))) for c in extras])
-        tables.append(table)
+            made.add_row(Text(record["segmenter"]), *[Text(fmt(record.get(c))) for c, (_, fmt) in shown.items()])
+        tables.append(made)
     return tables
 
 
@@ -175,19 +157,18 @@ def per_source_table(result: CompareResult, top: int = 6, width: int = 80) -> Ta
 
     def build(columns: list[Any], title: str, last: bool) -> Table:
         caption = f"Rows: {shown}; all in per_source.csv. *: the segmenter's worst source (lowest bytes/token)." if last else None
-        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        table.add_column("source", overflow="fold")  # folds rather than cuts a name too long for any width
-        for segmenter in columns:
-            table.add_column(_segmenter_header(str(segmenter)), justify="right", no_wrap=True)
+        headers = [figure_column(_segmenter_header(str(segmenter)), no_wrap=True) for segmenter in columns]
+        # the source column folds rather than cuts a name too long for any width
+        made = table(title, [text_column("source", overflow="fold"), *headers], caption=caption, pad_edge=False)
         for i, source in enumerate(largest + also_worst):
             cells = []
             for segmenter in columns:
                 value = per_source.at[segmenter, source]
                 flagged = worst.get(segmenter) == source
                 # ' ' after an unflagged value keeps the decimal points in line with '*'
-                cells.append(Text(_num(2)(value) + ("*" if flagged else " "), style="yellow" if flagged else ""))
-            table.add_row(Text(source), *cells, end_section=i == len(largest) - 1 and bool(also_worst))
-        return table
+                cells.append(Text(digits(2)(value) + ("*" if flagged else " "), style="yellow" if flagged else ""))
+            made.add_row(Text(source), *cells, end_section=i == len(largest) - 1 and bool(also_worst))
+        return made
 
     def fits(columns: list[Any]) -> bool:
         return _natural_width(build(columns, "", False)) <= width
@@ -222,7 +203,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown(result: CompareResult) -> str:
-    shown = {**SHOWN, **{c: f for c, f in EXTRA_SHOWN.items() if c in result.table.columns}}
+    shown = dict(SHOWN)
+    for _, extra in _extra_shown(result):
+        shown.update(extra)
     header = "| " + " | ".join(h.replace("\n", " ").replace("/ ", "/") for h, _ in shown.values()) + " |"
     rule = "|" + "|".join("---" if c == "segmenter" else "---:" for c in shown) + "|"
     lines = ["# toklab compare", "", header, rule]

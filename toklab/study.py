@@ -15,7 +15,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
 from toklab.gpt.train import check_duration
-from toklab.files import changed_settings, check_folder, check_outside, remove_owned, write_text_atomic
+from toklab.files import changed_settings, check_folder, check_outside, remove_owned, slug, write_text_atomic
 from toklab.text import count
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
@@ -119,10 +118,6 @@ class StudyResult:
     skipped_runs: int = 0  # runs found finished by an earlier, interrupted study
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
 def _number(value: float) -> str:
     return f"{value:g}".replace("e+0", "e").replace("e+", "e")
 
@@ -154,7 +149,7 @@ def default_out(corpus: "Corpus", *, smoke: bool = False, segmenters: Sequence[s
 
 
 def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float, seed: int) -> str:
-    return _slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}".replace("e+", "e") + f"-seed{seed}")  # 1e11, not 1e-11
+    return slug(f"{spec}{f'-filtered-t{threshold:g}' if filtered else ''}-{budget:.0e}".replace("e+", "e") + f"-seed{seed}")  # 1e11, not 1e-11
 
 
 STUDY_FILES = (
@@ -223,7 +218,7 @@ def run_study(
     """
     import pandas as pd
 
-    from toklab import __version__
+    from toklab._version import __version__
     from toklab.comparison import run_compare
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
@@ -325,7 +320,7 @@ def run_study(
     _check_same_documents(documents)
     table = aggregate(run_table, keep_rates)
     for r in table[table.epochs > 1].itertuples():
-        notes.append(f"{_label(r.segmenter, r.filtered)} at {r.budget_flops:.0e} FLOPs repeated its training data: {r.epochs:.2f} passes over the training split (bytes seen counts each byte once)")
+        notes.append(f"{row_label(r.segmenter, r.filtered)} at {r.budget_flops:.0e} FLOPs repeated its training data: {r.epochs:.2f} passes over the training split (bytes seen counts each byte once)")
     differences = pairwise_differences(run_table, documents)
     per_source = per_source_table(run_table, documents)
     result = StudyResult(
@@ -437,7 +432,7 @@ def pairwise_differences(runs: "pd.DataFrame", documents: dict[str, "pd.DataFram
             other = _losses(runs, documents, (spec, bool(filtered), float(budget)))
             diff = paired_bootstrap_difference(other, best, doc_bytes, replicates=replicates)
             rows.append({
-                "budget_flops": budget, "best": _label(best_spec, best_filtered), "other": _label(spec, filtered),
+                "budget_flops": budget, "best": row_label(best_spec, best_filtered), "other": row_label(spec, filtered),
                 "difference": diff.estimate, "low": diff.low, "high": diff.high, "distinguishable": diff.excludes_zero(), "method": diff.method,
             })  # fmt: skip
     return pd.DataFrame(rows, columns=["budget_flops", "best", "other", "difference", "low", "high", "distinguishable", "method"])
@@ -477,14 +472,14 @@ def conclusions(table: "pd.DataFrame", differences: "pd.DataFrame") -> list[str]
     for budget, group in table.groupby("budget_flops", sort=True):
         ranked = group.sort_values("val_bits_per_byte", kind="stable")
         best = ranked.iloc[0]
-        name = _label(best.segmenter, best.filtered)
+        name = row_label(best.segmenter, best.filtered)
         seeds = f"{int(best.seeds)} seed{'s' if best.seeds != 1 else ''}"
         spread = f" (95% interval {best.val_bpb_low:.4f} to {best.val_bpb_high:.4f} over {seeds})" if best.val_bpb_low == best.val_bpb_low else f" ({seeds})"
         if len(ranked) == 1:
             lines.append(f"At {budget:.0e} FLOPs only {name} ran: {best.val_bits_per_byte:.4f} bits/byte{spread}.")
             continue
         runner_up = ranked.iloc[1]
-        other = _label(runner_up.segmenter, runner_up.filtered)
+        other = row_label(runner_up.segmenter, runner_up.filtered)
         row = differences[(differences.budget_flops == budget) & (differences.other == other)].iloc[0]
         diff = Interval(row.difference, row.low, row.high, 0, row.method)  # other - best
         best_text = f"{name}: {best.val_bits_per_byte:.4f} bits/byte{spread}; {row.method}."
@@ -494,12 +489,12 @@ def conclusions(table: "pd.DataFrame", differences: "pd.DataFrame") -> list[str]
             lines.append(f"At {budget:.0e} FLOPs: no winner. {verdict(other, name, diff)} Lowest mean: {best_text}")
         repeated = group[group.epochs > 1]
         if len(repeated):
-            what = ", ".join(f"{_label(r.segmenter, r.filtered)} {r.epochs:.1f}x" for r in repeated.itertuples())
+            what = ", ".join(f"{row_label(r.segmenter, r.filtered)} {r.epochs:.1f}x" for r in repeated.itertuples())
             lines.append(f"At {budget:.0e} FLOPs the training data repeated ({what} passes over the training split): these runs saw no new text after the first pass.")
     return lines
 
 
-def _label(spec: str, filtered: Any) -> str:
+def row_label(spec: str, filtered: Any) -> str:
     return f"{spec}{' (filtered)' if filtered else ''}"
 
 
@@ -580,7 +575,7 @@ def plot(result: StudyResult, path: Path) -> None:
                     faint = True
                     ax.plot([h["flops"] for h in history], [h["val_bits_per_byte"] for h in history], color=color, alpha=0.25, linewidth=0.8)
         group = group.sort_values("flops")  # where runs actually stopped: a whole number of steps within the budget
-        ax.plot(group["flops"], group["val_bits_per_byte"], marker="o", color=color, linestyle="--" if filtered else "-", label=_label(spec, filtered))
+        ax.plot(group["flops"], group["val_bits_per_byte"], marker="o", color=color, linestyle="--" if filtered else "-", label=row_label(spec, filtered))
         if group["val_bpb_low"].notna().any():
             ax.fill_between(group["flops"], group["val_bpb_low"], group["val_bpb_high"], color=color, alpha=0.2, linewidth=0)
     ax.set_xscale("log")
@@ -633,7 +628,7 @@ def plot_compression(result: StudyResult, path: Path) -> None:
         high = (group["val_bpb_high"] - group["val_bits_per_byte"]).fillna(0).clip(lower=0)
         ax.errorbar(group["bytes_per_token"], group["val_bits_per_byte"], yerr=[low, high], fmt="o", color=color, capsize=3, label=f"{plots.flops_label(budget)} FLOPs")
         for r in group.itertuples():
-            ax.annotate(_label(r.segmenter, r.filtered), (r.bytes_per_token, r.val_bits_per_byte), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(row_label(r.segmenter, r.filtered), (r.bytes_per_token, r.val_bits_per_byte), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("bytes per token (training split; right: denser tokenisation)")
     ax.set_ylabel("validation bits-per-byte (lower is better)")
     ax.set_title("Does denser tokenisation buy quality per FLOP?\neach point: a segmenter at one budget, mean over seeds; bars: 95% interval over seeds", fontsize=9)

@@ -280,7 +280,7 @@ def memory(reps: int, scratch: Path, specs: dict[str, str]) -> tuple[list[dict[s
                 shutil.rmtree(out)
                 shutil.rmtree(report)
     # the import-only floor: a process that imports what `toklab filter` imports, nothing run
-    floor = run_measured([sys.executable, "-c", "import toklab.cli, toklab.filter, toklab.filter_report, pyarrow.parquet, zstandard, tiktoken, pandas"], env, scratch)
+    floor = run_measured([sys.executable, "-c", "import toklab.cli, toklab.filter, toklab.filter.report, pyarrow.parquet, zstandard, tiktoken, pandas"], env, scratch)
     rows = []
     for (label, size), measured in runs.items():
         corpus = corpora[size]
@@ -339,7 +339,7 @@ def main() -> None:
         return subprocess.run(["git", *cmd], cwd=HERE, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD")
-    dirty = git("status", "--porcelain", "--", "../../toklab/filter.py", "../../toklab/filter_report.py", "../../toklab/segmenters")
+    dirty = git("status", "--porcelain", "--", "../../toklab/filter", "../../toklab/segmenters")
     mb = rows[0]["mb"]
     docs = rows[0]["docs"]
     lines = [
@@ -347,7 +347,7 @@ def main() -> None:
         "",
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_count()} usable), Python {platform.python_version()}, toklab {toklab.__version__}, no GPU",
-        f"- code: commit {commit}" + (" with uncommitted changes to filter or segmenter code" if dirty else " (filter, filter_report and segmenters as committed)"),
+        f"- code: commit {commit}" + (" with uncommitted changes to filter or segmenter code" if dirty else " (filter and segmenters as committed)"),
         f"- command: `TOKLAB_CACHE_DIR=/tmp/benchcache TIKTOKEN_CACHE_DIR=../shared/tiktoken python reports/benchmarks/filter_run.py --reps {args.reps} --mem-reps {args.mem_reps}`",
         f"- input: ../shared/corpora/email, one parquet shard, {docs:,} documents, {mb:.1f} MB of UTF-8 text; read in place",
         f"- segmenters: bpe:32k obtained exactly as filter does (`get_segmenter('bpe:32k', training_sample(open_corpus(path), {DEFAULT_TRAIN_BYTES:_}))`, {bpe_seconds:.1f} s, from the cache when warm), tiktoken:cl100k_base; filter is given the same Segmenter object, so no training is timed",
@@ -409,7 +409,7 @@ def main() -> None:
             f"| {r['segmenter']} | {r['size']} | {r['shards']} | {r['mb']:.1f} | {r['tree_rss'] / 1e6:,.0f} | {r['tree_pss'] / 1e6:,.0f} "
             f"| {r['main'] / 1e6:,.0f} | {r['worker'] / 1e6:,.0f} | {r['largest'] / 1e6:,.0f} | {r['procs']} |"
         )
-    lines += ["", f"Floor: a process that only imports toklab.cli, toklab.filter, toklab.filter_report, pyarrow.parquet, zstandard, tiktoken and pandas peaks at {floor['largest'] / 1e6:.0f} MB RSS.", ""]
+    lines += ["", f"Floor: a process that only imports toklab.cli, toklab.filter, toklab.filter.report, pyarrow.parquet, zstandard, tiktoken and pandas peaks at {floor['largest'] / 1e6:.0f} MB RSS.", ""]
     lines += ["Peak memory, 4x over 1x:", ""]
     for label in dict.fromkeys(r["segmenter"] for r in mem_rows):
         by = {r["size"]: r for r in mem_rows if r["segmenter"] == label}

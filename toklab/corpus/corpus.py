@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from toklab.corpus import recipes
 from toklab.corpus.document import Document, Part, in_sample, split_of
 from toklab.corpus.readers import (
     RECORD_READERS,
@@ -170,8 +171,6 @@ def open_corpus(spec: str = "default", options: CorpusOptions | None = None, *, 
 
 def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> tuple[list[Input], str]:
     """Turn a corpus spec into the inputs it reads, and a one-line description."""
-    from toklab.corpus import recipes
-
     spec = spec.strip()
     if not spec:
         raise ToklabError("--corpus must not be empty")
@@ -182,7 +181,7 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
     if base is not None and not path.is_absolute():
         path = base / path
     if path.is_file() and path.suffix == ".toml":
-        return recipes.resolve_recipe(path, progress=progress)
+        return resolve_recipe(path, progress=progress)
     if path.is_file():
         kind = shard_kind(path)
         if kind is None:
@@ -204,7 +203,7 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
         return [_file_input(p, _glob_root(pattern)) for p in shards], f"{count(len(shards), 'shard')} matching {spec}"
     recipe = recipes.find_recipe(spec)
     if recipe is not None:
-        return recipes.resolve_recipe(recipe, progress=progress)
+        return resolve_recipe(recipe, progress=progress)
     if shard_kind(path) is not None or path.suffix == ".toml":
         raise ToklabError(f"no such file or directory: {spec}")
     if HUB_ID.match(spec):
@@ -215,11 +214,29 @@ def resolve(spec: str, *, base: Path | None = None, progress: bool = False) -> t
     raise ToklabError(f"no such file, directory or recipe: {spec} (recipes: {known})")
 
 
+def resolve_recipe(path: Path, *, progress: bool = False) -> tuple[list[Input], str]:
+    """The inputs of a recipe: its built shards (building them if needed) and its in-place corpora.
+    Lives beside `resolve`, which it recurses into, so recipes.py need not import this module."""
+    recipe = recipes.load_recipe(path)
+    inputs: list[Input] = []
+    if recipe.built_parts:
+        built = recipes.build_recipe(recipe, progress=progress)
+        shards = sorted(built.path.glob("part-*.parquet"))
+        inputs += [Input("parquet", str(p), f"{recipe.name}/{p.name}", recipe.name) for p in shards]
+    for part in recipe.parts:
+        if "corpus" in part:
+            inputs += resolve(part["corpus"], base=path.parent, progress=progress)[0]
+    return inputs, recipe.description or f"recipe {recipe.name}"
+
+
 def _stem(path: Path) -> str:
     """The file name without its format suffix (".jsonl.zst" counts as one)."""
     name = path.name
     suffix = next((s for s, _ in SHARD_SUFFIXES if name.lower().endswith(s)), path.suffix)
     return name[: len(name) - len(suffix)] if suffix else name
+
+
+shard_stem = _stem  # the public name, for code outside the corpus layer (filter names its output shards by it)
 
 
 def _glob_root(pattern: str) -> Path:

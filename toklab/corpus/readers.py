@@ -10,17 +10,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
-import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
-from urllib.parse import urlparse
 
 from toklab.corpus.document import Document
 from toklab.errors import ToklabError, one_line
+from toklab.network import hub_offline_reason
 
 # Suffix -> reader kind. Longer suffixes first so ".jsonl.gz" is not taken for ".gz".
 SHARD_SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -319,6 +317,11 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+# Public names for code outside the corpus layer (filter reads shard by shard); the private ones stay.
+ReadContext = _Context
+open_binary = _open_binary
+
+
 def _lines(path: Path, ctx: _Context) -> Iterator[tuple[int, bytes]]:
     """Numbered raw lines, read a buffer at a time; decompression errors name the file."""
     import zstandard
@@ -460,25 +463,6 @@ def saved_dataset_records(path: Path, ctx: _Context, location: str) -> Iterator[
     check_text_type(ctx, loaded.data.schema)
     # Arrow-backed and memory-mapped: iterating touches one batch at a time.
     yield from _rows(loaded, location)
-
-
-def hub_offline_reason() -> str | None:
-    """Why the Hugging Face hub cannot be reached from here, or None if it can."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
-            return f"{var} is set"
-    try:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    except Exception:
-        endpoint = "https://huggingface.co"
-    host = urlparse(endpoint).hostname or endpoint
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
-        return f"cannot reach {host}"
-    return None
 
 
 def streaming_records(path_or_id: str, ctx: _Context, location: str) -> Iterator[Record]:

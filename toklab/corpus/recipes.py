@@ -158,7 +158,7 @@ def build_recipe(recipe: Recipe, *, force: bool = False, progress: bool = False)
     gives the same documents keeps the old shard files (unless `force`), so the corpus's
     fingerprint, and every cache keyed on it, survives e.g. a package upgrade with the same README.
     """
-    from toklab import __version__
+    from toklab._version import __version__
     from toklab.corpus.writers import ParquetShardWriter
     from toklab.progress import document_progress
 
@@ -220,19 +220,3 @@ def _keep_old_shards(target: Path, tmp: Path) -> None:
         return  # the old folder is not a complete build: keep the fresh shards
     for old_shard in old_shards:
         shutil.copy2(old_shard, tmp / old_shard.name)
-
-
-def resolve_recipe(path: Path, *, progress: bool = False) -> tuple[list[Any], str]:
-    """The inputs of a recipe: its built shards (building them if needed) and its in-place corpora."""
-    from toklab.corpus.corpus import Input, resolve
-
-    recipe = load_recipe(path)
-    inputs: list[Input] = []
-    if recipe.built_parts:
-        built = build_recipe(recipe, progress=progress)
-        shards = sorted(built.path.glob("part-*.parquet"))
-        inputs += [Input("parquet", str(p), f"{recipe.name}/{p.name}", recipe.name) for p in shards]
-    for part in recipe.parts:
-        if "corpus" in part:
-            inputs += resolve(part["corpus"], base=path.parent, progress=progress)[0]
-    return inputs, recipe.description or f"recipe {recipe.name}"

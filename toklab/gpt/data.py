@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from toklab.errors import ToklabError
-from toklab.files import atomic_dir, cache_dir, temp_name
+from toklab.files import atomic_dir, cache_dir, cache_key, temp_name
 from toklab.progress import document_progress
 from toklab.segmenters.base import EOT
 
@@ -168,9 +167,7 @@ def token_data_key(corpus: "Corpus", segmenter: "Segmenter") -> str:
         [FORMAT, corpus.fingerprint(), corpus.options.val_fraction, segmenter.spec, segmenter.vocab_size, segmenter.corpus_fingerprint, lengths],
         default=str,
     )
-    digest = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", segmenter.spec)[:60]
-    return f"{safe}-{digest}"
+    return cache_key(segmenter.spec, payload)
 
 
 class _ShardWriter:

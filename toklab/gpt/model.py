@@ -13,13 +13,18 @@ Conventions:
 * FLOPs. The padded head is what the hardware computes, so `GPTConfig.flops_per_token`
   and `GPT.matmul_params` count the padded vocabulary (see toklab/gpt/flops.py).
 * Loss is cross-entropy in nats, computed in float32 even under autocast.
+* Shared parts. The blocks (Block, CausalSelfAttention, MLP), `init_weights` and `adamw` are
+  also the byte-level entropy model's (toklab/segmenters/entropy_transformer.py), which builds
+  them from a BlockConfig (biases in LayerNorms but not in Linear layers, and attention that
+  can run the queries of only the final positions). This module imports nothing above
+  toklab.gpt.flops, so segmenters may import it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -28,7 +33,10 @@ import torch.nn.functional as F
 from toklab.errors import ToklabError
 from toklab.gpt.flops import ModelShape, flops_per_token
 
-__all__ = ["PAD_MULTIPLE", "PRESETS", "GPTConfig", "GPT", "model_config"]
+__all__ = [
+    "PAD_MULTIPLE", "PRESETS", "GPTConfig", "GPT", "model_config",
+    "BlockConfig", "Block", "CausalSelfAttention", "MLP", "init_weights", "adamw",
+]
 
 PAD_MULTIPLE = 64
 INIT_STD = 0.02  # GPT-2's initialisation scale
@@ -89,6 +97,10 @@ class GPTConfig:
         """Training FLOPs per token; the padded head is what is computed, so it is what counts."""
         return flops_per_token(self.shape(), self.padded_vocab_size)
 
+    def block_config(self) -> BlockConfig:
+        """The blocks' settings: `bias` covers both the Linear layers and the LayerNorms."""
+        return BlockConfig(self.d_model, self.n_head, self.mlp_ratio, self.dropout, bias=self.bias, norm_bias=self.bias)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -119,29 +131,58 @@ def model_config(vocab_size: int, preset: str | None = "tiny", context: int = 25
     return GPTConfig(vocab_size=vocab_size, context=context, **values)
 
 
+@dataclass(frozen=True)
+class BlockConfig:
+    """What one transformer block needs. Not part of GPTConfig (which is saved in checkpoints):
+    the GPT derives it with GPTConfig.block_config(), other models build it directly."""
+
+    d_model: int
+    n_head: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linear layers
+    norm_bias: bool = True  # biases in the LayerNorms (the entropy model has these without the former)
+
+
+def _block_config(config: GPTConfig | BlockConfig) -> BlockConfig:
+    return config.block_config() if isinstance(config, GPTConfig) else config
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig | BlockConfig) -> None:
         super().__init__()
+        config = _block_config(config)
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # one matmul for q, k, v
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """Attention outputs [B, T, C], or only those of the final `last` positions [B, last, C]
+        (every position is still a key); scoring uses this to skip rows no one reads."""
         B, T, C = x.shape
-        # [B, T, 3C] -> three [B, n_head, T, head_dim], the layout SDPA expects
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
-        y = y.transpose(1, 2).reshape(B, T, C)
+        L = T if last is None else min(last, T)
+        dropout = self.dropout if self.training else 0.0
+        if L == T:
+            # [B, T, 3C] -> three [B, n_head, T, head_dim], the layout SDPA expects
+            q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:  # queries for the tail only; the causal mask is aligned to the bottom right
+            w_q, w_kv = self.qkv.weight.split([C, 2 * C])
+            b_q, b_kv = self.qkv.bias.split([C, 2 * C]) if self.qkv.bias is not None else (None, None)
+            q = F.linear(x[:, T - L :], w_q, b_q).view(B, L, self.n_head, C // self.n_head).transpose(1, 2)
+            k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in F.linear(x, w_kv, b_kv).split(C, dim=2))
+            mask = torch.ones(L, T, dtype=torch.bool, device=x.device).tril(T - L)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, L, C)
         return self.resid_dropout(self.proj(y))
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig | BlockConfig) -> None:
         super().__init__()
+        config = _block_config(config)
         hidden = config.mlp_ratio * config.d_model
         self.fc = nn.Linear(config.d_model, hidden, bias=config.bias)
         self.gelu = nn.GELU()
@@ -155,16 +196,56 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm: normalise the input of each sublayer, so the residual stream stays an identity path."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig | BlockConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        config = _block_config(config)
+        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.norm_bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.norm_bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """The block's outputs [B, T, C], or only those of the final `last` positions."""
+        x = (x if last is None else x[:, -last:]) + self.attn(self.ln_1(x), last)
         return x + self.mlp(self.ln_2(x))
+
+
+def _init_module(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    # LayerNorm keeps PyTorch's ones/zeros.
+
+
+def init_weights(model: nn.Module, blocks: Iterable[Block], n_layer: int) -> None:
+    """GPT-2's initialisation of `model`, whose residual blocks are `blocks` (n_layer of them)."""
+    model.apply(_init_module)
+    # Each block adds two outputs to the residual stream; scaling their projections keeps
+    # the stream's variance from growing with depth (GPT-2 practice).
+    resid_std = INIT_STD / math.sqrt(2 * n_layer)
+    for block in blocks:
+        nn.init.normal_(block.attn.proj.weight, mean=0.0, std=resid_std)
+        nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=resid_std)
+
+
+def adamw(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    fused: bool = False,
+) -> torch.optim.AdamW:
+    """AdamW that decays matrices and embeddings (>= 2-D) but not biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # Pass `fused` only when asked: AdamW(fused=False) also turns off the foreach kernels that
+    # its default (fused=None) picks on CUDA, which would change the numbers.
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
 
 
 class GPT(nn.Module):
@@ -180,22 +261,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(d, v, bias=False)
         # Tied embeddings: one V x d matrix reads tokens in and scores them out.
         self.lm_head.weight = self.wte.weight
-
-        self.apply(self._init_weights)
-        # Each block adds two outputs to the residual stream; scaling their projections keeps
-        # the stream's variance from growing with depth (GPT-2 practice).
-        resid_std = INIT_STD / math.sqrt(2 * config.n_layer)
-        for block in self.blocks:
-            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=resid_std)
-            nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=resid_std)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        # LayerNorm keeps PyTorch's ones/zeros.
+        init_weights(self, self.blocks, config.n_layer)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
@@ -290,11 +356,5 @@ class GPT(nn.Module):
         device_type: str = "cpu",
     ) -> torch.optim.AdamW:
         """AdamW that decays matrices and embeddings (>= 2-D) but not biases or LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
         # The fused kernel is one launch per step instead of one per tensor; CUDA only here.
-        extra = {"fused": True} if device_type == "cuda" else {}
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+        return adamw(self, lr, weight_decay, betas, fused=device_type == "cuda")

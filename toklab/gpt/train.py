@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from toklab.errors import ToklabError, one_line
 from toklab.files import temp_name, write_text_atomic
 
@@ -271,6 +269,7 @@ def peak_memory(device: str) -> int:
 
 
 def _rng_state() -> dict[str, Any]:
+    import numpy as np  # here, like torch, so the CLI starts without it
     import torch
 
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -280,6 +279,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np  # here, like torch, so the CLI starts without it
     import torch
 
     random.setstate(state["python"])
@@ -291,6 +291,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np  # here, like torch, so the CLI starts without it
     import torch
 
     random.seed(seed)

@@ -11,18 +11,39 @@ import contextlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Sequence
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir
 from toklab.segmenters.options import MAX_VOCAB_SIZE, Option
 
+if TYPE_CHECKING:
+    import numpy as np
+
 MANIFEST = "toklab-segmenter.json"
 EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
 POOL_MIN_TEXTS = 64  # below this a process pool costs more than it saves
+
+
+@dataclass(frozen=True)
+class ReportColumn:
+    """One figure a kind adds to its compare rows (see `Segmenter.extra_measures`), as reports show it."""
+
+    key: str  # the column in the compare table
+    label: str  # the terminal header ("\n" breaks it; markdown joins the lines)
+    format: str  # a toklab.tables format name: "int", "percent", "tflops", or "2f" for two decimals
+
+
+@dataclass(frozen=True)
+class ReportGroup:
+    """Columns a kind adds, shown in a compare table of their own under `title`, with `caption`
+    saying what the least obvious of them means."""
+
+    title: str
+    columns: tuple[ReportColumn, ...]
+    caption: str
 
 
 class SegmenterUnavailable(ToklabError):
@@ -58,6 +79,8 @@ class Segmenter:
     summary: ClassVar[str] = ""
     arg_syntax: ClassVar[str] = ""
     option_info: ClassVar[tuple[Option, ...]] = ()
+    # The columns `extra_measures` adds, declared here so that reports show them without naming kinds.
+    report_groups: ClassVar[tuple[ReportGroup, ...]] = ()
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
@@ -82,6 +105,11 @@ class Segmenter:
         """The UTF-8 byte length of every id; 0 for special tokens."""
         raise NotImplementedError
 
+    def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
+        """Kind-specific figures for a compare row, measured on the validation `texts`; each is
+        declared in `report_groups`. Default: none."""
+        return {}
+
     @property
     def lossless(self) -> bool:
         """True when decode(encode(text)) == text for every string."""
@@ -103,6 +131,8 @@ class Segmenter:
 
     def token_byte_lengths(self) -> np.ndarray:
         """A read-only int64 array: the byte length of each id (special tokens 0)."""
+        import numpy as np  # here, so listing kinds (the CLI's help) does not load numpy
+
         if self._lengths is None:
             lengths = np.asarray(self._byte_lengths(), dtype=np.int64)
             if lengths.shape != (self.vocab_size,):
@@ -113,6 +143,8 @@ class Segmenter:
 
     def byte_spans(self, ids: Sequence[int]) -> np.ndarray:
         """(n, 2) array of [start, end) byte offsets of each token in the UTF-8 text it encodes."""
+        import numpy as np
+
         lengths = self.token_byte_lengths()[np.asarray(ids, dtype=np.int64)]
         ends = np.cumsum(lengths)
         return np.stack([ends - lengths, ends], axis=1)
@@ -173,7 +205,7 @@ class Segmenter:
         raise NotImplementedError
 
     def manifest(self) -> dict[str, Any]:
-        from toklab import __version__
+        from toklab._version import __version__
 
         return {
             "kind": self.kind,
@@ -231,6 +263,8 @@ class PieceSegmenter(Segmenter):
         return b"".join(self._pieces[i] for i in ids).decode("utf-8", errors="replace")
 
     def _byte_lengths(self) -> np.ndarray:
+        import numpy as np
+
         return np.array([len(p) for p in self._pieces], dtype=np.int64)
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -257,36 +291,3 @@ def check_vocab_size(path: Path, found: int, manifest: dict[str, Any]) -> None:
     expected = manifest.get("vocab_size")
     if isinstance(expected, int) and not isinstance(expected, bool) and found != expected:
         raise ToklabError(f"cannot read {path}: it is damaged (it gives {found:,} ids, {MANIFEST} says {expected:,})")
-
-
-def load_segmenter(directory: str | os.PathLike) -> Segmenter:
-    """Load a segmenter saved with `save`, whatever its kind. A damaged folder is a one-line
-    ToklabError naming the file."""
-    from toklab.segmenters.registry import segmenter_class
-
-    directory = Path(directory)
-    path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ToklabError(f"{directory} is not a saved segmenter (no {MANIFEST})") from None
-    except (OSError, ValueError) as exc:
-        raise ToklabError(f"cannot read {path}: {one_line(exc)}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("kind"), str):
-        raise ToklabError(f"cannot read {path}: it is damaged or not what toklab wrote (no segmenter kind)")
-    expected = manifest.get("vocab_size")
-    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 1):
-        raise ToklabError(f"cannot read {path}: it is damaged (vocab_size {expected!r} is not a positive whole number)")
-    params = manifest.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise ToklabError(f"cannot read {path}: it is damaged (params is not an object)")
-    cls = segmenter_class(manifest["kind"])
-    with reading(directory):
-        segmenter = cls._load(directory, manifest)
-        size = segmenter.vocab_size
-    check_vocab_size(directory, size, manifest)
-    segmenter.params = params if params is not None else segmenter.params
-    segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
-    spec = manifest.get("spec")
-    segmenter._spec = spec if isinstance(spec, str) else None
-    return segmenter

@@ -25,6 +25,7 @@ import numpy as np
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
 from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters.base import ReportColumn, ReportGroup
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, patch_starts
 
@@ -129,6 +130,20 @@ class EntropySegmenter(PieceSegmenter):
     default_vocab_size = 32000
     min_vocab_size = 258
     min_vocab_reason = "256 bytes, <|endoftext|>, a patch"
+    report_groups = (
+        ReportGroup(
+            "entropy patches",
+            (
+                ReportColumn("mean_patch_bytes", "mean\npatch B", "2f"),
+                ReportColumn("median_patch_bytes", "median\npatch B", "1f"),
+                ReportColumn("max_patch_bytes", "max\npatch B", "int"),
+                ReportColumn("model_bits_per_byte", "model\nbits/B", "3f"),
+                ReportColumn("vocab_patch_coverage", "vocab covers\npatches", "percent"),
+                ReportColumn("vocab_byte_coverage", "vocab covers\nbytes", "percent"),
+            ),
+            "model bits/B: the entropy model's own cross-entropy on the validation split",
+        ),
+    )
 
     def __init__(self, model: Any, theta: float, rule: str, patches: list[bytes], *, relative: float = 0.0,
                  max_len: int | None = None, split_utf8: bool = False, params: dict[str, Any] | None = None) -> None:

@@ -2,9 +2,9 @@
 
 This is the learned entropy model behind the BLT-style entropy-patch segmenter: it predicts
 the next byte of a text, and where it is unsure (high entropy) a new patch starts.
-The model is in the spirit of nanoGPT's model.py: a dataclass config, pre-LayerNorm blocks,
-learned positions, causal self-attention, Linear layers without bias, and an output head
-tied to the byte embedding.
+The model is built from the GPT's parts (toklab/gpt/model.py: its Block, initialisation and
+AdamW groups): pre-LayerNorm blocks, learned positions, causal self-attention, Linear layers
+without bias (LayerNorms with), and an output head tied to the byte embedding.
 
 Conventions:
 
@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toklab.errors import ToklabError, one_line
+from toklab.gpt.model import Block, BlockConfig, adamw, init_weights
 
 VOCAB = 256  # bytes
 START_BYTE = 0  # precedes every document in training; the only input before data[0]
@@ -48,6 +49,9 @@ PARAMS_FILE = "transformer.json"
 DOC_START_SHARE = 8  # one row in this many of each training batch starts at a document start
 TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}  # inputs per inference forward pass (CPU: cache-sized)
 LN2 = math.log(2.0)
+# Module names before the model used gpt/model.py's blocks, for weights saved then (a prefix
+# `blocks.N` before each); `_rebuild` renames them.
+LEGACY_NAMES = {".attn.c_attn.": ".attn.qkv.", ".attn.c_proj.": ".attn.proj.", ".mlp.c_fc.": ".mlp.fc.", ".mlp.c_proj.": ".mlp.proj."}
 
 
 @dataclass
@@ -74,62 +78,12 @@ class TransformerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ToklabError(f"transformer dropout must be in [0, 1), not {self.dropout}")
 
+    def block_config(self) -> BlockConfig:
+        """gpt/model.py's block settings for this model: no Linear biases, LayerNorm biases."""
+        return BlockConfig(self.d_model, self.n_head, mlp_ratio=4, dropout=self.dropout, bias=False, norm_bias=True)
+
 
 # --- the model -------------------------------------------------------------------------------
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        self.n_head = config.n_head
-        self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=False)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
-        """Attention outputs of the final `last` positions (all when None); every position is a key."""
-        B, T, C = x.shape
-        L = T if last is None else min(last, T)
-        if L == T:
-            q, k, v = self.c_attn(x).split(C, dim=2)
-            mask = None
-        else:  # queries for the tail only; the causal mask is aligned to the bottom right
-            w_q, w_kv = self.c_attn.weight.split([C, 2 * C])
-            q = F.linear(x[:, T - L:], w_q)
-            k, v = F.linear(x, w_kv).split(C, dim=2)
-            mask = torch.ones(L, T, dtype=torch.bool, device=x.device).tril(T - L)
-        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)
-        k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (k, v))
-        dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
-        y = y.transpose(1, 2).contiguous().view(B, L, C)
-        return self.resid_dropout(self.c_proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=False)
-        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=False)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
-
-
-class Block(nn.Module):
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
-        """The block's outputs at the final `last` positions (all when None)."""
-        x = (x if last is None else x[:, -last:]) + self.attn(self.ln_1(x), last)
-        return x + self.mlp(self.ln_2(x))
 
 
 class ByteTransformer(nn.Module):
@@ -143,23 +97,12 @@ class ByteTransformer(nn.Module):
         self.wte = nn.Embedding(VOCAB, config.d_model)
         self.wpe = nn.Embedding(config.context, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        block = config.block_config()
+        self.blocks = nn.ModuleList(Block(block) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, VOCAB, bias=False)
         self.lm_head.weight = self.wte.weight  # tied
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # scaled residual projections, as in GPT-2
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        init_weights(self, self.blocks, config.n_layer)  # the GPT's (GPT-2) initialisation
 
     def hidden(self, idx: torch.Tensor, last: int | None = None) -> torch.Tensor:
         """The final (normalised) hidden states (B, T, d_model) for byte ids (B, T), or only
@@ -286,12 +229,7 @@ class TransformerEntropyModel:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
             model = ByteTransformer(config).to(dev)
-            decay = [p for p in model.parameters() if p.dim() >= 2]
-            no_decay = [p for p in model.parameters() if p.dim() < 2]
-            optimizer = torch.optim.AdamW(
-                [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                lr=lr, betas=(0.9, 0.95),
-            )
+            optimizer = adamw(model, lr, weight_decay=0.1, betas=(0.9, 0.95))  # unfused, as before
             sampler = torch.Generator().manual_seed(seed)
             model.train()
             for step in range(steps):
@@ -430,7 +368,7 @@ class TransformerEntropyModel:
             raise ToklabError(f"{where}: the model was trained with start byte {params['start_byte']}, not {START_BYTE}")
         model = ByteTransformer(config)
         try:
-            model.load_state_dict(state)
+            model.load_state_dict(_renamed(state))
         except (RuntimeError, KeyError) as exc:
             raise ToklabError(f"{where}: weights do not match the saved config: {one_line(exc)}") from None
         return cls(model, params, dev)
@@ -445,6 +383,16 @@ class TransformerEntropyModel:
             dev = torch.device("cpu")
         other = self._rebuild(state["params"], state["state_dict"], dev, "unpickled model")
         self.__dict__.update(other.__dict__)
+
+
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict with the module names of LEGACY_NAMES replaced by today's."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for old, new in LEGACY_NAMES.items():
+            key = key.replace(old, new)
+        out[key] = value
+    return out
 
 
 def _read_stream(texts: Iterable[str], max_bytes: int) -> tuple[bytes, np.ndarray]:

@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from toklab.errors import ToklabError
 
@@ -204,46 +204,21 @@ def option_table(options: "Iterable[Option]") -> dict[str, Option]:
     return table
 
 
-def describe_kind(kind: str, cls: Any) -> dict[str, Any]:
-    """Plain data about one registered kind: summary, spec syntax, vocabulary bounds, options, and
-    the named arguments it knows (e.g. tiktoken encodings, with whether each is available offline)."""
-    from toklab.segmenters.registry import EXAMPLES
+# `describe` lists the registry's kinds, but the registry sits above this module (it imports
+# vocab_size_range), so it hands its catalogue down when it loads instead of being imported from
+# here; importing anything under toklab.segmenters loads the registry first.
+_catalog: Callable[[], dict[str, Any]] | None = None
 
-    doc = (cls.__doc__ or "").strip().splitlines()
-    try:
-        known = cls.known_args()
-    except Exception as exc:  # a library that cannot answer here: the rest of the description stands
-        known = [{"name": "?", "available": None, "why": f"cannot list: {exc}"}]
-    vocab = None
-    if cls.trainable:
-        vocab = {"min": cls.min_vocab_size, "max": cls.max_vocab_size, "default": cls.default_vocab_size, "min_holds": cls.min_vocab_reason or None}
-    return {
-        "kind": kind,
-        "summary": cls.summary or (doc[0] if doc else ""),
-        "syntax": cls.spec_syntax(),
-        "example": EXAMPLES.get(kind, cls.spec_syntax()),
-        "trainable": bool(cls.trainable),
-        "vocab_size": vocab,
-        "options": [option.to_dict() for option in cls.option_info],
-        "known_args": known,
-    }
+
+def set_catalog(catalog: Callable[[], dict[str, Any]]) -> None:
+    """Install the function `describe` answers with (the registry's `describe`)."""
+    global _catalog
+    _catalog = catalog
 
 
 def describe() -> dict[str, Any]:
-    """Every segmenter kind the registry knows (built-in ones, then `toklab.segmenters` entry
-    points) and the saved-folder form, as plain data (JSON-ready). A kind that cannot be loaded is
-    listed with its error rather than failing the whole description."""
-    from toklab.segmenters.registry import SAVED_FOLDER, available_kinds, segmenter_class
-
-    kinds: list[dict[str, Any]] = []
-    for kind, where in available_kinds().items():
-        try:
-            cls = segmenter_class(kind)
-        except ToklabError as exc:
-            kinds.append({"kind": kind, "summary": "", "syntax": kind, "example": kind, "trainable": False, "vocab_size": None, "options": [], "known_args": [], "error": str(exc)})
-            continue
-        entry = describe_kind(kind, cls)
-        entry["source"] = where
-        kinds.append(entry)
-    kinds.append(dict(SAVED_FOLDER))
-    return {"kinds": kinds, "max_vocab_size": MAX_VOCAB_SIZE}
+    """Every segmenter kind the registry knows, as plain data (JSON-ready): see
+    `toklab.segmenters.registry.describe`."""
+    if _catalog is None:
+        raise RuntimeError("toklab.segmenters.registry is not loaded")
+    return _catalog()

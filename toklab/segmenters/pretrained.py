@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import tempfile
 import types
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from toklab.errors import ToklabError, one_line
+from toklab.network import REACH_TIMEOUT_S, hub_offline_reason, reachable
 from toklab.segmenters.options import Option
 from toklab.segmenters.base import Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
 from toklab.segmenters.bpe import UNICODE_TO_BYTE
@@ -29,15 +29,10 @@ DEFAULT_PAT = "cl100k_base"  # whose pattern a bare .tiktoken file is split with
 RANKS_FILE = "ranks.tiktoken"
 TIKTOKEN_META = "tiktoken.json"
 HF_FILE = "tokenizer.json"
-REACH_TIMEOUT_S = 3.0
 
 
 def _reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    return reachable(host, timeout)  # a module-level name, so tests can pretend to be offline
 
 
 # ================================================================================================
@@ -624,8 +619,6 @@ def _tokenizer_from_hub(hub_id: str, revision: str | None) -> Any:
     detected up front (HF_HUB_OFFLINE, or the hub host not answering within 3 s): the library
     itself retries for ~25 s before giving up."""
     from tokenizers import Tokenizer
-
-    from toklab.corpus.readers import hub_offline_reason
 
     reason = hub_offline_reason()
     if reason is not None:

@@ -6,9 +6,9 @@ A spec is `kind[:arg][,key=value...]`: `bytes`, `bpe:32k`, `bpe:32k,regex=gpt2`,
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -17,11 +17,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from toklab.errors import ToklabError
-from toklab.files import cache_dir
-from toklab.segmenters.base import MANIFEST, Segmenter, SegmenterUnavailable, load_segmenter
+from toklab.errors import ToklabError, one_line
+from toklab.files import cache_dir, cache_key
+from toklab.segmenters.base import MANIFEST, Segmenter, SegmenterUnavailable, check_vocab_size, reading
 from toklab.segmenters.child import run_in_child
-from toklab.segmenters.options import vocab_size_range
+from toklab.segmenters.options import MAX_VOCAB_SIZE, set_catalog, vocab_size_range
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -166,12 +166,41 @@ def segmenter_class(kind: str) -> type[Segmenter]:
     return cls
 
 
+def load_segmenter(directory: str | os.PathLike) -> Segmenter:
+    """Load a segmenter saved with `save`, whatever its kind. A damaged folder is a one-line
+    ToklabError naming the file."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToklabError(f"{directory} is not a saved segmenter (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise ToklabError(f"cannot read {path}: {one_line(exc)}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("kind"), str):
+        raise ToklabError(f"cannot read {path}: it is damaged or not what toklab wrote (no segmenter kind)")
+    expected = manifest.get("vocab_size")
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 1):
+        raise ToklabError(f"cannot read {path}: it is damaged (vocab_size {expected!r} is not a positive whole number)")
+    params = manifest.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ToklabError(f"cannot read {path}: it is damaged (params is not an object)")
+    cls = segmenter_class(manifest["kind"])
+    with reading(directory):
+        segmenter = cls._load(directory, manifest)
+        size = segmenter.vocab_size
+    check_vocab_size(directory, size, manifest)
+    segmenter.params = params if params is not None else segmenter.params
+    segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
+    spec = manifest.get("spec")
+    segmenter._spec = spec if isinstance(spec, str) else None
+    return segmenter
+
+
 def training_key(spec: Spec, corpus: "Corpus") -> str:
     """Cache key: kind, parameters, the training corpus fingerprint and the split."""
     payload = json.dumps([spec.kind, spec.arg, spec.options, corpus.fingerprint(), corpus.options.val_fraction], sort_keys=True)
-    digest = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{spec.kind}-{spec.arg or ''}")
-    return f"{safe}-{digest}"
+    return cache_key(f"{spec.kind}-{spec.arg or ''}", payload)
 
 
 @dataclass(frozen=True)
@@ -361,3 +390,47 @@ def train_segmenter(cls: type[Segmenter], spec: Spec, vocab_size: int, corpus: "
     segmenter.corpus_fingerprint = corpus.fingerprint()
     segmenter._spec = str(spec)
     return segmenter
+
+
+def describe_kind(kind: str, cls: Any) -> dict[str, Any]:
+    """Plain data about one registered kind: summary, spec syntax, vocabulary bounds, options, and
+    the named arguments it knows (e.g. tiktoken encodings, with whether each is available offline)."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    try:
+        known = cls.known_args()
+    except Exception as exc:  # a library that cannot answer here: the rest of the description stands
+        known = [{"name": "?", "available": None, "why": f"cannot list: {exc}"}]
+    vocab = None
+    if cls.trainable:
+        vocab = {"min": cls.min_vocab_size, "max": cls.max_vocab_size, "default": cls.default_vocab_size, "min_holds": cls.min_vocab_reason or None}
+    return {
+        "kind": kind,
+        "summary": cls.summary or (doc[0] if doc else ""),
+        "syntax": cls.spec_syntax(),
+        "example": EXAMPLES.get(kind, cls.spec_syntax()),
+        "trainable": bool(cls.trainable),
+        "vocab_size": vocab,
+        "options": [option.to_dict() for option in cls.option_info],
+        "known_args": known,
+    }
+
+
+def describe() -> dict[str, Any]:
+    """Every segmenter kind the registry knows (built-in ones, then `toklab.segmenters` entry
+    points) and the saved-folder form, as plain data (JSON-ready). A kind that cannot be loaded is
+    listed with its error rather than failing the whole description."""
+    kinds: list[dict[str, Any]] = []
+    for kind, where in available_kinds().items():
+        try:
+            cls = segmenter_class(kind)
+        except ToklabError as exc:
+            kinds.append({"kind": kind, "summary": "", "syntax": kind, "example": kind, "trainable": False, "vocab_size": None, "options": [], "known_args": [], "error": str(exc)})
+            continue
+        entry = describe_kind(kind, cls)
+        entry["source"] = where
+        kinds.append(entry)
+    kinds.append(dict(SAVED_FOLDER))
+    return {"kinds": kinds, "max_vocab_size": MAX_VOCAB_SIZE}
+
+
+set_catalog(describe)  # so options.describe answers without importing this module

@@ -24,6 +24,7 @@ import numpy as np
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
 from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters.base import ReportColumn, ReportGroup
 
 PARSES = ("optimal", "greedy")
 # zstd's fastCOVER bounds (0 = let zstd choose or search): d is 6 or 8, f at most 31, accel at most
@@ -107,6 +108,13 @@ class ZstdDictSegmenter(PieceSegmenter):
     train_in_child = True  # zstd's dictionary trainer (C) never looks at Ctrl-C: 35-50 s on 30 MB here
     min_vocab_size = 258
     min_vocab_reason = "256 bytes, one string, <|endoftext|>"
+    report_groups = (
+        ReportGroup(
+            "zstd dictionary",
+            (ReportColumn("dict_bytes", "dictionary\nbytes", "int"), ReportColumn("dict_zstd_bits_per_byte", "zstd-19 + dict\nbits/byte", "3f")),
+            "zstd-19 + dict: each validation document compressed alone with the segmenter's dictionary",
+        ),
+    )
 
     def __init__(self, dictionary: bytes, strings: list[bytes], parse: str = "optimal", params: dict[str, Any] | None = None) -> None:
         super().__init__(params)

@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 import toklab.filter as filter_module
+import toklab.filter.shards as filter_shards
 from toklab.cli import main
 from toklab.errors import ToklabError
 from toklab.filter import count_rows, filter_corpus, rejected_folder
@@ -359,7 +360,7 @@ def test_a_saved_dataset_becomes_parquet_with_its_columns(tmp_path):
 
 
 def test_parquet_batches_are_cut_by_text_size(monkeypatch):
-    monkeypatch.setattr(filter_module, "BATCH_BYTES", 10)
+    monkeypatch.setattr(filter_shards, "BATCH_BYTES", 10)
     batch = pa.record_batch({"text": ["aaaa", "bbbbbbbb", "cc", None, "d" * 13, "e"]})
-    cut = [b.column("text").to_pylist() for b in filter_module._bounded(iter([batch]), "text")]
+    cut = [b.column("text").to_pylist() for b in filter_shards._bounded(iter([batch]), "text")]
     assert cut == [["aaaa"], ["bbbbbbbb", "cc", None], ["d" * 13], ["e"]]

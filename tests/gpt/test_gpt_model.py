@@ -360,3 +360,39 @@ def test_generate_never_picks_padded_ids() -> None:
         out = model.generate(prompt, 20, temperature=1.0, top_k=top_k, generator=gen)
         assert int(out.max()) < 100
     assert model.generate(prompt, 5, top_k=1, generator=gen)[0, 3:].tolist() == [7] * 5
+
+
+# --- the shared blocks (also the byte-level entropy model's) ------------------------------
+
+
+def test_state_dict_keys_are_stable() -> None:
+    # Checkpoints are loaded by these names; the blocks being shared must not rename them.
+    layer = ["ln_1.weight", "ln_1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+             "ln_2.weight", "ln_2.bias", "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"]
+    keys = ["wte.weight", "wpe.weight", *(f"blocks.0.{k}" for k in layer), "ln_f.weight", "ln_f.bias", "lm_head.weight"]
+    assert list(tiny(64, n_layer=1).state_dict()) == keys
+    assert list(tiny(64, n_layer=1, bias=False).state_dict()) == [k for k in keys if not k.endswith(".bias")]
+
+
+def test_block_config_follows_the_gpt_config() -> None:
+    from toklab.gpt.model import BlockConfig
+
+    cfg = GPTConfig(vocab_size=64, n_head=4, d_model=32, mlp_ratio=2, dropout=0.1, bias=False)
+    assert cfg.block_config() == BlockConfig(32, 4, mlp_ratio=2, dropout=0.1, bias=False, norm_bias=False)
+    assert "block_config" not in cfg.to_dict()  # not a saved field
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_block_tail_equals_the_full_run(bias: bool) -> None:
+    # `last` runs only the final positions' queries (entropy scoring); they must match the full run.
+    from toklab.gpt.model import Block, BlockConfig
+
+    torch.manual_seed(0)
+    block = Block(BlockConfig(32, 4, bias=bias, norm_bias=True)).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-zero biases too
+        x = torch.randn(3, 10, 32)
+        full = block(x)
+        for last in (1, 4, 10, 25):
+            torch.testing.assert_close(block(x, last), full[:, -last:], atol=1e-5, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""Filter reports: rich tables for the terminal, and a report folder (json, csv, md, png).
+"""The filter's report: rich tables for the terminal, and a report folder (json, csv, md, png).
 
 The per-source view lists the sources the filter hit hardest first, so a language or kind of
 text that the threshold removes wholesale is the first thing a reader sees.
@@ -16,7 +16,9 @@ from rich.table import Table
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import check_outside, is_inside, report_dir
-from toklab.filter import DEFAULT_THRESHOLD, HIST_MAX, HIST_WIDTH, FilterResult, FilterRule
+from toklab.filter.result import FilterResult
+from toklab.filter.rule import DEFAULT_THRESHOLD, FilterRule
+from toklab.filter.shards import HIST_MAX, HIST_WIDTH
 from toklab.reports import markdown_table
 
 SUMMARY = "summary.json"

@@ -12,7 +12,7 @@ import toklab
 from toklab.corpus import build_corpus, builders
 from toklab.corpus.recipes import load_recipe, read_manifest, recipe_inputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_build_is_5_to_20_mb_of_every_kind_of_text(default_corpus_build):

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from toklab.errors import ToklabError
+from toklab.gpt import model as gpt_model
 from toklab.segmenters.entropy_transformer import (
+    LEGACY_NAMES,
     START_BYTE,
     ByteTransformer,
     TransformerConfig,
@@ -215,3 +217,54 @@ def test_bad_configs(texts, options) -> None:
 def test_bad_module_config() -> None:
     with pytest.raises(ToklabError):
         ByteTransformer(TransformerConfig(d_model=30, n_head=4))
+
+
+# --- built from gpt/model.py's parts; numerics pinned ------------------------------------------
+
+
+def test_uses_the_gpts_blocks(model: TransformerEntropyModel) -> None:
+    blocks = model.model.blocks
+    assert len(blocks) == TINY["n_layer"] and all(type(b) is gpt_model.Block for b in blocks)
+    attn, mlp = blocks[0].attn, blocks[0].mlp
+    assert isinstance(attn, gpt_model.CausalSelfAttention) and isinstance(mlp, gpt_model.MLP)
+    # the entropy model's own settings: Linear layers without biases, LayerNorms with
+    assert all(m.bias is None for m in (attn.qkv, attn.proj, mlp.fc, mlp.proj))
+    assert blocks[0].ln_1.bias is not None and model.model.ln_f.bias is not None
+
+
+# Computed once (CPU, one thread) with the model as it was before it shared gpt/model.py's parts,
+# and again after: the same. A change to the init, blocks, optimiser or schedule moves them.
+PINNED = dict(n_layer=2, n_head=2, d_model=16, context=16, steps=30, batch_size=8, lr=3e-2, seed=0, device="cpu")
+PINNED_TEXT = b"the cat sat on the mat; a byte model."  # 37 bytes: windows of 16, the tail-only path too
+PINNED_ENTROPIES = {0: 3.256838798522949, 5: 3.258178234100342, 20: 3.2568938732147217, 36: 3.267002820968628}
+PINNED_BITS = 178.33362770080566
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # more threads split sums differently (~1e-6 apart)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pinned_entropies(one_thread) -> None:
+    m = TransformerEntropyModel.train([TEXT, VARIED.decode()], **PINNED)
+    e = m.entropies(PINNED_TEXT)
+    for t, expected in PINNED_ENTROPIES.items():
+        assert e[t] == pytest.approx(expected, abs=1e-6), t
+    assert m.bits(PINNED_TEXT) == pytest.approx(PINNED_BITS, abs=1e-4)
+
+
+def test_loads_weights_saved_under_the_old_module_names(model: TransformerEntropyModel, tmp_path) -> None:
+    model.save(tmp_path)
+    state = torch.load(tmp_path / "transformer.pt", weights_only=True)
+    old = {}
+    for key, value in state.items():  # how the model named them before it used gpt/model.py's blocks
+        for before, now in LEGACY_NAMES.items():
+            key = key.replace(now, before)
+        old[key] = value
+    assert "blocks.0.attn.c_attn.weight" in old and "blocks.0.mlp.c_proj.weight" in old
+    torch.save(old, tmp_path / "transformer.pt")
+    loaded = TransformerEntropyModel.load(tmp_path, device="cpu")
+    np.testing.assert_array_equal(loaded.entropies(VARIED), model.entropies(VARIED))

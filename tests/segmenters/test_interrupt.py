@@ -303,7 +303,8 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
         "import sys; sys.path[:0] = sys.argv[1:]; import test_interrupt as t; from toklab.segmenters import child; "
         "child.run_in_child(t.sleep_long, t.big_texts(), in_process_below=0)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent)], env=dict(os.environ, TMPDIR=str(tmp_path)))
+    here = Path(__file__).parent
+    parent = subprocess.Popen([sys.executable, "-c", script, str(here), str(here.parent)], env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
         assert wait_until(lambda: children_of(parent.pid), 30), "no child started"
         kids = children_of(parent.pid)
