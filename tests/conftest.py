@@ -73,6 +73,19 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
     "test_bad_input_runs.py::test_study_overwrite_checks_the_budgets_first_and_keeps_other_files",
     "test_pretrain.py::test_seeds_train_separate_runs_and_give_a_t_interval",
     "test_default_corpus.py::test_first_use_builds_it",
+    "test_default_corpus.py::test_docstrings_are_read_without_importing",
+    "test_gpu_kit.py::test_a_failed_stage_is_recorded_and_the_next_one_runs",
+    "test_gpt_model.py::test_gpt2_124m_param_count",
+    "test_interrupt.py::test_training_through_the_child_gives_the_same_files_and_ids",
+    "test_interrupt.py::test_ctrl_c_during_training_exits_at_once_and_leaves_nothing",
+    "test_consistency.py::test_filter_and_study_state_the_delivered_vocabulary_size",
+    "test_pretrain.py::test_resume_gives_the_same_losses",
+    "test_bad_input_runs.py::test_gpu_scale_settings_on_a_cpu_are_refused_without_yes",
+    "test_seg_sentencepiece.py::test_spm_file_kind_reports_lossy_models",
+    "test_seg_sentencepiece.py::test_trained_models_are_lossless_with_the_requested_size",
+    "test_seg_sentencepiece.py::test_training_is_deterministic",
+    "test_filter_safety.py::test_rewriting_a_report_folder_keeps_the_users_files",
+    "test_filter.py::test_unsafe_out_is_refused_and_the_input_is_untouched",
 }
 SLOW_MODULES = ("test_study.py::",)
 
