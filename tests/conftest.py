@@ -98,3 +98,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = item.nodeid.split("/")[-1].split("[")[0]
         if "default_corpus_build" in getattr(item, "fixturenames", ()) or name in SLOW or name.startswith(SLOW_MODULES):
             item.add_marker(pytest.mark.slow)
+
+
+def poison_training_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
+    """Make the GPT's `at_call`-th training forward pass return a NaN loss (evaluation is untouched)."""
+    from toklab.gpt.model import GPT
+
+    real_forward = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, reduction="mean"):
+        logits, loss = real_forward(self, idx, targets, reduction)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)

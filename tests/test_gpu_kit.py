@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import poison_training_loss
 import toklab.gpt.train as train_module
 from toklab.errors import ToklabError
 from toklab.pretrain import pretrain, read_history
@@ -136,20 +137,7 @@ def test_losses_read_every_few_steps_as_on_cuda_give_the_same_figures(corpus_fil
 
 
 def test_a_nan_found_at_a_late_read_names_its_own_step_and_keeps_the_good_checkpoint(corpus_file, tmp_path, monkeypatch):
-    from toklab.gpt.model import GPT
-
-    real_forward = GPT.forward
-    calls = {"n": 0}
-
-    def poisoned(self, idx, targets=None, reduction="mean"):
-        logits, loss = real_forward(self, idx, targets, reduction)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 7:
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    poison_training_loss(monkeypatch, at_call=7)
     monkeypatch.setattr(train_module.Trainer, "_read_due", lambda self: self.step % 4 == 0)  # step 7's loss is read at step 8
     with pytest.raises(ToklabError, match="loss became nan at step 7.*last good checkpoint"):
         pretrain(corpus_file, "bytes", steps=20, checkpoint_every=5, eval_every=100, out=tmp_path / "run", **TINY)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import poison_training_loss
 import toklab.gpt.train as train_module
 from toklab.cli import main
 from toklab.errors import ToklabError
@@ -230,20 +231,7 @@ def test_resume_reads_a_checkpoint_onto_the_cpu_whatever_the_device(corpus_file,
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, monkeypatch):
-    from toklab.gpt.model import GPT
-
-    real_forward = GPT.forward
-    calls = {"n": 0}
-
-    def poisoned(self, idx, targets=None, reduction="mean"):
-        logits, loss = real_forward(self, idx, targets, reduction)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 7:
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    poison_training_loss(monkeypatch, at_call=7)
     with pytest.raises(ToklabError, match="loss became nan at step 7.*last good checkpoint"):
         pretrain(corpus_file, "bytes", steps=20, checkpoint_every=5, out=tmp_path / "run", **TINY)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from toklab._version import __version__
 from toklab.errors import ToklabError
+from toklab.tables import human_bytes, mb
 from toklab.text import count
 from toklab.gpt.train import EVAL_BYTES, VAL_BYTES
 
@@ -114,10 +115,6 @@ def corpus_command(func: Callable[..., Any] | None = None, *, lazy: bool = False
 
 
 # --- rendering ------------------------------------------------------------------------------
-
-
-def _mb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e6:,.2f} MB"
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -229,7 +226,7 @@ def corpus_build_command(
 
     result = build_corpus(name, force=force, progress=True)
     state = "built" if result.rebuilt else "up to date"
-    console.print(f"corpus '{result.name}' {state}: {count(result.documents, 'document')}, {_mb(result.bytes)} in {result.path}")
+    console.print(f"corpus '{result.name}' {state}: {count(result.documents, 'document')}, {mb(result.bytes, unit=True)} in {result.path}")
     table = Table(title="parts", title_justify="left")
     table.add_column("source")
     table.add_column("docs", justify="right")
@@ -252,7 +249,7 @@ def corpus_list_command() -> None:
     for name in recipe_names():
         recipe = load_recipe(find_recipe(name))  # type: ignore[arg-type]
         manifest = read_manifest(recipe.cache_path()) if recipe.built_parts else None
-        built = "in place" if not recipe.built_parts else (_mb(manifest["bytes"]) if manifest else "no")
+        built = "in place" if not recipe.built_parts else (mb(manifest["bytes"], unit=True) if manifest else "no")
         table.add_row(name, built, recipe.description)
     console.print(table)
 
@@ -277,8 +274,8 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _replaced(folder: Any, what: str) -> None:
-    _print_notes([f"this run replaced the earlier {what} in {folder} (give --out to keep each run's report apart)"])
+def _replaced(folder: Any, what: str, option: str = "--out") -> None:
+    _print_notes([f"this run replaced the earlier {what} in {folder} (give {option} to keep each run's report apart)"])
 
 
 @app.command("compare")
@@ -333,39 +330,44 @@ def report_command(
         result = read_report(folder)
         if rewrite:
             write_report(result, folder)
-        _print_json(to_json(result)) if as_json else _print_compare(result, top)
+        if as_json:
+            _print_json(to_json(result))
+        else:
+            _print_compare(result, top)
     elif kind == "filter":
         from toklab.filter.report import read_filter_report, summary
 
         if rewrite:
             raise ToklabError("--rewrite is for compare, pretrain and study folders; a filter report is rewritten by running the filter again")
         filtered = read_filter_report(folder)
-        _print_json(summary(filtered)) if as_json else _print_filter(filtered, top)
+        if as_json:
+            _print_json(summary(filtered))
+        else:
+            _print_filter(filtered, top)
     elif kind == "pretrain":
-        from toklab.pretrain import read_run, write_run_report
+        from toklab.pretrain import read_run, read_run_file, write_run_report
 
         run = read_run(folder)
         if rewrite:
             write_run_report(run)
-        _print_json(_run_json(run)) if as_json else _print_run(run, _run_corpus(folder))
+        if as_json:
+            _print_json(_run_json(run))
+        else:
+            _print_run(run, str((read_run_file(folder) or {}).get("corpus", "?")))
     elif kind == "study":
         from toklab.study import read_study, to_json as study_json, write_study_report
 
         study = read_study(folder)
         if rewrite:
             write_study_report(study)
-        _print_json(study_json(study)) if as_json else _print_study(study)
+        if as_json:
+            _print_json(study_json(study))
+        else:
+            _print_study(study)
     else:
         raise ToklabError(f"{folder} holds no toklab report (no results.json, summary.json, run.json or study.json)")
     if rewrite and not as_json:
         console.print(f"rewrote {folder}")
-
-
-def _run_corpus(folder: Any) -> str:
-    try:
-        return str(json.loads((folder / "run.json").read_text()).get("corpus", "?"))
-    except (OSError, ValueError, AttributeError):
-        return "?"
 
 
 # --- filter -------------------------------------------------------------------------------------
@@ -432,7 +434,7 @@ def filter_command(
         _print_filter(result, top)
         console.print(f"report: {target}")
     if replaced:
-        _print_notes([f"this run replaced the earlier filter report in {target} (give --report to keep each run's report apart)"])
+        _replaced(target, "filter report", "--report")
     if not result.conserved:
         raise typer.Exit(1)
 
@@ -869,13 +871,6 @@ def tokenizer_decode_command(
 # --- segmenters and cache ---------------------------------------------------------------------
 
 
-def _human_bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{int(n):,} B"
-
-
 def _ago(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -971,11 +966,11 @@ def cache_command(
         if entry.note and entry.description:
             what += f" ({entry.note})"
         name = entry.name.split("/", 1)[-1] if entry.kind in KINDS else entry.name
-        table.add_row(Text(entry.kind), _human_bytes(entry.bytes), _ago(now - entry.modified), Text.assemble(name, "\n", (what, "dim")))
+        table.add_row(Text(entry.kind), human_bytes(entry.bytes), _ago(now - entry.modified), Text.assemble(name, "\n", (what, "dim")))
     console.print(table)
     for kind, counts in info.by_kind().items():
-        console.print(Text(f"  {kind} ({kind_label(kind)}): {counts['entries']:,} entr{'y' if counts['entries'] == 1 else 'ies'}, {_human_bytes(counts['bytes'])}"))
-    console.print(Text(f"total: {_human_bytes(info.total_bytes)} ({info.total_bytes:,} bytes)"))
+        console.print(Text(f"  {kind} ({kind_label(kind)}): {count(counts['entries'], 'entry', 'entries')}, {human_bytes(counts['bytes'])}"))
+    console.print(Text(f"total: {human_bytes(info.total_bytes)} ({info.total_bytes:,} bytes)"))
 
 
 @cache_app.command("clear")
@@ -997,7 +992,7 @@ def cache_clear_command(
         console.print(Text(f"nothing to clear in {info.path}"))
     else:
         size = sum(e.bytes for e in chosen)
-        what = f"{len(chosen):,} cache entr{'y' if len(chosen) == 1 else 'ies'} ({_human_bytes(size)}) from {info.path}"
+        what = f"{count(len(chosen), 'cache entry', 'cache entries')} ({human_bytes(size)}) from {info.path}"
         if not yes:
             if not _stdin_terminal():
                 raise ToklabError(f"cache clear would remove {what}; pass --yes to confirm (there is no terminal to ask)")
@@ -1005,7 +1000,7 @@ def cache_clear_command(
                 console.print("nothing removed")
                 return
         result = clear(chosen)
-        console.print(Text(f"removed {len(result.removed):,} entr{'y' if len(result.removed) == 1 else 'ies'}, {_human_bytes(result.bytes_freed)} freed"))
+        console.print(Text(f"removed {count(len(result.removed), 'entry', 'entries')}, {human_bytes(result.bytes_freed)} freed"))
         for entry, why in result.failed:
             err_console.print(Text.assemble(("note: ", "yellow"), f"could not remove {entry.name}: {why}"))
     if left:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import changed_settings, check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
-from toklab.text import count
+from toklab.text import count, short_number
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def budget_label(budget: Budget) -> str:
         return f"{int(value)}steps"
     if budget.kind == "minutes":
         return f"{value:g}min"
-    return f"{value:g}".replace("e+0", "e").replace("e+", "e") + budget.kind
+    return short_number(value) + budget.kind
 
 
 def default_out(corpus: "Corpus", segmenter_spec: str, model: str, budget: Budget, *, seed: int = 0, context: str = "", seeds: int = 1) -> Path:
@@ -76,7 +76,8 @@ RUN_FILES = (
 )  # fmt: skip  (everything a run writes: --overwrite removes these and nothing else)
 
 
-def _read_run_file(out: Path) -> dict[str, Any] | None:
+def read_run_file(out: Path) -> dict[str, Any] | None:
+    """The settings a run folder was started with (run.json), or None when missing or damaged."""
     try:
         previous = json.loads((out / RUN_FILE).read_text())
     except (OSError, ValueError):
@@ -86,7 +87,7 @@ def _read_run_file(out: Path) -> dict[str, Any] | None:
 
 def _finished(out: Path, run: dict[str, Any]) -> bool:
     """Whether `out` holds this very run (the same settings), finished and reported."""
-    return _read_run_file(out) == run and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
+    return read_run_file(out) == run and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
 
 
 def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> None:
@@ -94,7 +95,7 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
     (only the files a run writes: anything else in the folder stays)."""
     check_folder(out)
     empty = not out.exists() or not any(out.iterdir())
-    previous = _read_run_file(out) if (out / RUN_FILE).is_file() else None
+    previous = read_run_file(out) if (out / RUN_FILE).is_file() else None
     if resume:
         if previous is None:
             raise ToklabError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing or damaged)")
@@ -184,6 +185,10 @@ def pretrain(
         "train": config.to_dict(),
     }
     check_outside(out_path, corpus.input_roots())
+    if not (resume or overwrite) and _finished(out_path, run):  # before the model is built: there is nothing to train
+        result = read_run(out_path)
+        result.notes.append(f"this run had already finished in {out_path} with the same settings: its result is shown again (pass --overwrite to train it again)")
+        return result
     trainer = Trainer(data, shape, config, out_path, segmenter_spec=seg.spec)  # checks the budget and batch before anything is replaced
     if trainer.total_steps is not None:
         note = check_duration(trainer.total_steps * trainer.tokens_per_step * trainer.flops_per_token, config.device, yes, "this run")
@@ -195,10 +200,6 @@ def pretrain(
         from toklab.progress import stderr_console
 
         stderr_console.print("[yellow]note:[/] --compile on a CPU spends about a minute compiling before the first step, and rarely pays off here")
-    if not (resume or overwrite) and _finished(out_path, run):
-        result = read_run(out_path)
-        result.notes.append(f"this run had already finished in {out_path} with the same settings: its result is shown again (pass --overwrite to train it again)")
-        return result
     replacing = overwrite and (out_path / RUN_FILE).is_file()
     _prepare_out(out_path, run, resume, overwrite)
     if replacing and progress:
@@ -524,7 +525,7 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, max_new_tokens: int 
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file():
         raise ToklabError(f"{run_dir} is not a pretrain run (no {RUN_FILE})")
-    run = _read_run_file(run_dir)
+    run = read_run_file(run_dir)
     if run is None or not isinstance(run.get("model"), dict):
         raise ToklabError(f"{run_dir / RUN_FILE} is damaged; it is not the run file toklab wrote")
     if not (run_dir / CHECKPOINT).is_file():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from toklab.errors import ToklabError
 from toklab.gpt.train import check_duration
 from toklab.files import changed_settings, check_folder, check_outside, remove_owned, slug, write_text_atomic
-from toklab.text import count
+from toklab.text import count, short_number
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
 
@@ -118,10 +118,6 @@ class StudyResult:
     skipped_runs: int = 0  # runs found finished by an earlier, interrupted study
 
 
-def _number(value: float) -> str:
-    return f"{value:g}".replace("e+0", "e").replace("e+", "e")
-
-
 def default_out(corpus: "Corpus", *, smoke: bool = False, segmenters: Sequence[str] | None = None, flops: Sequence[float] | None = None,
                 model: str | None = None, context: int | None = None, context_bytes: int | None = None, seeds: int | None = None,
                 filter_t: float | None = None) -> Path:
@@ -134,7 +130,7 @@ def default_out(corpus: "Corpus", *, smoke: bool = False, segmenters: Sequence[s
     if segmenters is not None and list(segmenters) != list(base["segmenters"]):
         parts.append("_".join(segmenters))
     if flops is not None and sorted(flops) != sorted(base["flops"]):
-        parts.append("_".join(_number(f) for f in sorted(flops)))
+        parts.append("_".join(short_number(f) for f in sorted(flops)))
     if model is not None and model != base["model"]:
         parts.append(model)
     if context_bytes is not None:

@@ -77,6 +77,14 @@ def flops(value: Any, significant: int = 3) -> str:
     return f"{value:.0e}" if significant == 1 else f"{value:.{significant}g}"
 
 
+def human_bytes(n: float) -> str:
+    """A size in the largest decimal unit it reaches: 1234 -> '1.2 kB', 999 -> '999 B'."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n):,} B"
+
+
 FORMATS: dict[str, Formatter] = {"int": thousands, "percent": pct, "tflops": tflops, **{f"{n}f": digits(n) for n in range(7)}}
 
 

@@ -10,3 +10,8 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     "1 document", count(1200, "run") -> "1,200 runs"."""
     word = noun if n == 1 else (plural or IRREGULAR.get(noun) or noun + "s")
     return f"{n:,} {word}"
+
+
+def short_number(value: float) -> str:
+    """A number as it reads in a folder name: 200, 0.3, 1e11, 1.5e11, 5e6 (no '+' or leading 0)."""
+    return f"{value:g}".replace("e+0", "e").replace("e+", "e")

@@ -126,10 +126,10 @@ class Corpus:
     def label(self) -> str:
         """A short, file-name-safe name: the corpus's own name, then each reading option that
         changes which documents it holds or how they split (e.g. `sotu-1000docs-val0.2`)."""
-        o = self.options
+        o, default = self.options, CorpusOptions()
         parts = [Path(self.spec.rstrip("/*")).stem or "corpus"]
         parts += [v for v in (o.name, o.split) if v]
-        if o.text_field != "text":
+        if o.text_field != default.text_field:
             parts.append(f"field-{o.text_field}")
         if o.lines:
             parts.append("lines")
@@ -137,9 +137,9 @@ class Corpus:
             parts.append(f"{o.max_docs}docs")
         if o.max_bytes is not None:
             parts.append(f"{o.max_bytes}bytes")
-        if o.sample != 1.0:
+        if o.sample != default.sample:
             parts.append(f"sample{o.sample:g}-seed{o.seed}")
-        if o.val_fraction != 0.1:
+        if o.val_fraction != default.val_fraction:
             parts.append(f"val{o.val_fraction:g}")
         return slug("-".join(parts))
 

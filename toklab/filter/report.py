@@ -20,13 +20,10 @@ from toklab.filter.result import FilterResult
 from toklab.filter.rule import DEFAULT_THRESHOLD, FilterRule
 from toklab.filter.shards import HIST_MAX, HIST_WIDTH
 from toklab.reports import markdown_table
+from toklab.tables import mb
 
 SUMMARY = "summary.json"
 REPORT_FILES = (SUMMARY, "report.md", "per_source.csv", "sweep.csv", "ratio_histogram.png")  # all a filter report may hold
-
-
-def _mb(n: float) -> str:
-    return f"{n / 1e6:,.2f}"
 
 
 def _pct(part: float, whole: float) -> str:
@@ -57,7 +54,7 @@ def summary_table(result: FilterResult) -> Table:
     for column in ("", "docs", "share", "MB", "share "):
         table.add_column(column, justify="right" if column else "left")
     for what, docs, n_bytes in summary_rows(result):
-        table.add_row(what, f"{docs:,}", _pct(docs, result.documents), _mb(n_bytes), _pct(n_bytes, result.bytes))
+        table.add_row(what, f"{docs:,}", _pct(docs, result.documents), mb(n_bytes), _pct(n_bytes, result.bytes))
     return table
 
 
@@ -72,12 +69,12 @@ def per_source_table(result: FilterResult, top: int = 10) -> Table:
     for row in shown.itertuples():
         style = "bold red" if row.kept_docs == 0 and row.docs > row.empty_docs else None
         table.add_row(
-            str(row.source), f"{row.docs:,}", f"{row.kept_docs:,}", _mb(row.bytes), _mb(row.kept_bytes),
+            str(row.source), f"{row.docs:,}", f"{row.kept_docs:,}", mb(row.bytes), mb(row.kept_bytes),
             _pct(row.kept_docs, row.docs), _pct(row.kept_bytes, row.bytes), style=style,
         )  # fmt: skip
     if len(rest):
         docs, kept, n_bytes, kept_bytes = (int(rest[c].sum()) for c in ("docs", "kept_docs", "bytes", "kept_bytes"))
-        table.add_row(f"({len(rest)} more)", f"{docs:,}", f"{kept:,}", _mb(n_bytes), _mb(kept_bytes), _pct(kept, docs), _pct(kept_bytes, n_bytes), style="dim")
+        table.add_row(f"({len(rest)} more)", f"{docs:,}", f"{kept:,}", mb(n_bytes), mb(kept_bytes), _pct(kept, docs), _pct(kept_bytes, n_bytes), style="dim")
     return table
 
 
@@ -91,7 +88,7 @@ def sweep_table(result: FilterResult) -> Table:
             table.add_column(column, justify="right")
     for row in result.sweep.itertuples():
         table.add_row(
-            f"{row.t:g}", f"{100 * row.keep_rate_docs:.1f}%", f"{100 * row.keep_rate_bytes:.1f}%", _mb(row.kept_bytes),
+            f"{row.t:g}", f"{100 * row.keep_rate_docs:.1f}%", f"{100 * row.keep_rate_bytes:.1f}%", mb(row.kept_bytes),
             str(row.sources_emptied), str(row.worst_source), f"{100 * row.worst_source_keep_rate_bytes:.1f}%",
         )  # fmt: skip
     return table
@@ -111,14 +108,14 @@ def markdown(result: FilterResult) -> str:
     else:
         parts.append("Dry run: no shards were written.\n")
     parts.append(markdown_table(["", "docs", "share", "MB", "share of bytes"], [
-        [what, f"{docs:,}", _pct(docs, result.documents), _mb(n_bytes), _pct(n_bytes, result.bytes)] for what, docs, n_bytes in summary_rows(result)
+        [what, f"{docs:,}", _pct(docs, result.documents), mb(n_bytes), _pct(n_bytes, result.bytes)] for what, docs, n_bytes in summary_rows(result)
     ]))  # fmt: skip
     if result.count_check:
         parts.append(f"\n{result.count_check}.\n")
     parts.append("\n## Per source, hardest hit first\n\n")
     rows = result.per_source.sort_values(["keep_rate_bytes", "bytes"], ascending=[True, False], kind="stable")
     parts.append(markdown_table(["source", "docs", "kept", "rejected", "empty", "MB", "kept MB", "keep docs", "keep bytes"], [
-        [str(r.source), f"{r.docs:,}", f"{r.kept_docs:,}", f"{r.rejected_docs:,}", f"{r.empty_docs:,}", _mb(r.bytes), _mb(r.kept_bytes),
+        [str(r.source), f"{r.docs:,}", f"{r.kept_docs:,}", f"{r.rejected_docs:,}", f"{r.empty_docs:,}", mb(r.bytes), mb(r.kept_bytes),
          _pct(r.kept_docs, r.docs), _pct(r.kept_bytes, r.bytes)] for r in rows.itertuples()
     ]))  # fmt: skip
     if result.sweep is not None:
