@@ -21,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toklab"
 # one. Patterns are fnmatch globs over dotted module names; every module must match exactly one.
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["toklab.errors", "toklab._version", "toklab.text", "toklab.files", "toklab.network",
-                "toklab.progress", "toklab.stats", "toklab.cache", "toklab.tables"]),
+                "toklab.progress", "toklab.stats", "toklab.cache", "toklab.tables", "toklab.outputs"]),
     ("corpus", ["toklab.corpus", "toklab.corpus.*"]),
     # leaf model modules: segmenters may use them (e.g. the entropy transformer reuses the GPT blocks)
-    ("model", ["toklab.gpt", "toklab.gpt.flops", "toklab.gpt.model"]),
+    ("model", ["toklab.gpt", "toklab.gpt.flops", "toklab.gpt.model", "toklab.gpt.blt"]),
     ("segmenters", ["toklab.segmenters", "toklab.segmenters.*"]),
     ("measures", ["toklab.measures"]),
     ("training", ["toklab.gpt.data", "toklab.gpt.train"]),

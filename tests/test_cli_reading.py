@@ -89,7 +89,7 @@ def test_tiktoken_encodings_available_offline_are_listed(capsys, shared_tiktoken
 
 def test_described_options_are_the_ones_the_checks_enforce():
     """Every bound `toklab segmenters` shows is enforced by the spec check, and every default is accepted."""
-    from toklab.segmenters.options import describe
+    from toklab.segmenters.registry import describe
 
     checked = 0
     for kind in describe()["kinds"]:

@@ -305,7 +305,7 @@ def test_an_interrupted_report_leaves_nothing_half_written(tiny, tmp_path, monke
 def test_report_refuses_a_folder_of_other_files(tiny, tmp_path):
     result = run_compare(str(tiny), ["bytes"], compressors=False, val_fraction=0.3)
     (tmp_path / "mine.txt").write_text("keep")
-    with pytest.raises(ToklabError, match="not a toklab report"):
+    with pytest.raises(ToklabError, match="holds no toklab compare report"):
         write_report(result, tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep"
 

@@ -10,6 +10,7 @@ import pytest
 
 import toklab
 from cli_helpers import cli_error, cli_ok, run_cli
+from toklab.errors import ToklabError
 from toklab.files import changed_settings, default_output, slug
 from toklab.text import count
 
@@ -188,3 +189,38 @@ def test_saved_study_example_renders_whole_at_80_columns(capsys) -> None:
     for row in rows:  # every mean and interval half-width as saved
         assert f"{row['val_bits_per_byte']:.4f}" in shown
         assert f"{(row['val_bpb_high'] - row['val_bpb_low']) / 2:.4f}" in shown
+
+
+# --- the one folder policy (toklab.outputs) -------------------------------------------------------
+
+
+def test_the_folder_policy_decides_each_case(tmp_path):
+    from toklab.outputs import OutputPolicy, Plan, plan_output
+
+    run = OutputPolicy("run", resumable=True)
+    study = OutputPolicy("study", continues_same=True)
+    new = tmp_path / "new"
+    assert plan_output(new, run, previous=None, settings={"a": 1}) is Plan.NEW
+    with pytest.raises(ToklabError, match="holds no run to continue"):
+        plan_output(new, run, previous=None, settings={"a": 1}, resume=True)
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "run.json").write_text("{}")
+    same, other = {"a": 1}, {"a": 2}
+    assert plan_output(held, run, previous=same, settings=same, resume=True) is Plan.CONTINUE
+    assert plan_output(held, run, previous=same, settings=other, overwrite=True) is Plan.REPLACE
+    assert plan_output(held, study, previous=same, settings=same) is Plan.CONTINUE
+    with pytest.raises(ToklabError, match=r"^--out .* already holds a run; pass --resume to continue it or --overwrite to replace it, or choose another --out$"):
+        plan_output(held, run, previous=same, settings=same)
+    with pytest.raises(ToklabError, match=r"already holds a study with other settings \(a differ\); pass --overwrite to replace it"):
+        plan_output(held, study, previous=same, settings=other)
+    with pytest.raises(ToklabError, match=r"^--resume: the run in .* was started with other settings \(a differ\)"):
+        plan_output(held, run, previous=same, settings=other, resume=True)
+    with pytest.raises(ToklabError, match="holds a damaged run"):
+        plan_output(held, run, previous=None, settings=same, damaged="run.json cannot be read")
+    assert plan_output(held, run, previous=None, settings=same, damaged="x", overwrite=True) is Plan.REPLACE
+    with pytest.raises(ToklabError, match="is not empty and holds no toklab run"):  # --overwrite never replaces what is not ours
+        plan_output(held, run, previous=None, settings=same, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ToklabError, match="is a file"):
+        plan_output(tmp_path / "file", run, previous=None, settings=same)

@@ -666,12 +666,12 @@ def _print_study(result: Any) -> None:
 # --- tokenizer commands -----------------------------------------------------------------------
 
 def _spec_help() -> str:
-    from toklab.segmenters.registry import spec_examples
+    from toklab.segmenters.kinds import builtin_examples
 
-    return f"Segmenter spec: {spec_examples()} ('toklab segmenters' lists every kind and its options)."
+    return f"Segmenter spec: {builtin_examples()} ('toklab segmenters' lists every kind, plugins included, and its options)."
 
 
-SPEC_HELP = _spec_help()  # every registered kind, from the registry
+SPEC_HELP = _spec_help()  # the built-in kinds, without loading the registry
 tokenizer_app = typer.Typer(help="Train, export and inspect segmenters (tokenisers). " + SPEC_HELP, short_help="Train, export and inspect segmenters (tokenisers).", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 
@@ -694,24 +694,22 @@ def tokenizer_train_command(
     from toklab.segmenters.registry import needs_training_corpus
 
     from toklab.files import check_folder, check_outside
+    from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 
     target = check_folder(Path(out).expanduser())
     opened = corpus() if needs_training_corpus(spec) else None
     if opened is not None:
         check_outside(target, opened.input_roots())
-    if target.exists() and any(target.iterdir()):
-        if not (target / MANIFEST).is_file():
-            raise ToklabError(f"--out {target} is not empty and holds no saved segmenter; choose a new folder")
-        if not overwrite:
-            raise ToklabError(f"--out {target} already holds a segmenter; pass --overwrite to replace it")
-    replacing = target.is_dir() and (target / MANIFEST).is_file()
+    saved = (target / MANIFEST).is_file()
+    plan = plan_output(target, OutputPolicy("saved segmenter"), previous={} if saved else None, settings=None, overwrite=overwrite)
+    replacing = plan is Plan.REPLACE
     start = time.perf_counter()
     segmenter = get_segmenter(spec, opened, cache=not no_cache, progress=True)
     seconds = time.perf_counter() - start
     segmenter.save(target)
     console.print(f"saved {segmenter.spec} ({segmenter.kind}, {segmenter.vocab_size:,} ids) to {target} ({seconds:.1f} s)", highlight=False)
     if replacing:
-        _print_notes([f"replaced the segmenter that was saved in {target} (--overwrite)"])
+        _print_notes([replaced_note(target, "saved segmenter")])
     for path in sorted(target.iterdir()):
         console.print(f"  {path.name}  ({path.stat().st_size:,} bytes)")
     _note_if_lossy(segmenter)
@@ -893,7 +891,7 @@ def segmenters_command(
     """List every segmenter kind: what it is, its spec, and its options with defaults and allowed values.
 
     Also shows which tiktoken encodings can be used offline right now (TIKTOKEN_CACHE_DIR)."""
-    from toklab.segmenters.options import describe
+    from toklab.segmenters.registry import describe
 
     data = describe()
     if as_json:

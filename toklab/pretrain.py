@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toklab.errors import ToklabError, one_line
-from toklab.files import changed_settings, check_folder, check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
+from toklab.files import check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
+from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 from toklab.text import count, short_number
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
@@ -90,32 +91,25 @@ def _finished(out: Path, run: dict[str, Any]) -> bool:
     return read_run_file(out) == run and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
 
 
-def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """An empty or new folder starts a run; --resume needs the same run; --overwrite replaces a run
-    (only the files a run writes: anything else in the folder stays)."""
-    check_folder(out)
-    empty = not out.exists() or not any(out.iterdir())
-    previous = read_run_file(out) if (out / RUN_FILE).is_file() else None
-    if resume:
-        if previous is None:
-            raise ToklabError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing or damaged)")
-        if previous != run:
-            changed = changed_settings(previous, run)
-            raise ToklabError(f"--resume: the run in {out} was started with other settings ({', '.join(changed)} differ); resume with the same arguments")
+OUTPUT = OutputPolicy("run", resumable=True)
+
+
+def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> Plan:
+    """Start, continue (--resume, the same run only) or replace (--overwrite: only the files a run
+    writes; anything else in the folder stays) the run in `out`, by toklab.outputs' policy."""
+    previous = read_run_file(out)
+    damaged = f"{RUN_FILE} cannot be read" if previous is None and (out / RUN_FILE).exists() else None
+    plan = plan_output(out, OUTPUT, previous=previous, settings=run, resume=resume, overwrite=overwrite, damaged=damaged)
+    if plan is Plan.CONTINUE:
         if not (out / CHECKPOINT).is_file():
             raise ToklabError(f"--resume: {out} has no {CHECKPOINT} yet; start it again with --overwrite")
         remove_stale_temporaries(out)
-        return
-    if not empty:
-        if not (out / RUN_FILE).is_file():
-            raise ToklabError(f"--out {out} is not empty and holds no toklab run; choose a new or empty folder")
-        if not overwrite:
-            changed = changed_settings(previous or {}, run)
-            differ = f" with other settings ({', '.join(changed)} differ)" if previous is not None and changed else ""
-            raise ToklabError(f"--out {out} already holds a run{differ}; pass --resume to continue it, --overwrite to start again, or choose another --out")
+        return plan
+    if plan is Plan.REPLACE:
         remove_owned(out, RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    return plan
 
 
 def pretrain(
@@ -200,12 +194,10 @@ def pretrain(
         from toklab.progress import stderr_console
 
         stderr_console.print("[yellow]note:[/] --compile on a CPU spends about a minute compiling before the first step, and rarely pays off here")
-    replacing = overwrite and (out_path / RUN_FILE).is_file()
-    _prepare_out(out_path, run, resume, overwrite)
-    if replacing and progress:
+    if _prepare_out(out_path, run, resume, overwrite) is Plan.REPLACE and progress:
         from toklab.progress import stderr_console
 
-        stderr_console.print(f"[yellow]note:[/] replaced the earlier run in {out_path} (--overwrite)", soft_wrap=True)
+        stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'run')}", soft_wrap=True)
     if not (out_path / SEGMENTER_DIR).is_dir():
         seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it
     if resume:

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from toklab.comparison import COLUMNS, CompareResult
+from toklab.outputs import foreign
 from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir, check_outside, report_dir
 from toklab.segmenters.base import ReportGroup
@@ -286,7 +287,7 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
     final = Path(out_dir)
     check_outside(final, list(result.inputs))
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / RESULTS).is_file())):
-        raise ToklabError(f"--out {final} exists and is not a toklab report; choose a new or empty folder")
+        raise foreign(final, "compare report")
     with (report_dir(final) if final.exists() else atomic_dir(final)) as tmp:
         (tmp / RESULTS).write_text(json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         result.table.to_csv(tmp / "table.csv", index=False)

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
 from toklab.gpt.train import check_duration
-from toklab.files import changed_settings, check_folder, check_outside, remove_owned, slug, write_text_atomic
+from toklab.files import check_outside, remove_owned, slug, write_text_atomic
+from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 from toklab.text import count, short_number
 from toklab.reports import markdown_table
 from toklab.stats import Interval, mean_interval, paired_bootstrap_difference, verdict
@@ -154,27 +155,24 @@ STUDY_FILES = (
 )  # fmt: skip  (everything a study writes: --overwrite removes these and nothing else)
 
 
+OUTPUT = OutputPolicy("study", continues_same=True)
+
+
 def _check_out(out: Path, config: dict[str, Any], overwrite: bool) -> bool:
-    """Whether `out` can hold this study (a new or empty folder, the same study, or with
-    --overwrite another study); True when the old study must be replaced. Changes nothing."""
-    check_folder(out)
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    previous = None
+    """Whether `out` can hold this study (toklab.outputs' policy: a new or empty folder, the same
+    study, which carries on, or with --overwrite another study); True when the old study must be
+    replaced. Changes nothing."""
+    previous, damaged = None, None
     try:
         previous = json.loads((out / STUDY_FILE).read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         pass
-    if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
-        if (out / STUDY_FILE).exists() and overwrite:
-            return True  # a damaged study file: --overwrite recovers it
-        raise ToklabError(f"--out {out} is not empty and holds no toklab study; choose a new or empty folder")
-    if previous["config"] != config:
-        if not overwrite:
-            changed = changed_settings(previous["config"], config)
-            raise ToklabError(f"--out {out} holds a study with other settings ({', '.join(changed)} differ); pass --overwrite to replace it, or choose another --out")
-        return True
-    return overwrite
+    except (OSError, ValueError):
+        damaged = f"{STUDY_FILE} cannot be read"
+    if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get("config"), dict)):
+        previous, damaged = None, f"{STUDY_FILE} is not what toklab wrote"
+    previous_config = previous["config"] if previous is not None else None
+    return plan_output(out, OUTPUT, previous=previous_config, settings=config, overwrite=overwrite, damaged=damaged) is Plan.REPLACE
 
 
 def _prepare(out: Path, config: dict[str, Any], replace: bool) -> None:
@@ -269,7 +267,7 @@ def run_study(
     if replace and progress:
         from toklab.progress import stderr_console
 
-        stderr_console.print(f"[yellow]note:[/] replaced the earlier study in {out_path} (--overwrite)", soft_wrap=True)
+        stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'study')}", soft_wrap=True)
     compared.table.to_csv(out_path / "compare.csv", index=False)
     notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
     runs: list[dict[str, Any]] = []

@@ -15,9 +15,11 @@ from toklab.filter.lock import LOCK_FILE
 from toklab.filter.oserrors import cannot_write, why
 from toklab.filter.state import STATE_FILE, STATE_VERSION, load_state, write_state
 from toklab.filter.tally import ShardTally
+from toklab.outputs import OutputPolicy, Plan, foreign, plan_output
 
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")  # files.temp_name's pattern
 REJECTED_LABEL = "the --keep-rejected folder"
+OUTPUT = OutputPolicy("filter run", resumable=True)
 
 
 def rejected_folder(out: str | os.PathLike) -> Path:
@@ -95,18 +97,23 @@ class OutputFolders:
         damaged = None
         if state_file.is_file() or state_file.is_symlink():
             self.state, damaged = load_state(state_file)
-        if self.state is None and damaged is None:  # no earlier run: both folders empty (bar toklab's own)
-            strays = [n for n in _entries(out) if n != LOCK_FILE and not _is_temporary(n, {STATE_FILE})]
-            for label, folder, found in (("--out", out, strays), (REJECTED_LABEL, rejected, _entries(rejected))):
-                if found:
-                    raise ToklabError(
-                        f"{label} {folder} is not empty and holds no toklab filter output; choose a new or empty folder"
-                        + (" (--overwrite only ever replaces an earlier filter's own output)" if self.overwrite or self.resume else "")
-                    )
+        earlier_run = self.state is not None or damaged is not None
+        # only toklab's own lock and temporaries: as good as empty
+        strays = [] if earlier_run else [n for n in _entries(out) if n != LOCK_FILE and not _is_temporary(n, {STATE_FILE})]
+        what = ""
+        if self.state is not None and not self.state.get("complete"):
+            what = f"an interrupted ({len(self.state['done'])} of {len(self.planned)} shards done)"
+        elif self.state is not None:
+            what = "a complete"
+        plan = plan_output(
+            out, OUTPUT, previous=self.state["config"] if self.state is not None else None, settings=None,
+            resume=self.resume, overwrite=self.overwrite, damaged=damaged and f"{STATE_FILE}: {damaged}", state=what, empty=not earlier_run and not strays,
+        )  # fmt: skip
+        if plan is Plan.NEW:  # no earlier run: the rejected folder must be empty too
+            if _entries(rejected):
+                raise foreign(rejected, OUTPUT.what, REJECTED_LABEL)
             self.owned = True
             return
-        if damaged is not None and not self.overwrite:
-            raise ToklabError(f"--out {out} holds a damaged filter state ({STATE_FILE}: {damaged}); pass --overwrite to start again")
         if self.state is not None:
             state = self.state
             done = state["done"].values()
@@ -114,10 +121,7 @@ class OutputFolders:
             kept = earlier | {o.kept_file for o in done if o.kept_file}
             had_rejected = bool(state["config"].get("keep_rejected"))
             rejected_names = (earlier | {o.rejected_file for o in done if o.rejected_file}) if had_rejected else set()
-            if not self.overwrite:
-                if not self.resume:
-                    what = "a complete" if state.get("complete") else f"an interrupted ({len(state['done'])} of {len(self.planned)} shards done)"
-                    raise ToklabError(f"--out {out} already holds {what} filter run; pass --resume to continue it or --overwrite to start again")
+            if plan is Plan.CONTINUE:
                 self.ours_out |= kept
                 self.ours_rejected |= rejected_names
                 self.rejected_ours = rejected is not None and had_rejected
@@ -156,11 +160,7 @@ class OutputFolders:
         """The run's state: an earlier run's, to resume, or a fresh one (after --overwrite's removals)."""
         state = self.state
         if state is not None and not self.overwrite:  # --resume
-            if state["config"] != config:
-                changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
-                raise ToklabError(
-                    f"--out {self.out} holds a filter run with other settings ({', '.join(changed)} differ); rerun with the same arguments, or pass --overwrite to start again"
-                )
+            plan_output(self.out, OUTPUT, previous=state["config"], settings=config, resume=True, empty=False)  # the same settings, or a refusal
             state["done"] = {k: v for k, v in state["done"].items() if _outputs_intact(self.out, self.rejected, v)}
             state["outputs"] = sorted(set(state.get("outputs") or []) | set(self.planned))
         else:

@@ -11,23 +11,25 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.table import Table
 
+from toklab.outputs import foreign
 from toklab.errors import ToklabError, one_line
 from toklab.files import check_outside, is_inside, report_dir
 from toklab.filter.result import FilterResult
 from toklab.filter.rule import DEFAULT_THRESHOLD, FilterRule
 from toklab.filter.shards import HIST_MAX, HIST_WIDTH
 from toklab.reports import markdown_table
-from toklab.tables import mb
+from toklab.tables import mb, pct, text_column
+from toklab.tables import table as make_table
 
 SUMMARY = "summary.json"
 REPORT_FILES = (SUMMARY, "report.md", "per_source.csv", "sweep.csv", "ratio_histogram.png")  # all a filter report may hold
 
 
 def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else ""
+    """part as a share of whole ('' when whole is 0)."""
+    return pct(part / whole if whole else None)
 
 
 def summary_rows(result: FilterResult) -> list[tuple[str, int, int]]:
@@ -50,9 +52,7 @@ def describe_rule(result: FilterResult) -> str:
 
 def summary_table(result: FilterResult) -> Table:
     title = f"filter {result.corpus}: {describe_rule(result)}" + (" (dry run)" if result.dry_run else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("", "docs", "share", "MB", "share "):
-        table.add_column(column, justify="right" if column else "left")
+    table = make_table(title, [text_column(""), "docs", "share", "MB", "share "])
     for what, docs, n_bytes in summary_rows(result):
         table.add_row(what, f"{docs:,}", _pct(docs, result.documents), mb(n_bytes), _pct(n_bytes, result.bytes))
     return table
@@ -62,10 +62,8 @@ def per_source_table(result: FilterResult, top: int = 10) -> Table:
     """Sources hit hardest first (lowest share of bytes kept), then the rest summed in one row."""
     rows = result.per_source.sort_values(["keep_rate_bytes", "bytes"], ascending=[True, False], kind="stable")
     shown, rest = rows.iloc[:top], rows.iloc[top:]
-    table = Table(title=f"per source ({len(rows)}), hardest hit first", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=32)
-    for column in ("docs", "kept", "MB", "kept MB", "keep docs", "keep bytes"):
-        table.add_column(column, justify="right")
+    source = text_column("source", overflow="ellipsis", no_wrap=True, max_width=32)
+    table = make_table(f"per source ({len(rows)}), hardest hit first", [source, "docs", "kept", "MB", "kept MB", "keep docs", "keep bytes"])
     for row in shown.itertuples():
         style = "bold red" if row.kept_docs == 0 and row.docs > row.empty_docs else None
         table.add_row(
@@ -80,16 +78,12 @@ def per_source_table(result: FilterResult, top: int = 10) -> Table:
 
 def sweep_table(result: FilterResult) -> Table:
     assert result.sweep is not None
-    table = Table(title=f"keep rates by threshold t ({result.rule.column})", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("t", "keep docs", "keep bytes", "kept MB", "sources emptied", "worst source", "its bytes kept"):
-        if column == "worst source":
-            table.add_column(column, no_wrap=True, min_width=12)
-        else:
-            table.add_column(column, justify="right")
+    worst = text_column("worst source", no_wrap=True, min_width=12)
+    table = make_table(f"keep rates by threshold t ({result.rule.column})", ["t", "keep docs", "keep bytes", "kept MB", "sources emptied", worst, "its bytes kept"])
     for row in result.sweep.itertuples():
         table.add_row(
-            f"{row.t:g}", f"{100 * row.keep_rate_docs:.1f}%", f"{100 * row.keep_rate_bytes:.1f}%", mb(row.kept_bytes),
-            str(row.sources_emptied), str(row.worst_source), f"{100 * row.worst_source_keep_rate_bytes:.1f}%",
+            f"{row.t:g}", pct(row.keep_rate_docs), pct(row.keep_rate_bytes), mb(row.kept_bytes),
+            str(row.sources_emptied), str(row.worst_source), pct(row.worst_source_keep_rate_bytes),
         )  # fmt: skip
     return table
 
@@ -261,7 +255,7 @@ def check_report_folder(report: str | os.PathLike, input_roots: list[Path], out:
     if final.exists() and not final.is_dir():
         raise ToklabError(f"--report {final} is a file; choose a folder")
     if final.is_dir() and any(final.iterdir()) and _earlier_report(final) is None:
-        raise ToklabError(f"--report {final} exists and is not a toklab filter report; choose a new or empty folder")
+        raise foreign(final, "filter report", "--report")
     for name in REPORT_FILES:
         if (final / name).is_dir() and not (final / name).is_symlink():
             raise ToklabError(f"--report {final} holds a folder named {name}, where the report writes a file; move it away")

@@ -35,7 +35,7 @@ from toklab.gpt.flops import ModelShape, flops_per_token
 
 __all__ = [
     "PAD_MULTIPLE", "PRESETS", "GPTConfig", "GPT", "model_config",
-    "BlockConfig", "Block", "CausalSelfAttention", "MLP", "init_weights", "adamw",
+    "preset_values", "cross_entropy", "BlockConfig", "Block", "CausalSelfAttention", "MLP", "init_weights", "adamw",
 ]
 
 PAD_MULTIPLE = 64
@@ -116,19 +116,26 @@ class GPTConfig:
         return cls(**d)
 
 
-def model_config(vocab_size: int, preset: str | None = "tiny", context: int = 256, **overrides: Any) -> GPTConfig:
-    """A config from a preset (None: GPTConfig's defaults), then any non-None overrides."""
+def preset_values(presets: dict[str, dict[str, Any]], preset: str | None, overridable: Iterable[str], overrides: dict[str, Any], what: str = "model") -> dict[str, Any]:
+    """A preset's fields (None: none, the config's defaults), then any non-None overrides; an
+    unknown preset or option is a one-line ToklabError. Shared by every model family's config."""
     values: dict[str, Any] = {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ToklabError(f"unknown model preset {preset!r}; presets: {', '.join(PRESETS)}")
-        values.update(PRESETS[preset])
+        if preset not in presets:
+            raise ToklabError(f"unknown {what} preset {preset!r}; presets: {', '.join(presets)}")
+        values.update(presets[preset])
+    allowed = tuple(overridable)
     for key, value in overrides.items():
-        if key not in OVERRIDABLE:
-            raise ToklabError(f"unknown model option {key!r}; options: {', '.join(OVERRIDABLE)}")
+        if key not in allowed:
+            raise ToklabError(f"unknown {what} option {key!r}; options: {', '.join(allowed)}")
         if value is not None:
             values[key] = value
-    return GPTConfig(vocab_size=vocab_size, context=context, **values)
+    return values
+
+
+def model_config(vocab_size: int, preset: str | None = "tiny", context: int = 256, **overrides: Any) -> GPTConfig:
+    """A config from a preset (None: GPTConfig's defaults), then any non-None overrides."""
+    return GPTConfig(vocab_size=vocab_size, context=context, **preset_values(PRESETS, preset, OVERRIDABLE, overrides))
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,16 @@ def adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, classes: int, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy in nats over the first `classes` logits (padded ids are no tokens: they stay
+    out of the softmax), in float32 because a bfloat16 log-softmax over tens of thousands of
+    classes loses the small probabilities. Targets of -100 are padding (loss 0 with "none")."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        real = logits[..., :classes].float()
+        loss = F.cross_entropy(real.reshape(-1, classes), targets.reshape(-1), reduction=reduction)
+    return loss.view(targets.shape) if reduction == "none" else loss
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -286,15 +303,7 @@ class GPT(nn.Module):
 
         if targets is None:
             return logits, None
-        V = self.config.vocab_size
-        # Padded ids are not tokens: leave them out of the softmax. float32 because a
-        # bfloat16 log-softmax over tens of thousands of classes loses the small probabilities.
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            real = logits[..., :V].float()
-            loss = F.cross_entropy(real.reshape(-1, V), targets.reshape(-1), reduction=reduction)
-        if reduction == "none":
-            loss = loss.view(targets.shape)
-        return logits, loss
+        return logits, cross_entropy(logits, targets, self.config.vocab_size, reduction)
 
     def num_params(self) -> int:
         """Every parameter; parameters() yields the tied embedding/head matrix once."""

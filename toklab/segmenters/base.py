@@ -73,7 +73,7 @@ class Segmenter:
     # Trainable kinds whose trainer runs in native code that returns to Python only when done:
     # trained in a child process (see child.py), so that Ctrl-C stops them at once.
     train_in_child: ClassVar[bool] = False
-    # What `toklab segmenters` shows (see options.describe): a one-line summary (default: the first
+    # What `toklab segmenters` shows (see registry.describe): a one-line summary (default: the first
     # line of the docstring), what follows `kind:` in a spec (trainable kinds: SIZE), and the
     # kind's `key=value` options, which its checks use too.
     summary: ClassVar[str] = ""

@@ -202,23 +202,3 @@ def option_table(options: "Iterable[Option]") -> dict[str, Option]:
             raise ValueError(f"option {option.name} is declared twice")
         table[option.name] = option
     return table
-
-
-# `describe` lists the registry's kinds, but the registry sits above this module (it imports
-# vocab_size_range), so it hands its catalogue down when it loads instead of being imported from
-# here; importing anything under toklab.segmenters loads the registry first.
-_catalog: Callable[[], dict[str, Any]] | None = None
-
-
-def set_catalog(catalog: Callable[[], dict[str, Any]]) -> None:
-    """Install the function `describe` answers with (the registry's `describe`)."""
-    global _catalog
-    _catalog = catalog
-
-
-def describe() -> dict[str, Any]:
-    """Every segmenter kind the registry knows, as plain data (JSON-ready): see
-    `toklab.segmenters.registry.describe`."""
-    if _catalog is None:
-        raise RuntimeError("toklab.segmenters.registry is not loaded")
-    return _catalog()

@@ -21,35 +21,12 @@ from toklab.errors import ToklabError, one_line
 from toklab.files import cache_dir, cache_key
 from toklab.segmenters.base import MANIFEST, Segmenter, SegmenterUnavailable, check_vocab_size, reading
 from toklab.segmenters.child import run_in_child
-from toklab.segmenters.options import MAX_VOCAB_SIZE, set_catalog, vocab_size_range
+from toklab.segmenters.kinds import BUILTIN, ENTRY_POINT_GROUP, EXAMPLES
+from toklab.segmenters.options import MAX_VOCAB_SIZE, vocab_size_range
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
 
-ENTRY_POINT_GROUP = "toklab.segmenters"
-BUILTIN: dict[str, str] = {
-    "bytes": "toklab.segmenters.bytes:ByteSegmenter",
-    "bpe": "toklab.segmenters.bpe:BPESegmenter",
-    "unigram": "toklab.segmenters.sentencepiece:UnigramSegmenter",
-    "spm-bpe": "toklab.segmenters.sentencepiece:SentencePieceBPESegmenter",
-    "spm": "toklab.segmenters.sentencepiece:SentencePieceFileSegmenter",
-    "tiktoken": "toklab.segmenters.pretrained:TiktokenSegmenter",
-    "hf": "toklab.segmenters.pretrained:HFTokenizerSegmenter",
-    "entropy": "toklab.segmenters.entropy:EntropySegmenter",
-    "zstd-dict": "toklab.segmenters.zstd_dict:ZstdDictSegmenter",
-}
-# One short spec per built-in kind, for help texts (`toklab tokenizer --help`, `toklab segmenters`).
-EXAMPLES: dict[str, str] = {
-    "bytes": "bytes",
-    "bpe": "bpe:32k",
-    "unigram": "unigram:32k",
-    "spm-bpe": "spm-bpe:32k",
-    "entropy": "entropy:target=4.5",
-    "zstd-dict": "zstd-dict:32k",
-    "tiktoken": "tiktoken:cl100k_base",
-    "hf": "hf:PATH",
-    "spm": "spm:PATH.model",
-}
 SAVED_FOLDER: dict[str, Any] = {
     "kind": "(saved folder)",
     "summary": "a segmenter saved by toklab (tokenizer train --out, or Segmenter.save), whatever its kind",
@@ -166,10 +143,8 @@ def segmenter_class(kind: str) -> type[Segmenter]:
     return cls
 
 
-def load_segmenter(directory: str | os.PathLike) -> Segmenter:
-    """Load a segmenter saved with `save`, whatever its kind. A damaged folder is a one-line
-    ToklabError naming the file."""
-    directory = Path(directory)
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a saved segmenter, checked for shape; a one-line ToklabError naming the file."""
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -185,11 +160,24 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
     params = manifest.get("params")
     if params is not None and not isinstance(params, dict):
         raise ToklabError(f"cannot read {path}: it is damaged (params is not an object)")
-    cls = segmenter_class(manifest["kind"])
+    return manifest
+
+
+def load_segmenter(directory: str | os.PathLike) -> Segmenter:
+    """Load a segmenter saved with `save`, whatever its kind. A damaged folder is a one-line
+    ToklabError naming the file."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    return load_saved(segmenter_class(manifest["kind"]), directory, manifest)
+
+
+def load_saved(cls: type[Segmenter], directory: Path, manifest: dict[str, Any]) -> Segmenter:
+    """A saved segmenter of class `cls`, from its folder and manifest (see `read_manifest`)."""
     with reading(directory):
         segmenter = cls._load(directory, manifest)
         size = segmenter.vocab_size
     check_vocab_size(directory, size, manifest)
+    params = manifest.get("params")
     segmenter.params = params if params is not None else segmenter.params
     segmenter.corpus_fingerprint = manifest.get("corpus_fingerprint")
     spec = manifest.get("spec")
@@ -431,6 +419,3 @@ def describe() -> dict[str, Any]:
         kinds.append(entry)
     kinds.append(dict(SAVED_FOLDER))
     return {"kinds": kinds, "max_vocab_size": MAX_VOCAB_SIZE}
-
-
-set_catalog(describe)  # so options.describe answers without importing this module
