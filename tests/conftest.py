@@ -100,11 +100,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def poison_training_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
-    """Make the GPT's `at_call`-th training forward pass return a NaN loss (evaluation is untouched)."""
+def poison_training_loss(monkeypatch: pytest.MonkeyPatch, at_call: int, model_class: type | None = None) -> None:
+    """Make the model's `at_call`-th training forward pass return a NaN loss (evaluation is
+    untouched). The model is the GPT unless `model_class` names another (the BLT)."""
     from toklab.gpt.model import GPT
 
-    real_forward = GPT.forward
+    model_class = model_class or GPT
+    real_forward = model_class.forward
     calls = {"n": 0}
 
     def poisoned(self, idx, targets=None, reduction="mean"):
@@ -115,4 +117,45 @@ def poison_training_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
                 loss = loss * float("nan")
         return logits, loss
 
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    monkeypatch.setattr(model_class, "forward", poisoned)
+
+
+PRETRAIN_WORDS = "the cat sat on a mat and the dog ran to the park where birds sing all day long".split()
+
+
+def write_word_corpus(path: Path, docs: int, words: int, seed: int) -> str:
+    """A JSONL corpus of `docs` documents of `words` random words each: small, fast to train on."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = [json.dumps({"id": str(i), "text": " ".join(PRETRAIN_WORDS[j] for j in rng.integers(0, len(PRETRAIN_WORDS), words))}) for i in range(docs)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def val_records(corpus_file: str) -> list[dict]:
+    """The records of a JSONL corpus that fall in the validation split (val_fraction 0.1)."""
+    import json
+
+    from toklab.corpus import split_of
+
+    records = [json.loads(line) for line in open(corpus_file, encoding="utf-8")]
+    return [r for r in records if split_of(r["id"], 0.1) == "val"]
+
+
+def crash_after_checkpoints(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """Make the run die (KeyboardInterrupt) right after its `count`-th checkpoint is written."""
+    import toklab.gpt.train as train_module
+
+    real_save = train_module.Trainer.save_checkpoint
+    saves = {"n": 0}
+
+    def crash(self):  # noqa: ANN001, ANN202
+        real_save(self)
+        saves["n"] += 1
+        if saves["n"] == count:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", crash)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import poison_training_loss
+from conftest import crash_after_checkpoints, poison_training_loss, val_records, write_word_corpus
 import toklab.gpt.train as train_module
 from toklab.cli import main
 from toklab.errors import ToklabError
@@ -29,12 +29,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pretrain") / "docs.jsonl"
-    words = "the cat sat on a mat and the dog ran to the park where birds sing all day long".split()
-    rng = np.random.default_rng(0)
-    lines = [json.dumps({"id": str(i), "text": " ".join(words[j] for j in rng.integers(0, len(words), 60))}) for i in range(400)]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    return write_word_corpus(tmp_path_factory.mktemp("pretrain") / "docs.jsonl", docs=400, words=60, seed=0)
 
 
 def test_loss_decreases_on_the_default_corpus_with_the_tiny_model(default_corpus_build, tmp_path):
@@ -51,13 +46,6 @@ def test_loss_decreases_on_the_default_corpus_with_the_tiny_model(default_corpus
     assert read_history(tmp_path / "run") == history
 
 
-def _val_records(corpus_file: str) -> list[dict]:
-    from toklab import split_of
-
-    records = [json.loads(line) for line in open(corpus_file, encoding="utf-8")]
-    return [r for r in records if split_of(r["id"], 0.1) == "val"]
-
-
 def test_bits_per_byte_is_total_loss_over_ln2_times_the_bytes_of_every_validation_document(corpus_file, tmp_path):
     assert bits_per_byte(math.log(2) * 12.0, 4) == pytest.approx(3.0)  # 12 bits over 4 bytes
     result = pretrain(corpus_file, "bytes", steps=5, out=tmp_path / "run", **TINY)
@@ -68,7 +56,7 @@ def test_bits_per_byte_is_total_loss_over_ln2_times_the_bytes_of_every_validatio
     model = GPT(GPTConfig.from_dict(json.loads((tmp_path / "run" / "run.json").read_text())["model"]))
     model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
     model.eval()
-    val = _val_records(corpus_file)
+    val = val_records(corpus_file)
     per_doc, n_bytes, n_tokens = {}, 0, 0
     with torch.no_grad():
         for r in val:
@@ -168,19 +156,10 @@ def test_resume_gives_the_same_losses(corpus_file, tmp_path, monkeypatch):
     options = dict(steps=30, eval_every=5, checkpoint_every=10, **TINY)
     whole = pretrain(corpus_file, "bytes", out=tmp_path / "whole", **options)
 
-    real_save = train_module.Trainer.save_checkpoint
-    saves = {"n": 0}
-
-    def crash_after_second_checkpoint(self):
-        real_save(self)
-        saves["n"] += 1
-        if saves["n"] == 2:
-            raise KeyboardInterrupt  # the process dies right after the step-20 checkpoint
-
-    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", crash_after_second_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(corpus_file, "bytes", out=tmp_path / "cut", **options)
-    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", real_save)
+    with monkeypatch.context() as patched:
+        crash_after_checkpoints(patched, 2)  # the process dies right after the step-20 checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(corpus_file, "bytes", out=tmp_path / "cut", **options)
     assert [h["step"] for h in read_history(tmp_path / "cut")] == [0, 5, 10, 15, 20]
     first_session_wall = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["wall"]
     assert first_session_wall > 0

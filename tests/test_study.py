@@ -199,3 +199,25 @@ def test_a_study_too_big_for_a_cpu_says_so(capsys, small_corpus, tmp_path):
         main(["study", "-c", path, "--flops", "1e16,1e17", "--out", str(tmp_path / "big")])
     assert exit_info.value.code == 2 and "--yes" in capsys.readouterr().err
     assert not (tmp_path / "big").exists()
+
+
+def test_patch_model_rows_beside_token_rows_on_the_same_bytes(small_corpus, tmp_path):
+    """blt: rows train the patch model on the same budgets and score the same validation bytes;
+    their bytes/token column is bytes per patch; a filtered variant is refused with a note."""
+    path, records = small_corpus
+    val = [r for r in records if split_of(r["id"], 0.1) == "val"]
+    val_bytes = sum(len(r["text"].encode("utf-8")) for r in val)
+    result = run_study(path, ["bytes", "blt:static,size=4", "blt:space"], [3e8], model="tiny", context_bytes=64, seeds=2, filter_t=0.3, batch_size=4, out=tmp_path / "s")
+    rows = result.table.set_index("segmenter")
+    assert set(rows.index) == {"bytes", "blt:static,size=4", "blt:space"}
+    assert result.runs.val_bytes_scored.eq(val_bytes).all() and result.runs.val_docs_scored.eq(len(val)).all()
+    assert rows.loc["blt:static,size=4", "bytes_per_token"] == pytest.approx(4.0, rel=0.05)
+    assert rows.loc["blt:space", "context"] == 64 and rows.loc["blt:space", "vocab_size"] == 514
+    train = [r["text"] for r in records if split_of(r["id"], 0.1) == "train"]
+    # a patch per word (words are short of max_len), and each end-of-text one of its own: the
+    # stream is end-of-text, doc, end-of-text, ..., doc, end-of-text
+    patches = sum(len(t.split(" ")) for t in train) + len(train) + 1
+    assert rows.loc["blt:space", "bytes_per_token"] == pytest.approx(sum(len(t.encode()) for t in train) / patches, rel=1e-9)
+    assert any("no filtered runs for blt:space" in n for n in result.notes)
+    assert any(n.startswith("blt:space: ") and "bytes per patch" in n for n in result.notes)
+    assert not result.table.filtered[result.table.segmenter.str.startswith("blt:")].any()

@@ -462,7 +462,8 @@ TRAIN_PANEL = "Training"
 def pretrain_command(
     corpus: Any,
     segmenter: Annotated[str, typer.Option("--segmenter", "--segmenters", "-s", help="Segmenter spec, e.g. bytes, bpe:32k, tiktoken:gpt2, or a saved segmenter folder.")] = "bytes",
-    model: Annotated[str, typer.Option("--model", "-m", help="Model preset: tiny, small, medium or gpt2-124m.")] = "tiny",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model preset: tiny, small, medium or gpt2-124m (--arch blt: tiny, small or gpu).")] = "tiny",
+    arch: Annotated[str, typer.Option("--arch", help="gpt (a GPT over the segmenter's tokens) or blt (a byte-latent patch model: -s is then a patcher, e.g. static:size=4.5, space, entropy:target=4.5 or bpe:4k for its token boundaries).")] = "gpt",
     n_layer: Annotated[Optional[int], typer.Option("--n-layer", min=1, help="Layers (overrides the preset).")] = None,
     n_head: Annotated[Optional[int], typer.Option("--n-head", min=1, help="Attention heads (overrides the preset).")] = None,
     d_model: Annotated[Optional[int], typer.Option("--d-model", min=1, help="Width (overrides the preset).")] = None,
@@ -492,7 +493,8 @@ def pretrain_command(
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """Train a GPT on the corpus cut by one segmenter; report loss, bits-per-byte and FLOPs.
+    """Train a GPT on the corpus cut by one segmenter (or, with --arch blt, a byte-latent patch
+    model on its bytes cut into patches); report loss, bits-per-byte and FLOPs.
 
     The corpus is segmented into cached token shards (its train/validation split); training stops
     at the budget (--flops, --tokens, --steps or --minutes). Validation bits-per-byte does not
@@ -500,7 +502,7 @@ def pretrain_command(
     from toklab.pretrain import pretrain, pretrain_seeds
 
     options: dict[str, Any] = dict(
-        model=model, context=context, context_bytes=context_bytes, n_layer=n_layer, n_head=n_head, d_model=d_model,
+        model=model, arch=arch, context=context, context_bytes=context_bytes, n_layer=n_layer, n_head=n_head, d_model=d_model,
         flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, yes=yes, progress=True,
         batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every,
         val_bytes=None if val_all else val_bytes, eval_bytes=eval_bytes, checkpoint_every=checkpoint_every, device=device, dtype=dtype, compile=compile,
@@ -553,6 +555,9 @@ def _print_run(result: Any, corpus_spec: str) -> None:
         f"{result.unique_train_bytes:,} distinct bytes; run: {result.out}",
         highlight=False,
     )
+    if result.patches:
+        patches = result.patches
+        console.print(f"patches: {patches['patcher']}, {patches['bytes_per_patch']:.2f} bytes per patch on the training split; BLT's logging convention: {patches['blt_logging_flops_per_byte']:.3g} FLOPs per byte", highlight=False)
     _print_notes(result.notes[1:])
 
 

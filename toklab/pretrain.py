@@ -38,6 +38,12 @@ FLOPS_FORMULA = (
     "FLOPs per token = 6N + 12·L·T·d, N = every matmul weight (attention and MLP of each layer, and the "
     "output head over the padded vocabulary; not the embedding lookup), L layers, T context, d width"
 )
+BLT_FLOPS_FORMULA = (
+    "BLT FLOPs per byte position = local encoder + pooling + decoder with its byte head (6N + 12·L·K·d per "
+    "byte, K the keys the windowed attention computes) + (global transformer + its projections) ÷ positions "
+    "per patch; embedding lookups, n-gram hashing and elementwise work are not counted (toklab.gpt.blt)"
+)
+ARCHS = ("gpt", "blt")  # a token GPT, or a byte-latent patch model over flagged bytes
 
 
 def _budget(flops: float | None, tokens: float | None, steps: int | None, minutes: float | None) -> Budget:
@@ -112,6 +118,17 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
     return plan
 
 
+def _patched(segmenter: "str | Segmenter", corpus: "Corpus", progress: bool) -> "Segmenter":
+    """The flagged bytes a BLT reads, from a patcher spec (or a PatchedBytes already built)."""
+    from toklab.segmenters.patchers import PatchedBytes, load_patcher
+
+    if isinstance(segmenter, PatchedBytes):
+        return segmenter
+    if not isinstance(segmenter, str):
+        raise ToklabError(f"--arch blt needs a patcher spec (static, space, entropy:..., or a segmenter's spec), not the segmenter {segmenter.spec}")
+    return load_patcher(segmenter, corpus, progress=progress)
+
+
 def pretrain(
     corpus: "str | Corpus" = "default",
     segmenter: "str | Segmenter" = "bytes",
@@ -126,6 +143,7 @@ def pretrain(
     tokens: float | None = None,
     steps: int | None = None,
     minutes: float | None = None,
+    arch: str = "gpt",
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -142,6 +160,11 @@ def pretrain(
     options are `TrainConfig` fields (batch_size, batch_tokens, lr, schedule, eval_every,
     val_bytes, eval_bytes, checkpoint_every, seed, device, dtype, compile). A run estimated at
     over 24 hours on this machine is refused unless `yes`.
+
+    `arch="blt"` trains the byte-latent patch model (toklab.gpt.blt) instead: `segmenter` is then a
+    patcher spec (`static:size=4.5`, `space`, `entropy:target=4.5`, or any segmenter's token
+    boundaries, e.g. `bpe:4k`), `model` a BLT preset (tiny, small, gpu), and `context` (or
+    `context_bytes`) is in bytes.
     """
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
@@ -157,16 +180,31 @@ def pretrain(
         raise ToklabError(f"--context must be at least 2, got {context}")
     if context_bytes is not None and context_bytes < 2:
         raise ToklabError(f"--context-bytes must be at least 2, got {context_bytes}")
+    if arch not in ARCHS:
+        raise ToklabError(f"unknown --arch {arch!r} (use {' or '.join(ARCHS)})")
+    if arch == "blt" and any(v is not None for v in (n_layer, n_head, d_model)):
+        raise ToklabError("--n-layer, --n-head and --d-model shape a GPT; a BLT takes a --model preset (tiny, small, gpu)")
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress)
-    seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
+    if arch == "blt":
+        seg = _patched(segmenter, corpus, progress)
+    else:
+        seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
     data = build_token_data(corpus, seg, progress=progress)
-    if context_bytes is not None:
-        context = context_for_bytes(context_bytes, data.bytes_per_token("train"))
-    preset = model if not (n_layer and n_head and d_model) else None
-    shape = model_config(seg.vocab_size, preset, context, n_layer=n_layer, n_head=n_head, d_model=d_model)
-    custom = any(v is not None for v in (n_layer, n_head, d_model))
-    name = f"L{shape.n_layer}-H{shape.n_head}-d{shape.d_model}" if custom or preset is None else preset
+    if arch == "blt":
+        from toklab.gpt.blt import blt_config
+
+        preset = model or "tiny"
+        context = context_bytes or context  # a BLT's context is bytes already
+        shape: Any = blt_config(preset, context)
+        name = f"blt-{preset}"
+    else:
+        if context_bytes is not None:
+            context = context_for_bytes(context_bytes, data.bytes_per_token("train"))
+        preset = model if not (n_layer and n_head and d_model) else None
+        shape = model_config(seg.vocab_size, preset, context, n_layer=n_layer, n_head=n_head, d_model=d_model)
+        custom = any(v is not None for v in (n_layer, n_head, d_model))
+        name = f"L{shape.n_layer}-H{shape.n_head}-d{shape.d_model}" if custom or preset is None else preset
     out_path = Path(out) if out is not None else default_out(corpus, seg.spec, name, budget, seed=config.seed, context=_context_label(shape.context, context_bytes))
     run = {
         "corpus": corpus.spec,
@@ -178,6 +216,8 @@ def pretrain(
         "model": shape.to_dict(),
         "train": config.to_dict(),
     }
+    if arch != "gpt":  # only then: a GPT run's run.json stays what earlier versions wrote
+        run["arch"] = arch
     check_outside(out_path, corpus.input_roots())
     if not (resume or overwrite) and _finished(out_path, run):  # before the model is built: there is nothing to train
         result = read_run(out_path)
@@ -351,6 +391,24 @@ class _progress_bar:
             self.bar.__exit__(*exc)
 
 
+def _patch_figures(trainer: Trainer, seg: "Segmenter", shape: Any) -> dict[str, Any]:
+    """What a BLT run's patches were: bytes per patch on the training split, the patcher, the FLOPs
+    per byte by part, BLT's own logging figure, and the entropy model's FLOPs (apart)."""
+    from toklab.gpt.blt import blt_logging_flops_per_byte
+
+    per_patch = trainer.positions_per_patch
+    patches = trainer.data.tokens("train") / per_patch
+    return {
+        "patcher": getattr(seg, "patcher_spec", seg.spec),
+        "causal": bool(getattr(seg, "causal", True)),
+        "bytes_per_patch": trainer.data.bytes("train") / max(patches, 1.0),
+        "positions_per_patch": per_patch,
+        "flops_per_byte_by_part": shape.flops_breakdown(per_patch),
+        "blt_logging_flops_per_byte": blt_logging_flops_per_byte(shape, per_patch),
+        "entropy_flops_per_byte": getattr(seg, "entropy_flops_per_byte", None),
+    }
+
+
 def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig, out: Path, wall: float) -> RunResult:
     import torch
 
@@ -361,7 +419,12 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     device = torch.cuda.get_device_name(trainer.device) if trainer.device_type == "cuda" else "cpu"
     peak = gpu_peak_flops(device) if trainer.device_type == "cuda" else None
     mfu = trainer.flops_per_token * tokens_per_s / peak if peak else None
-    notes = [FLOPS_FORMULA] + list(trainer.data.manifest.get("read_notes", []))
+    patches = _patch_figures(trainer, seg, shape) if trainer.positions_per_patch is not None else None
+    notes = [BLT_FLOPS_FORMULA if patches else FLOPS_FORMULA] + list(trainer.data.manifest.get("read_notes", []))
+    if patches and not patches["causal"]:
+        notes.append(f"the patcher {patches['patcher']} is not causal: a patch boundary can depend on later bytes of the same pre-token, so the model sees a little of the future and its bits-per-byte is optimistic")
+    if patches and patches["entropy_flops_per_byte"]:
+        notes.append(f"the entropy model's own forward FLOPs ({patches['entropy_flops_per_byte']:,.0f} per byte) are reported apart and not in the budget")
     if trainer.device_type == "cuda" and peak is None:
         notes.append(f"no MFU: {device} is not in toklab's table of GPU peaks")
     stream = trainer.stream
@@ -371,7 +434,7 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     return RunResult(
         out=out,
         segmenter=seg.spec,
-        model={**shape.to_dict(), "padded_vocab_size": shape.padded_vocab_size, "params": trainer.model.num_params(), "matmul_params": trainer.model.matmul_params()},
+        model={"vocab_size": seg.vocab_size, **shape.to_dict(), "padded_vocab_size": shape.padded_vocab_size, "params": trainer.model.num_params(), "matmul_params": trainer.model.matmul_params()},
         train={**config.to_dict(), "accumulation": trainer.accumulation, "tokens_per_step": trainer.tokens_per_step},
         steps=trainer.step,
         tokens=tokens,
@@ -398,17 +461,42 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
         stopped_by=stopped,
         history=list(trainer.history),
         notes=notes,
+        arch="blt" if patches else "gpt",
+        patches=patches,
     )
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
+def describe_model(result: RunResult) -> str:
+    """The model's shape in one line (a GPT's or a BLT's)."""
+    m = result.model
+    if result.arch == "blt":
+        return (
+            f"BLT: local width {m['local_d']} ({m['encoder_layers']} encoder + {m['decoder_layers']} decoder layers, window {m['local_window']} bytes), "
+            f"global {m['global_layers']} layers of width {m['global_d']}, {m['pooling']} pooling, context {m['context']} bytes, {m['params']:,} parameters"
+        )
+    return f"{m['n_layer']} layers, {m['n_head']} heads, d_model {m['d_model']}, context {m['context']}, vocab {m['vocab_size']:,} (padded {m['padded_vocab_size']:,}), {m['params']:,} parameters"
+
+
+def _patch_rows(patches: dict[str, Any]) -> list[tuple[str, str]]:
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in patches["flops_per_byte_by_part"].items())
+    entropy = patches.get("entropy_flops_per_byte")
+    return [
+        ("patches", f"{patches['patcher']}: {patches['bytes_per_patch']:.2f} bytes per patch on the training split" + ("" if patches["causal"] else " (not causal)")),
+        ("FLOPs per byte position by part", parts),
+        ("BLT's logging FLOPs per byte (6N + 7LTd)", f"{patches['blt_logging_flops_per_byte']:,.0f}"),
+        ("entropy model FLOPs per byte (forward, not in the budget)", f"{entropy:,.0f}" if entropy else "none"),
+    ]
+
+
 def summary_markdown(result: RunResult) -> str:
     m, t = result.model, result.train
     rows = [
         ("segmenter", result.segmenter),
-        ("model", f"{m['n_layer']} layers, {m['n_head']} heads, d_model {m['d_model']}, context {m['context']}, vocab {m['vocab_size']:,} (padded {m['padded_vocab_size']:,}), {m['params']:,} parameters"),
+        ("model", describe_model(result)),
+        *(_patch_rows(result.patches) if result.patches else []),
         ("budget", f"{t['budget']['kind']} {t['budget']['value']:g}"),
         ("steps", f"{result.steps:,} ({t['tokens_per_step']:,} tokens per step: batch {t['batch_size']} x {t['accumulation']} accumulation)"),
         ("tokens seen", f"{result.tokens:,}"),
@@ -428,7 +516,7 @@ def summary_markdown(result: RunResult) -> str:
         ("wall time", f"{result.wall_s:,.1f} s"),
     ]
     lines = [f"# Pretrain run: {result.out.name}\n", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    lines += ["", f"{FLOPS_FORMULA}.", "", SCORING_NOTE, ""]
+    lines += ["", f"{BLT_FLOPS_FORMULA if result.patches else FLOPS_FORMULA}.", "", SCORING_NOTE, ""]
     lines += ["![loss](loss.png)", "", "![bits per byte](bits_per_byte.png)", ""]
     return "\n".join(lines)
 
@@ -471,7 +559,7 @@ def write_run_report(result: RunResult) -> None:
     payload = {**result.summary(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_text_atomic(out / "summary.json", json.dumps(payload, indent=2, default=str) + "\n")
     write_text_atomic(out / "summary.md", summary_markdown(result))
-    plot_curves(result.history, out, f"{result.segmenter}: {result.model['n_layer']} layers, d {result.model['d_model']}")
+    plot_curves(result.history, out, f"{result.segmenter}: " + (f"BLT, global {result.model['global_layers']} layers, d {result.model['global_d']}" if result.arch == "blt" else f"{result.model['n_layer']} layers, d {result.model['d_model']}"))
 
 
 def read_run(run_dir: str | os.PathLike) -> RunResult:
@@ -520,6 +608,8 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, max_new_tokens: int 
     run = read_run_file(run_dir)
     if run is None or not isinstance(run.get("model"), dict):
         raise ToklabError(f"{run_dir / RUN_FILE} is damaged; it is not the run file toklab wrote")
+    if run.get("arch", "gpt") != "gpt":
+        raise ToklabError(f"{run_dir} holds a {run['arch']} run; sampling is for GPT runs only (a patch model's byte sampler is not built yet)")
     if not (run_dir / CHECKPOINT).is_file():
         raise ToklabError(f"{run_dir} has no {CHECKPOINT} yet")
     if max_new_tokens < 1:

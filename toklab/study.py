@@ -258,11 +258,17 @@ def run_study(
     start = time.perf_counter()
     from toklab.segmenters import get_segmenters
 
-    loaded, skipped_notes = get_segmenters(specs, corpus, progress=progress)  # unavailable ones are skipped, with a note
-    if not loaded:
+    from toklab.segmenters.patchers import ROW_PREFIX, load_patcher
+
+    token_specs = [spec for spec in specs if not spec.startswith(ROW_PREFIX)]
+    loaded, skipped_notes = get_segmenters(token_specs, corpus, progress=progress) if token_specs else ([], [])  # unavailable ones are skipped, with a note
+    # (row label, segmenter, architecture): a token GPT per segmenter, a patch model per blt: row
+    rows = [(seg.spec, seg, "gpt") for seg in loaded]
+    rows += [(spec, load_patcher(spec, corpus, progress=progress), "blt") for spec in specs if spec.startswith(ROW_PREFIX)]
+    if not rows:
         raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(skipped_notes))
-    _check_budgets(corpus, loaded, budgets, model, context, context_bytes, train_options, progress)
-    compared = run_compare(corpus, specs, compressors=False, progress=progress)
+    _check_budgets(corpus, rows, budgets, model, context, context_bytes, train_options, progress)
+    compared = run_compare(corpus, token_specs or ["bytes"], compressors=False, progress=progress)
     _prepare(out_path, config, replace)  # only now, with every setting checked, is an old study replaced
     if replace and progress:
         from toklab.progress import stderr_console
@@ -275,36 +281,43 @@ def run_study(
     histories: dict[str, list[dict[str, Any]]] = {}
     documents: dict[str, "pd.DataFrame"] = {}
     skipped = 0
-    for seg in loaded:
+    for label, seg, arch in rows:
         notes += [n for n in build_token_data(corpus, seg, progress=progress).manifest.get("read_notes", []) if n not in notes]
         variants: list[tuple[bool, Any]] = [(False, corpus)]
-        keep_rates[(seg.spec, False)] = None
-        if filter_t is not None:
+        keep_rates[(label, False)] = None
+        if filter_t is not None and arch == "blt":
+            notes.append(f"no filtered runs for {label}: the Cramming rule counts tokens, and a patch model reads bytes")
+        elif filter_t is not None:
             filtered = CrammingFiltered(corpus, seg, filter_t)
             train_bytes = build_token_data(corpus, seg, progress=progress).bytes("train")
             try:
                 kept_bytes = build_token_data(filtered, seg, progress=progress).bytes("train")
             except ToklabError:  # the threshold leaves no training document
                 kept_bytes = 0
-            keep_rates[(seg.spec, True)] = kept_bytes / train_bytes if train_bytes else 0.0
+            keep_rates[(label, True)] = kept_bytes / train_bytes if train_bytes else 0.0
             if kept_bytes:
                 variants.append((True, filtered))
             else:
-                notes.append(f"no filtered runs for {seg.spec}: at t={filter_t:g} no training document has tokens <= t x chars")
+                notes.append(f"no filtered runs for {label}: at t={filter_t:g} no training document has tokens <= t x chars")
         for is_filtered, train_corpus in variants:
             for budget in budgets:
                 for seed in config["seeds"]:
-                    name = _run_name(seg.spec, is_filtered, filter_t, budget, seed)
+                    name = _run_name(label, is_filtered, filter_t, budget, seed)
                     run_dir = out_path / RUNS / name
                     summary, history, was_done = _run_or_reuse(
-                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed, "yes": yes}
+                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed, "yes": yes, "arch": arch}
                     )
+                    patches = summary.get("patches")
+                    if patches and budget == budgets[0] and seed == config["seeds"][0]:
+                        notes.append(_patch_note(label, patches))
                     skipped += was_done
                     histories[name] = history
                     documents[name] = _documents(run_dir)
                     runs.append({
-                        "segmenter": seg.spec, "filtered": is_filtered, "budget_flops": budget, "seed": seed, "flops": summary["flops"],
-                        "context": summary["model"]["context"], "vocab_size": summary["model"]["vocab_size"], "bytes_per_token": summary["flops_per_token"] / summary["flops_per_byte"],
+                        "segmenter": label, "filtered": is_filtered, "budget_flops": budget, "seed": seed, "flops": summary["flops"],
+                        "context": summary["model"]["context"], "vocab_size": summary["model"]["vocab_size"],
+                        # a patch model's unit is the patch its global transformer reads
+                        "bytes_per_token": patches["bytes_per_patch"] if patches else summary["flops_per_token"] / summary["flops_per_byte"],
                         "flops_per_byte": summary["flops_per_byte"], "bytes_seen": summary["unique_train_bytes"],
                         "train_bytes_seen": summary["train_bytes_seen"], "epochs": summary["epochs"], "val_bits_per_byte": summary["val_bits_per_byte"],
                         "val_docs_scored": summary["val_docs_scored"], "val_bytes_scored": summary["val_bytes_scored"], "val_loss": summary["val_loss"],
@@ -330,8 +343,9 @@ def run_study(
     return result
 
 
-def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:
+def _check_budgets(corpus: Any, rows: list[tuple[str, Any, str]], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:
     """Every run's budget must allow at least one step: checked before anything is written."""
+    from toklab.gpt.blt import blt_config
     from toklab.gpt.data import build_token_data
     from toklab.gpt.model import model_config
     from toklab.gpt.train import Budget, pick_device, step_size
@@ -339,13 +353,27 @@ def _check_budgets(corpus: Any, loaded: list[Any], budgets: list[float], model: 
 
     pick_device(options.get("device", "auto"))
     batch_size = int(options.get("batch_size", 8))
-    for seg in loaded:
-        tokens = context
-        if context_bytes is not None:
-            tokens = context_for_bytes(context_bytes, build_token_data(corpus, seg, progress=progress).bytes_per_token("train"))
-        shape = model_config(seg.vocab_size, model, tokens)
+    for _, seg, arch in rows:
+        if arch == "blt":  # context in bytes; FLOPs per byte at the training split's patch length
+            tokens = context_bytes or context
+            per_token = blt_config(model, tokens).flops_per_byte(build_token_data(corpus, seg, progress=progress).positions_per_patch("train"))
+        else:
+            tokens = context
+            if context_bytes is not None:
+                tokens = context_for_bytes(context_bytes, build_token_data(corpus, seg, progress=progress).bytes_per_token("train"))
+            per_token = model_config(seg.vocab_size, model, tokens).flops_per_token()
         _, per_step = step_size(batch_size, tokens, options.get("batch_tokens"))
-        Budget("flops", min(budgets)).total_steps(per_step, shape.flops_per_token())
+        Budget("flops", min(budgets)).total_steps(per_step, per_token)
+
+
+def _patch_note(label: str, patches: dict[str, Any]) -> str:
+    """What a patch model's row means: its patches, and the FLOPs the budget leaves out."""
+    entropy = patches.get("entropy_flops_per_byte")
+    return (
+        f"{label}: {patches['bytes_per_patch']:.2f} bytes per patch on the training split (its bytes/token column)"
+        + ("" if entropy is None else f"; its entropy model costs {entropy:,.0f} FLOPs per byte (forward; not in the budget)" if entropy else "; its n-gram entropy model is table lookups (no matmul FLOPs)")
+        + ("" if patches["causal"] else "; its patcher is not causal (token boundaries can depend on later bytes), so its bits-per-byte is optimistic")
+    )
 
 
 def _run_or_reuse(

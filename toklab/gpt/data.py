@@ -149,6 +149,17 @@ class TokenData:
         """UTF-8 bytes per token of a split, the <|endoftext|> between documents counted as a token."""
         return self.bytes(split) / max(self.tokens(split), 1)
 
+    def positions_per_patch(self, split: str = "train", flag: int = 257) -> float:
+        """For flagged-byte data (toklab.segmenters.patchers): input positions per patch of a split,
+        counted over its shards (an id at or above `flag` starts a patch; end-of-text positions
+        count, as the model computes them)."""
+        positions = starts = 0
+        for path in self.shards(split):
+            ids = read_shard(path)
+            positions += len(ids)
+            starts += int(np.count_nonzero(ids >= flag))
+        return positions / max(starts, 1)
+
     def val_documents(self) -> "pd.DataFrame":
         """One row per validation document in split order: id, source, bytes, tokens (without the
         <|endoftext|> after it) and start (the position of its first token in the split's stream)."""

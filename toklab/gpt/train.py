@@ -236,6 +236,8 @@ class RunResult:
     stopped_by: str
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    arch: str = "gpt"  # "blt": a byte-latent patch model, whose tokens are byte positions
+    patches: dict[str, Any] | None = None  # a BLT's patches: bytes per patch, the patcher, its FLOPs
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "history"}
@@ -309,6 +311,7 @@ class Trainer:
         import torch
 
         from toklab.gpt.data import TokenStream, ValidationSet
+        from toklab.gpt.blt import BLT, BLTConfig
         from toklab.gpt.model import GPT
 
         self.data, self.model_config, self.config, self.out = data, model_config, config, Path(out)
@@ -322,11 +325,17 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         seed_everything(config.seed)
-        self.model = GPT(model_config).to(self.device)
+        if isinstance(model_config, BLTConfig):  # a patch model reads flagged bytes (toklab.segmenters.patchers)
+            self.positions_per_patch: float | None = data.positions_per_patch("train")
+            self.model = BLT(model_config).to(self.device)
+            self.flops_per_token = model_config.flops_per_byte(self.positions_per_patch)
+        else:
+            self.positions_per_patch = None
+            self.model = GPT(model_config).to(self.device)
+            self.flops_per_token = model_config.flops_per_token()
         self.optimizer = self.model.optimizer(config.lr, config.weight_decay, config.betas, self.device_type)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.accumulation, self.tokens_per_step = step_size(config.batch_size, model_config.context, config.batch_tokens)
-        self.flops_per_token = model_config.flops_per_token()
         self.total_steps = config.budget.total_steps(self.tokens_per_step, self.flops_per_token)
         self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed, byte_lengths=data.byte_lengths)
         self.validation = ValidationSet(data, model_config.context, config.val_bytes)
