@@ -280,3 +280,22 @@ def test_a_minutes_budget_stops_on_time(corpus_file, tmp_path):
     assert result.stopped_by == "minutes" and result.steps >= 1
     assert read_history(tmp_path / "run")[-1]["elapsed_s"] >= 0.6  # 0.01 minutes of training steps
     assert read_history(tmp_path / "run")[-1]["step"] == result.steps
+
+
+def test_a_typed_train_config_and_keyword_options_give_the_same_run(corpus_file, tmp_path):
+    from toklab.gpt.train import train_config
+
+    by_keywords = pretrain(corpus_file, "bytes", steps=3, lr=2e-3, out=tmp_path / "a", **TINY)
+    typed = TrainConfig(budget=Budget("steps", 3), lr=2e-3, batch_size=4, eval_bytes=2048)
+    by_config = pretrain(corpus_file, "bytes", context=32, train=typed, out=tmp_path / "b")
+    first = json.loads((tmp_path / "a" / "run.json").read_text())["train"]
+    assert first == json.loads((tmp_path / "b" / "run.json").read_text())["train"]
+    assert first["lr"] == 2e-3 and first["batch_size"] == 4 and first["budget"] == {"kind": "steps", "value": 3.0}
+    assert by_keywords.val_bits_per_byte == by_config.val_bits_per_byte
+    # keywords set fields on top of the config; a budget argument replaces the config's
+    merged = train_config(typed, Budget("flops", 1e9), {"seed": 7})
+    assert (merged.lr, merged.seed, merged.budget, merged.batch_size) == (2e-3, 7, Budget("flops", 1e9), 4)
+    with pytest.raises(TypeError, match="unknown training options: learning_rate"):
+        train_config(None, None, {"learning_rate": 1.0})
+    with pytest.raises(ToklabError, match="--lr must be a positive"):
+        train_config(typed, None, {"lr": -1.0})

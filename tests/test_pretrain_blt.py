@@ -61,6 +61,12 @@ def test_bits_per_byte_by_hand_and_the_same_bytes_as_a_bytes_gpt(corpus_file, tm
     # FLOPs: the model's count at the training split's positions per patch (4 bytes, and each
     # document's end-of-text starts a patch of its own)
     assert result.arch == "blt" and result.patches["bytes_per_patch"] == pytest.approx(4.0, rel=0.05)
+    # static patches of 4: every one 4 bytes but each document's last (its length mod 4)
+    stats = result.patches["patch_bytes"]
+    val_ids = {r["id"] for r in val_records(corpus_file)}
+    train = [len(json.loads(line)["text"].encode()) for line in open(corpus_file) if json.loads(line)["id"] not in val_ids]
+    assert stats["median"] == 4 and stats["p90"] == 4 and stats["max"] == 4
+    assert stats["mean"] == pytest.approx(sum(train) / sum(math.ceil(n / 4) for n in train), rel=1e-12)
     expected = blt_config("tiny", 32).flops_per_byte(result.patches["positions_per_patch"])
     assert result.flops_per_token == pytest.approx(expected, rel=1e-12)
     assert result.flops == pytest.approx(result.steps * 4 * 32 * expected, rel=1e-12)

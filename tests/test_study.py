@@ -221,3 +221,16 @@ def test_patch_model_rows_beside_token_rows_on_the_same_bytes(small_corpus, tmp_
     assert any("no filtered runs for blt:space" in n for n in result.notes)
     assert any(n.startswith("blt:space: ") and "bytes per patch" in n for n in result.notes)
     assert not result.table.filtered[result.table.segmenter.str.startswith("blt:")].any()
+
+
+def test_a_typed_train_config_reaches_every_run(small_corpus, tmp_path):
+    from toklab.gpt.train import TrainConfig
+
+    path, _ = small_corpus
+    result = run_study(path, ["bytes"], [2e8], model="tiny", context=32, seeds=2, train=TrainConfig(batch_size=4, lr=2e-3, seed=3), eval_bytes=2048, out=tmp_path / "s")
+    config = json.loads((tmp_path / "s" / "study.json").read_text())["config"]
+    assert config["seeds"] == [3, 4] and config["train"] == {"batch_size": 4, "eval_bytes": 2048, "lr": 2e-3}
+    for run, seed in zip(result.runs.run, (3, 4)):
+        train = json.loads((tmp_path / "s" / "runs" / run / "run.json").read_text())["train"]
+        assert (train["batch_size"], train["lr"], train["seed"], train["eval_bytes"]) == (4, 2e-3, seed, 2048)
+        assert train["budget"] == {"kind": "flops", "value": 2e8}

@@ -22,7 +22,7 @@ from toklab.measures import TextStats, check_threshold, compressor_rows, segment
 if TYPE_CHECKING:
     import pandas as pd
 
-    from toklab.corpus import Corpus
+    from toklab.corpus import Corpus, CorpusOptions
 
 DEFAULT_SEGMENTERS = ["bytes", "bpe:32k", "unigram:32k", "entropy:target=4.5", "zstd-dict:32k"]
 TIKTOKEN_ENCODINGS = ["gpt2", "p50k_base", "cl100k_base", "o200k_base"]  # r50k_base is gpt2 under another name
@@ -256,6 +256,16 @@ def _per_source_table(long: "pd.DataFrame") -> "pd.DataFrame":
     return wide
 
 
-def compare(corpus: "str | Corpus" = "default", segmenters: Sequence[str] | None = None, **kwargs: Any) -> "pd.DataFrame":
-    """The compare table as a DataFrame (one row per segmenter, then one per compressor)."""
-    return run_compare(corpus, segmenters, **kwargs).table
+def compare(
+    corpus: "str | Corpus" = "default", segmenters: Sequence[str] | None = None, *, compressors: bool = True, threshold: float = 0.3,
+    options: "CorpusOptions | None" = None, progress: bool = False, **corpus_options: Any,
+) -> "pd.DataFrame":
+    """The compare table as a DataFrame (one row per segmenter, then one per compressor). A corpus
+    given by name is opened with `options` (a CorpusOptions) and keyword overrides of its fields."""
+    from toklab.corpus import open_corpus
+
+    if isinstance(corpus, str):
+        corpus = open_corpus(corpus, options, progress=progress, **corpus_options)
+    elif options is not None or corpus_options:
+        raise TypeError("pass corpus options to open_corpus when giving a Corpus")
+    return run_compare(corpus, segmenters, compressors=compressors, threshold=threshold, progress=progress).table

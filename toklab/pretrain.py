@@ -12,7 +12,7 @@ import datetime
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from toklab.errors import ToklabError, one_line
 from toklab.files import check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
 from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 from toklab.text import count, short_number
-from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
+from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, train_config, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -46,10 +46,13 @@ BLT_FLOPS_FORMULA = (
 ARCHS = ("gpt", "blt")  # a token GPT, or a byte-latent patch model over flagged bytes
 
 
-def _budget(flops: float | None, tokens: float | None, steps: int | None, minutes: float | None) -> Budget:
+def _budget(flops: float | None, tokens: float | None, steps: int | None, minutes: float | None, default: Budget | None = None) -> Budget:
+    """The one budget given; none given: `default` (a TrainConfig's own), else 200 steps."""
     given = [(k, v) for k, v in (("flops", flops), ("tokens", tokens), ("steps", steps), ("minutes", minutes)) if v is not None]
     if len(given) > 1:
         raise ToklabError(f"give one budget, not {' and '.join('--' + k for k, _ in given)}")
+    if not given and default is not None:
+        return default
     kind, value = given[0] if given else ("steps", 200)
     return Budget(kind, float(value))
 
@@ -118,10 +121,14 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
     return plan
 
 
-def _patched(segmenter: "str | Segmenter", corpus: "Corpus", progress: bool) -> "Segmenter":
-    """The flagged bytes a BLT reads, from a patcher spec (or a PatchedBytes already built)."""
+def _segmenter_for(arch: str, segmenter: "str | Segmenter", corpus: "Corpus", progress: bool) -> "Segmenter":
+    """What the model reads: the segmenter's tokens (a GPT), or flagged bytes from a patcher spec
+    (a BLT; a PatchedBytes already built is used as it is)."""
+    from toklab.segmenters import Segmenter, get_segmenter
     from toklab.segmenters.patchers import PatchedBytes, load_patcher
 
+    if arch != "blt":
+        return segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
     if isinstance(segmenter, PatchedBytes):
         return segmenter
     if not isinstance(segmenter, str):
@@ -144,6 +151,7 @@ def pretrain(
     steps: int | None = None,
     minutes: float | None = None,
     arch: str = "gpt",
+    train: TrainConfig | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -156,9 +164,10 @@ def pretrain(
     Give one budget: `flops` (what makes segmenters comparable), `tokens`, `steps` or `minutes`
     (default 200 steps). `model` is a preset (tiny, small, medium, gpt2-124m); n_layer, n_head
     and d_model override it. `context_bytes` replaces `context` by the whole number of tokens
-    nearest to that many bytes at this segmenter's bytes/token on the training split. Other
-    options are `TrainConfig` fields (batch_size, batch_tokens, lr, schedule, eval_every,
-    val_bytes, eval_bytes, checkpoint_every, seed, device, dtype, compile). A run estimated at
+    nearest to that many bytes at this segmenter's bytes/token on the training split. How to
+    train is a `TrainConfig` (`train`), and keyword options set its fields on top of it
+    (batch_size, batch_tokens, lr, schedule, eval_every, val_bytes, eval_bytes, checkpoint_every,
+    seed, device, dtype, compile); a budget given here replaces its budget. A run estimated at
     over 24 hours on this machine is refused unless `yes`.
 
     `arch="blt"` trains the byte-latent patch model (toklab.gpt.blt) instead: `segmenter` is then a
@@ -169,11 +178,10 @@ def pretrain(
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
     from toklab.gpt.model import model_config
-    from toklab.segmenters import Segmenter, get_segmenter
 
-    budget = _budget(flops, tokens, steps, minutes)
+    budget = _budget(flops, tokens, steps, minutes, default=train.budget if train is not None else None)
     try:
-        config = TrainConfig(budget=budget, **train_options)
+        config = train_config(train, budget, train_options)
     except TypeError as exc:
         raise TypeError(f"pretrain: {exc}") from None
     if context < 2:
@@ -186,10 +194,7 @@ def pretrain(
         raise ToklabError("--n-layer, --n-head and --d-model shape a GPT; a BLT takes a --model preset (tiny, small, gpu)")
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress)
-    if arch == "blt":
-        seg = _patched(segmenter, corpus, progress)
-    else:
-        seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
+    seg = _segmenter_for(arch, segmenter, corpus, progress)
     data = build_token_data(corpus, seg, progress=progress)
     if arch == "blt":
         from toklab.gpt.blt import blt_config
@@ -262,23 +267,28 @@ class SeedsResult:
     val_bits_per_byte: "Interval"
 
 
-def pretrain_seeds(corpus: "str | Corpus" = "default", segmenter: "str | Segmenter" = "bytes", *, seeds: int = 1, seed: int = 0, out: str | os.PathLike | None = None, progress: bool = False, **options: Any) -> SeedsResult:
+def pretrain_seeds(
+    corpus: "str | Corpus" = "default", segmenter: "str | Segmenter" = "bytes", *, seeds: int = 1, seed: int = 0, out: str | os.PathLike | None = None,
+    train: TrainConfig | None = None, progress: bool = False, **options: Any,
+) -> SeedsResult:
     """`pretrain` with seeds `seed`, `seed + 1`, ...: each run in `<out>/seed-<k>`, and the mean
-    validation bits-per-byte over them with its 95% t-interval (none for one seed)."""
+    validation bits-per-byte over them with its 95% t-interval (none for one seed). `options` are
+    pretrain's; its training options (TrainConfig's fields) are gathered into one config first."""
     from toklab.corpus import open_corpus
-    from toklab.segmenters import Segmenter, get_segmenter
+    from toklab.gpt.train import TRAIN_OPTIONS
     from toklab.stats import mean_interval
 
     if seeds < 1:
         raise ToklabError(f"--seeds must be at least 1, got {seeds}")
     if isinstance(corpus, str):
         corpus = open_corpus(corpus, progress=progress)
-    seg = segmenter if isinstance(segmenter, Segmenter) else get_segmenter(segmenter, corpus, progress=progress)
+    seg = _segmenter_for(str(options.get("arch", "gpt")), segmenter, corpus, progress)
+    base = train_config(train, None, {k: options.pop(k) for k in list(options) if k in TRAIN_OPTIONS})
     if out is None:
-        budget = _budget(options.get("flops"), options.get("tokens"), options.get("steps"), options.get("minutes"))
+        budget = _budget(options.get("flops"), options.get("tokens"), options.get("steps"), options.get("minutes"), default=train.budget if train is not None else None)
         context = _context_label(int(options.get("context") or 256), options.get("context_bytes"))
         out = default_out(corpus, seg.spec, str(options.get("model") or "tiny"), budget, seed=seed, context=context, seeds=seeds)
-    runs = [pretrain(corpus, seg, seed=k, out=Path(out) / f"seed-{k}", progress=progress, **options) for k in range(seed, seed + seeds)]
+    runs = [pretrain(corpus, seg, train=replace(base, seed=k), out=Path(out) / f"seed-{k}", progress=progress, **options) for k in range(seed, seed + seeds)]
     return SeedsResult(runs, mean_interval([r.val_bits_per_byte for r in runs]))
 
 
@@ -403,6 +413,7 @@ def _patch_figures(trainer: Trainer, seg: "Segmenter", shape: Any) -> dict[str, 
         "causal": bool(getattr(seg, "causal", True)),
         "bytes_per_patch": trainer.data.bytes("train") / max(patches, 1.0),
         "positions_per_patch": per_patch,
+        "patch_bytes": trainer.data.patch_length_stats("train"),
         "flops_per_byte_by_part": shape.flops_breakdown(per_patch),
         "blt_logging_flops_per_byte": blt_logging_flops_per_byte(shape, per_patch),
         "entropy_flops_per_byte": getattr(seg, "entropy_flops_per_byte", None),
@@ -480,11 +491,17 @@ def describe_model(result: RunResult) -> str:
     return f"{m['n_layer']} layers, {m['n_head']} heads, d_model {m['d_model']}, context {m['context']}, vocab {m['vocab_size']:,} (padded {m['padded_vocab_size']:,}), {m['params']:,} parameters"
 
 
+def patch_lengths_text(patches: dict[str, Any]) -> str:
+    stats = patches.get("patch_bytes") or {}
+    return ", ".join(f"{name} {stats[key]:.3g}" for name, key in (("median", "median"), ("90th percentile", "p90"), ("longest", "max")) if key in stats)
+
+
 def _patch_rows(patches: dict[str, Any]) -> list[tuple[str, str]]:
     parts = ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in patches["flops_per_byte_by_part"].items())
     entropy = patches.get("entropy_flops_per_byte")
     return [
         ("patches", f"{patches['patcher']}: {patches['bytes_per_patch']:.2f} bytes per patch on the training split" + ("" if patches["causal"] else " (not causal)")),
+        ("patch lengths (bytes)", patch_lengths_text(patches)),
         ("FLOPs per byte position by part", parts),
         ("BLT's logging FLOPs per byte (6N + 7LTd)", f"{patches['blt_logging_flops_per_byte']:,.0f}"),
         ("entropy model FLOPs per byte (forward, not in the budget)", f"{entropy:,.0f}" if entropy else "none"),

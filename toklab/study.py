@@ -17,12 +17,12 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from toklab.errors import ToklabError
-from toklab.gpt.train import check_duration
+from toklab.gpt.train import Budget, check_duration, given_options, train_config
 from toklab.files import check_outside, remove_owned, slug, write_text_atomic
 from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 from toklab.text import count, short_number
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from toklab.corpus import Corpus, Document
+    from toklab.gpt.train import TrainConfig
     from toklab.segmenters import Segmenter
 
 STUDY_FILE = "study.json"
@@ -200,6 +201,7 @@ def run_study(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     yes: bool = False,
+    train: "TrainConfig | None" = None,
     progress: bool = False,
     **train_options: Any,
 ) -> StudyResult:
@@ -207,8 +209,9 @@ def run_study(
     `filter_t`, also on each segmenter's Cramming-filtered train split. `context_bytes` gives every
     segmenter the context in tokens that covers that many bytes at its own bytes/token. `smoke`
     picks a CPU configuration of about a minute (tiny model, tiny budgets) for anything not given.
-    Other options go to `pretrain` (seed is the first seed; val_bytes caps the scoring set). A study
-    estimated at over 24 hours on this machine is refused unless `yes`.
+    How to train is a `TrainConfig` (`train`), with keyword options setting its fields on top of it
+    (seed is the first seed; val_bytes caps the scoring set); each run gets it with its own seed
+    and budget. A study estimated at over 24 hours on this machine is refused unless `yes`.
     """
     import pandas as pd
 
@@ -238,18 +241,21 @@ def run_study(
     model = model or base["model"]
     context = context or base["context"]
     for key in ("batch_size", "val_bytes", "eval_bytes", "eval_every"):
-        if key in base:
+        if key in base and (train is None or key not in given_options(train)):
             train_options.setdefault(key, base[key])
-    first_seed = int(train_options.pop("seed", 0))
+    first_seed = int(train_options.pop("seed", train.seed if train is not None else 0))
+    recorded = {**given_options(train), **train_options}  # what the caller set, for study.json
+    recorded.pop("seed", None)
+    train = train_config(train, Budget("flops", budgets[0]), train_options)  # checked here, before anything runs
     config = {
         "corpus": corpus.spec, "corpus_fingerprint": corpus.fingerprint(), "val_fraction": corpus.options.val_fraction,
         "segmenters": specs, "flops": budgets, "model": model, "context": None if context_bytes else context, "context_bytes": context_bytes,
-        "seeds": list(range(first_seed, first_seed + seeds)), "filter_t": filter_t, "train": {k: v for k, v in sorted(train_options.items())},
+        "seeds": list(range(first_seed, first_seed + seeds)), "filter_t": filter_t, "train": {k: v for k, v in sorted(recorded.items())},
     }  # fmt: skip
     check_outside(out_path, corpus.input_roots())
-    replace = _check_out(out_path, config, overwrite)
+    replacing = _check_out(out_path, config, overwrite)
     runs = seeds * len(specs) * (2 if filter_t is not None else 1)
-    warning = check_duration(runs * sum(budgets), train_options.get("device", "auto"), yes, f"this study trains {count(runs * len(budgets), 'run')}")
+    warning = check_duration(runs * sum(budgets), train.device, yes, f"this study trains {count(runs * len(budgets), 'run')}")
     if warning and progress:
         from toklab.progress import stderr_console
 
@@ -267,10 +273,10 @@ def run_study(
     rows += [(spec, load_patcher(spec, corpus, progress=progress), "blt") for spec in specs if spec.startswith(ROW_PREFIX)]
     if not rows:
         raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(skipped_notes))
-    _check_budgets(corpus, rows, budgets, model, context, context_bytes, train_options, progress)
+    _check_budgets(corpus, rows, budgets, model, context, context_bytes, train, progress)
     compared = run_compare(corpus, token_specs or ["bytes"], compressors=False, progress=progress)
-    _prepare(out_path, config, replace)  # only now, with every setting checked, is an old study replaced
-    if replace and progress:
+    _prepare(out_path, config, replacing)  # only now, with every setting checked, is an old study replaced
+    if replacing and progress:
         from toklab.progress import stderr_console
 
         stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'study')}", soft_wrap=True)
@@ -305,7 +311,7 @@ def run_study(
                     name = _run_name(label, is_filtered, filter_t, budget, seed)
                     run_dir = out_path / RUNS / name
                     summary, history, was_done = _run_or_reuse(
-                        pretrain, train_corpus, seg, budget, run_dir, model, context, context_bytes, progress, {**train_options, "seed": seed, "yes": yes, "arch": arch}
+                        pretrain, train_corpus, seg, run_dir, model, context, context_bytes, progress, replace(train, seed=seed, budget=Budget("flops", budget)), arch, yes
                     )
                     patches = summary.get("patches")
                     if patches and budget == budgets[0] and seed == config["seeds"][0]:
@@ -343,16 +349,16 @@ def run_study(
     return result
 
 
-def _check_budgets(corpus: Any, rows: list[tuple[str, Any, str]], budgets: list[float], model: str, context: int, context_bytes: int | None, options: dict[str, Any], progress: bool) -> None:
+def _check_budgets(corpus: Any, rows: list[tuple[str, Any, str]], budgets: list[float], model: str, context: int, context_bytes: int | None, train: "TrainConfig", progress: bool) -> None:
     """Every run's budget must allow at least one step: checked before anything is written."""
     from toklab.gpt.blt import blt_config
     from toklab.gpt.data import build_token_data
     from toklab.gpt.model import model_config
-    from toklab.gpt.train import Budget, pick_device, step_size
+    from toklab.gpt.train import pick_device, step_size
     from toklab.pretrain import context_for_bytes
 
-    pick_device(options.get("device", "auto"))
-    batch_size = int(options.get("batch_size", 8))
+    pick_device(train.device)
+    batch_size = train.batch_size
     for _, seg, arch in rows:
         if arch == "blt":  # context in bytes; FLOPs per byte at the training split's patch length
             tokens = context_bytes or context
@@ -362,24 +368,28 @@ def _check_budgets(corpus: Any, rows: list[tuple[str, Any, str]], budgets: list[
             if context_bytes is not None:
                 tokens = context_for_bytes(context_bytes, build_token_data(corpus, seg, progress=progress).bytes_per_token("train"))
             per_token = model_config(seg.vocab_size, model, tokens).flops_per_token()
-        _, per_step = step_size(batch_size, tokens, options.get("batch_tokens"))
+        _, per_step = step_size(batch_size, tokens, train.batch_tokens)
         Budget("flops", min(budgets)).total_steps(per_step, per_token)
 
 
 def _patch_note(label: str, patches: dict[str, Any]) -> str:
     """What a patch model's row means: its patches, and the FLOPs the budget leaves out."""
+    from toklab.pretrain import patch_lengths_text
+
     entropy = patches.get("entropy_flops_per_byte")
     return (
-        f"{label}: {patches['bytes_per_patch']:.2f} bytes per patch on the training split (its bytes/token column)"
+        f"{label}: {patches['bytes_per_patch']:.2f} bytes per patch on the training split (its bytes/token column; patch lengths: {patch_lengths_text(patches)})"
         + ("" if entropy is None else f"; its entropy model costs {entropy:,.0f} FLOPs per byte (forward; not in the budget)" if entropy else "; its n-gram entropy model is table lookups (no matmul FLOPs)")
         + ("" if patches["causal"] else "; its patcher is not causal (token boundaries can depend on later bytes), so its bits-per-byte is optimistic")
     )
 
 
 def _run_or_reuse(
-    pretrain: Any, corpus: Any, seg: "Segmenter", budget: float, run_dir: Path, model: str, context: int, context_bytes: int | None, progress: bool, options: dict[str, Any]
+    pretrain: Any, corpus: Any, seg: "Segmenter", run_dir: Path, model: str, context: int, context_bytes: int | None, progress: bool,
+    train: "TrainConfig", arch: str, yes: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """A finished run's summary as it is; an interrupted one resumed; anything else (re)started."""
+    """A finished run's summary as it is; an interrupted one resumed; anything else (re)started.
+    `train` carries the run's seed and FLOP budget."""
     from toklab.gpt.train import CHECKPOINT, RUN_FILE
     from toklab.pretrain import DOCUMENTS_FILE, read_history
 
@@ -387,7 +397,8 @@ def _run_or_reuse(
         return json.loads((run_dir / "summary.json").read_text()), read_history(run_dir), True
     resume = (run_dir / RUN_FILE).is_file() and (run_dir / CHECKPOINT).is_file()
     result = pretrain(
-        corpus, seg, model=model, context=context, context_bytes=context_bytes, flops=budget, out=run_dir, resume=resume, overwrite=not resume, progress=progress, **options
+        corpus, seg, model=model, context=context, context_bytes=context_bytes, arch=arch, train=train, out=run_dir, resume=resume, overwrite=not resume,
+        yes=yes, progress=progress,
     )  # fmt: skip
     return result.summary(), result.history, False
 
@@ -527,6 +538,10 @@ def _interval_text(low: float, high: float) -> str:
     return f"{low:.4f}–{high:.4f}" if low == low else "n/a (1 seed)"
 
 
+def _has_patch_rows(table: "pd.DataFrame") -> bool:
+    return bool(table["segmenter"].astype(str).str.startswith("blt:").any())
+
+
 def markdown(result: StudyResult) -> str:
     meta, table = result.meta, result.table
     header = ["segmenter", "filtered", "budget FLOPs", "seeds", "context", "vocab", "bytes/token", "FLOPs/byte", "bytes seen", "epochs", "val bits/byte", "95% interval", "wall s"]
@@ -538,7 +553,9 @@ def markdown(result: StudyResult) -> str:
     context = f"{meta['context_bytes']:,} bytes per window, each segmenter's context in tokens set from its bytes/token" if meta.get("context_bytes") else f"a fixed {meta['context']} tokens"
     lines = [
         f"# Study: {meta['corpus']}\n",
-        f"Model `{meta['model']}`, context {context}; every row trains to the same FLOP budget (6N + 12·L·T·d per token) with "
+        f"Model `{meta['model']}`, context {context}; every row trains to the same FLOP budget (6N + 12·L·T·d per token"
+        + ("; blt: rows are byte-latent patch models, counted in full per byte, their context in bytes and their bytes/token column bytes per patch" if _has_patch_rows(table) else "")
+        + ") with "
         f"seeds {', '.join(str(s) for s in meta['seeds'])}. Every run is scored on the same {count(meta['val_docs_scored'], 'whole validation document')} "
         f"({meta['val_bytes_scored']:,} bytes) of the unfiltered validation split. {CAPTION}\n",
         markdown_table(header, rows),
@@ -651,7 +668,8 @@ def plot_compression(result: StudyResult, path: Path) -> None:
         ax.errorbar(group["bytes_per_token"], group["val_bits_per_byte"], yerr=[low, high], fmt="o", color=color, capsize=3, label=f"{plots.flops_label(budget)} FLOPs")
         for r in group.itertuples():
             ax.annotate(row_label(r.segmenter, r.filtered), (r.bytes_per_token, r.val_bits_per_byte), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xlabel("bytes per token (training split; right: denser tokenisation)")
+    unit = "bytes per token, or per patch for blt: rows" if _has_patch_rows(table) else "bytes per token"
+    ax.set_xlabel(f"{unit} (training split; right: denser tokenisation)")
     ax.set_ylabel("validation bits-per-byte (lower is better)")
     ax.set_title("Does denser tokenisation buy quality per FLOP?\neach point: a segmenter at one budget, mean over seeds; bars: 95% interval over seeds", fontsize=9)
     ax.legend(fontsize=8, title="training budget (colour)", title_fontsize=8)

@@ -213,7 +213,7 @@ def test_rewriting_a_report_folder_keeps_the_users_files(data, tmp_path, capsys)
         other.mkdir()
         (other / name).write_text(content)
         line = cli_error(capsys, *zstd_args(data, "--dry-run", "--report", other))
-        assert "not a toklab filter report" in line
+        assert "holds no toklab filter report" in line
         assert [p.name for p in other.iterdir()] == [name] and (other / name).read_text() == content
 
 

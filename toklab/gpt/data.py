@@ -160,6 +160,21 @@ class TokenData:
             starts += int(np.count_nonzero(ids >= flag))
         return positions / max(starts, 1)
 
+    def patch_length_stats(self, split: str = "train", flag: int = 257) -> dict[str, float]:
+        """For flagged-byte data: the byte lengths of a split's patches (end-of-text patches, which
+        hold no byte, left out): mean, median, 90th percentile and max."""
+        lengths = []
+        for path in self.shards(split):
+            ids = read_shard(path)
+            starts = np.flatnonzero(ids >= flag)
+            ends = np.append(starts[1:], len(ids))
+            size = ends - starts  # a patch cut by the shard's end is counted as it stands
+            lengths.append(size[self.byte_lengths[ids[starts]] > 0])
+        every = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        if not len(every):
+            return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0.0}
+        return {"mean": float(every.mean()), "median": float(np.median(every)), "p90": float(np.percentile(every, 90)), "max": float(every.max())}
+
     def val_documents(self) -> "pd.DataFrame":
         """One row per validation document in split order: id, source, bytes, tokens (without the
         <|endoftext|> after it) and start (the position of its first token in the split's stream)."""

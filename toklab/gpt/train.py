@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,6 +180,30 @@ class TrainConfig:
         data["budget"] = Budget(**data["budget"])
         data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name != "budget")  # what callers may set by keyword
+
+
+def train_config(base: TrainConfig | None = None, budget: Budget | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """One TrainConfig: `base` (default: TrainConfig()), then the budget, then keyword overrides
+    (TrainConfig's own fields; an unknown one is a TypeError, a bad value a ToklabError). The one
+    place where loose training options become the typed config that is passed on."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown training options: {', '.join(unknown)} (known: {', '.join(TRAIN_OPTIONS)})")
+    if budget is not None:
+        overrides["budget"] = budget
+    return replace(base or TrainConfig(), **overrides)
+
+
+def given_options(config: TrainConfig | None) -> dict[str, Any]:
+    """The fields of `config` that differ from TrainConfig's defaults (budget aside): what a caller set."""
+    if config is None:
+        return {}
+    default = TrainConfig()
+    return {name: getattr(config, name) for name in TRAIN_OPTIONS if getattr(config, name) != getattr(default, name)}
 
 
 def learning_rate(progress: float, config: TrainConfig) -> float:
