@@ -155,14 +155,29 @@ def test_flags_are_causal(udhr, patcher):
             assert np.array_equal(patcher.starts(changed)[:j], full[:j])
 
 
-def test_entropy_flags_are_causal(entropy, held_out):
-    assert entropy.causal and isinstance(entropy.patcher, EntropyPatcher)
-    data = held_out[0].encode()[:600]
-    assert prefix_mismatches(entropy.patcher, data, range(len(data) + 1)) == []
-    full = entropy.patcher.starts(data)
-    for j in (1, 57, 300, 599):
-        changed = data[:j] + b"zq#\xc3\xa9" * 40
-        assert np.array_equal(entropy.patcher.starts(changed)[:j], full[:j])
+@pytest.mark.parametrize("max_len, theta", [(None, None), (3, None), (6, None), (5, float("inf"))])
+def test_entropy_flags_are_causal(entropy, held_out, udhr, max_len, theta):
+    """With a length cap too: the entropy segmenter's own cap looks one character ahead, the
+    patcher's does not, and on whole documents both cut the same (theta=inf: the cap makes every cut)."""
+    import copy
+
+    seg = copy.copy(entropy.patcher.segmenter)
+    seg.max_len = max_len
+    seg.theta = seg.theta if theta is None else theta
+    capped = EntropyPatcher(seg)
+    assert entropy.causal and isinstance(capped, EntropyPatcher)
+    scripts = [(0x400, 0x4FF), (0x4E00, 0x9FFF)]  # Cyrillic, CJK: characters of 2 and 3 bytes
+    others = [next(t for t in udhr if sum(lo <= ord(c) <= hi for c in t) > len(t) // 2) for lo, hi in scripts]
+    for data in [held_out[0].encode()[:600]] + [t.encode()[:600] for t in others]:
+        assert prefix_mismatches(capped, data, range(len(data) + 1)) == []
+        full = capped.starts(data)
+        whole = data.decode("utf-8", errors="ignore").encode()  # whole characters: there both caps agree
+        assert np.array_equal(capped.starts(whole), capped.segmenter._starts(capped.segmenter._scores([whole])[0][0], whole))
+        if max_len:
+            assert np.diff(np.append(np.flatnonzero(full), len(data))).max() <= max_len
+        for j in (1, 57, 300, 599):
+            changed = data[:j] + b"zq#\xc3\xa9" * 40
+            assert np.array_equal(capped.starts(changed)[:j], full[:j])
 
 
 def test_bpe_patcher_is_not_causal(bpe, held_out):

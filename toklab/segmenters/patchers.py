@@ -214,10 +214,11 @@ def causal_cap(starts: np.ndarray, x: np.ndarray, max_len: int) -> np.ndarray:
 class EntropyPatcher(Patcher):
     """The starts of a trained `entropy` segmenter (EntropySegmenter: its θ calibrated to `target`
     on held-out train text, or a fixed `theta`). The entropy at t is H(x_t | x_<t), so the flags are
-    causal with the n-gram model; with `model=transformer`, texts longer than its context are read in
-    windows placed from the text's end, so an entropy (and so a flag) can change a little with the
-    text's length though it still sees only earlier bytes; with `max_len=`, patching._cap_lengths
-    may look one character ahead. Neither is tested as strictly causal."""
+    causal with the n-gram model, and a `max_len=` cap is applied causally (`causal_cap`, which
+    gives the same cuts as the entropy segmenter's own on whole documents). With
+    `model=transformer`, texts longer than its context are read in windows placed from the text's
+    end, so an entropy (and so a flag) can change a little with the text's length though it still
+    sees only earlier bytes: that model is not tested as strictly causal."""
 
     name = "entropy"
 
@@ -229,8 +230,21 @@ class EntropyPatcher(Patcher):
         return self.starts_batch([data])[0]
 
     def starts_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+        import numpy as np
+
+        from toklab.segmenters.patching import patch_starts
+
         seg = self.segmenter
-        return [seg._starts(entropy, d) for d, (entropy, _) in zip(docs, seg._scores(list(docs)))]
+        out = []
+        for data, (entropy, _) in zip(docs, seg._scores(list(docs))):
+            if seg.max_len is None or seg.split_utf8:  # uncapped, or cut by length alone: causal as it is
+                out.append(seg._starts(entropy, data))
+                continue
+            # patching._cap_lengths looks at where a patch ends (one character ahead): cap causally instead
+            x = np.frombuffer(data, dtype=np.uint8)
+            starts = patch_starts(entropy, x, seg.theta, seg.rule, relative=seg.relative, split_utf8=False)
+            out.append(causal_cap(starts, x, seg.max_len))
+        return out
 
     @property
     def entropy_flops_per_byte(self) -> float | None:
