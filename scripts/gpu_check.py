@@ -13,6 +13,8 @@ time limit, all within --time-budget seconds (a stage that no longer fits is ski
   env         GPU, torch, CUDA, the peak bf16 FLOP/s toklab's MFU uses, a bf16 matmul for scale -> env.json
   throughput  gpt2-124m, context 1024, bf16, tiktoken:gpt2: tokens/s and MFU over timed steps after
               warm-up, eager and with torch.compile -> throughput.json, throughput.md
+  blt         the byte-latent patch model's gpu preset (context 4096 bytes, space patches): bytes/s
+              and MFU, FLOPs counted in full per byte -> the blt row of throughput.json/md
   resume      a run killed (SIGKILL) right after a checkpoint and resumed must log the same losses
               and end with the same weights as an uninterrupted run -> resume.json (pass/fail)
   study       bytes, bpe:32k and tiktoken:gpt2 at two GPU FLOP budgets, two seeds -> study/, study.json
@@ -41,7 +43,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / "gpu_kit"
-STAGES = ("env", "throughput", "resume", "study")
+STAGES = ("env", "throughput", "blt", "resume", "study")
 # tiktoken's cache names its files by the sha1 of their URL: gpt2's vocab.bpe and encoder.json
 GPT2_FILES = ("6d1cbeee0f20b3d9449abfede4726ed8212e3aee", "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6")
 MFU_TARGET = 0.45
@@ -62,8 +64,9 @@ def make_plan(dry_run: bool, corpus: str, segmenter: str, study_segmenters: list
         return {
             "dry_run": True, "device": "cpu", "corpus": corpus, "segmenter": segmenter, "notes": notes,
             # (name, time limit s, least time worth starting it with)
-            "stages": [["env", 60, 5], ["throughput-eager", 60, 5], ["throughput-compile", 60, 5], ["resume", 120, 10], ["study", 120, 10]],
+            "stages": [["env", 60, 5], ["throughput-eager", 60, 5], ["throughput-compile", 60, 5], ["blt-throughput", 60, 5], ["resume", 120, 10], ["study", 120, 10]],
             "throughput": {"model": "tiny", "context": 32, "batch_size": 4, "warmup": 2, "timed": 6, "chunks": 2, "compile_backend": "eager"},
+            "blt": {"preset": "tiny", "context": 64, "batch_size": 4, "patcher": "space", "warmup": 2, "timed": 6, "chunks": 2},
             "resume": {"model": "tiny", "context": 32, "batch_size": 4, "steps": 12, "eval_every": 3, "checkpoint_every": 4, "kill_after_checkpoints": 2,
                        "val_bytes": 8192, "eval_bytes": 2048},
             "study": {"segmenters": study_segmenters, "flops": [3e9, 6e9], "model": "tiny", "context": 32, "batch_size": 4, "seeds": 2,
@@ -71,9 +74,11 @@ def make_plan(dry_run: bool, corpus: str, segmenter: str, study_segmenters: list
         }  # fmt: skip
     return {
         "dry_run": False, "device": "cuda", "corpus": corpus, "segmenter": segmenter, "notes": notes,
-        "stages": [["env", 90, 20], ["throughput-eager", 150, 40], ["throughput-compile", 240, 90], ["resume", 180, 45], ["study", 600, 60]],
+        "stages": [["env", 90, 20], ["throughput-eager", 150, 40], ["throughput-compile", 240, 90], ["blt-throughput", 150, 45], ["resume", 180, 45], ["study", 600, 60]],
         # batch 16 x 1024 tokens per step, as the README's gpt2-124m command
         "throughput": {"model": "gpt2-124m", "context": 1024, "batch_size": 16, "warmup": 10, "timed": 50, "chunks": 5, "compile_backend": "inductor"},
+        # the byte-latent patch model's GPU preset at its context of 4096 bytes (space patches: no training)
+        "blt": {"preset": "gpu", "context": 4096, "batch_size": 8, "patcher": "space", "warmup": 5, "timed": 30, "chunks": 3},
         "resume": {"model": "small", "context": 256, "batch_size": 16, "steps": 30, "eval_every": 5, "checkpoint_every": 10, "kill_after_checkpoints": 2,
                    "val_bytes": 65536, "eval_bytes": 16384},
         # medium at context 256: a few hundred steps per run, so the twelve runs fit in a few minutes
@@ -311,11 +316,11 @@ def collect(out: Path, plan: dict[str, Any], statuses: dict[str, dict[str, Any]]
     write_json(out / "env.json", {**(env or {}), "stage": statuses.get("env", {"status": "not asked for"})})
 
     rows = []
-    for variant in ("eager", "compile"):
-        name = f"throughput-{variant}"
+    for variant in ("eager", "compile", "blt"):
+        name = "blt-throughput" if variant == "blt" else f"throughput-{variant}"
         if name in statuses:
             rows.append({"variant": variant, **(read_json(parts / f"{name}.json") or {}), "stage": statuses[name]})
-    throughput = {"setup": plan["throughput"], "segmenter": plan["segmenter"], "mfu_target": MFU_TARGET, "rows": rows}
+    throughput = {"setup": plan["throughput"], "blt_setup": plan.get("blt"), "segmenter": plan["segmenter"], "mfu_target": MFU_TARGET, "rows": rows}
     write_json(out / "throughput.json", throughput)
     (out / "throughput.md").write_text(throughput_markdown(throughput, plan), encoding="utf-8")
 
@@ -342,6 +347,12 @@ def throughput_markdown(throughput: dict[str, Any], plan: dict[str, Any]) -> str
         "| variant | status | batch | tokens/step | first step s | tokens/s | interval tokens/s (min-max) | achieved TFLOP/s | MFU | peak memory GiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    blt = throughput.get("blt_setup")
+    if blt and any(r["variant"] == "blt" for r in throughput["rows"]):
+        lines[2] += (
+            f" The blt row is the byte-latent patch model (preset {blt['preset']}, {blt['context']} bytes of context, {blt['patcher']} patches, "
+            "FLOPs counted in full per byte): its tokens are bytes."
+        )
     for r in throughput["rows"]:
         lines.append(
             f"| {r['variant']} | {r['stage']['status']} | {r.get('batch_size', '')} | {_fmt(r.get('tokens_per_step'), ',')} | {_fmt(r.get('first_step_s'), '.1f')} | "
@@ -453,6 +464,8 @@ def stage_env(plan: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def stage_throughput(plan: dict[str, Any], out: Path, variant: str) -> dict[str, Any]:
+    """Training throughput of the GPT (variant eager or compile) or of the byte-latent patch model
+    (variant blt: plan["blt"]'s preset, context in bytes and patcher; its tokens are bytes)."""
     import functools
 
     import torch
@@ -463,18 +476,26 @@ def stage_throughput(plan: dict[str, Any], out: Path, variant: str) -> dict[str,
     from toklab.gpt.train import LOSS_READ_EVERY, Budget, TrainConfig, Trainer, gpu_peak_flops
     from toklab.segmenters import get_segmenter
 
-    tp = plan["throughput"]
+    blt = variant == "blt"
+    tp = {**plan["throughput"], **plan["blt"]} if blt else plan["throughput"]
     compiled = variant == "compile"
     if compiled and tp["compile_backend"] != "inductor":  # the dry run traces with dynamo but skips code generation (a minute on a CPU)
         torch.compile = functools.partial(torch.compile, backend=tp["compile_backend"])  # type: ignore[assignment]
-    part = out / "parts" / f"throughput-{variant}.json"
+    part = out / "parts" / ("blt-throughput.json" if blt else f"throughput-{variant}.json")
     result: dict[str, Any] = {"batch_size": tp["batch_size"], "compile": compiled, "compile_backend": tp["compile_backend"] if compiled else None}
     start = time.perf_counter()
     corpus = open_corpus(plan["corpus"])
-    seg = get_segmenter(plan["segmenter"], corpus)
+    if blt:
+        from toklab.gpt.blt import blt_config
+        from toklab.segmenters.patchers import load_patcher
+
+        seg = load_patcher(tp["patcher"], corpus)
+        result.update({"model": f"blt {tp['preset']}", "patcher": tp["patcher"], "context_bytes": tp["context"]})
+    else:
+        seg = get_segmenter(plan["segmenter"], corpus)
     data = build_token_data(corpus, seg)
     result["data_s"] = round(time.perf_counter() - start, 1)
-    shape = model_config(seg.vocab_size, tp["model"], tp["context"])
+    shape = blt_config(tp["preset"], tp["context"]) if blt else model_config(seg.vocab_size, tp["model"], tp["context"])
     steps = tp["warmup"] + tp["timed"]
     config = TrainConfig(
         budget=Budget("steps", steps), batch_size=tp["batch_size"], lr=6e-4, compile=compiled, device=plan["device"], val_bytes=tp["context"] * 64, eval_bytes=tp["context"] * 16,
@@ -674,6 +695,8 @@ def run_stage(args: argparse.Namespace) -> int:
             result = stage_env(plan, out)
         elif name.startswith("throughput-"):
             result = stage_throughput(plan, out, name.split("-", 1)[1])
+        elif name == "blt-throughput":
+            result = stage_throughput(plan, out, "blt")
         elif name == "resume":
             result = stage_resume(plan, out)
         elif name == "study":
