@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import toklab.corpus.writers as shard_files
 import toklab.filter as filter_module
-import toklab.filter.writer as filter_writer
 from toklab.errors import ToklabError
 from toklab.filter import filter_corpus, rejected_folder
 
@@ -288,7 +288,7 @@ def test_a_full_disk_while_writing_a_shard_is_one_line_and_leaves_no_temporaries
         return _FullDisk(f) if "w" in mode and ".jsonl.zst" in str(path) else f
 
     with monkeypatch.context() as patch:
-        patch.setattr(filter_writer, "open", full_disk_open, raising=False)
+        patch.setattr(shard_files, "open", full_disk_open, raising=False)  # ShardFile opens .jsonl.zst shards
         with pytest.raises(ToklabError) as err:
             filter_corpus(str(data), out, by="zstd", keep_rejected=True, workers=1)
         assert str(err.value) in (f"cannot write {out / 'docs.jsonl.zst'}: No space left on device", f"cannot write {rejected_folder(out) / 'docs.jsonl.zst'}: No space left on device")

@@ -1,21 +1,21 @@
-"""One output shard of the filter (kept or rejected): written under a temporary name, renamed when whole.
+"""One output shard of the filter (kept or rejected), under the input's own name.
 
-Not corpus.writers' ShardWriter: that one cuts a record stream into size-capped shards named
-{prefix}-{index}, from records, with its own row groups; filter writes exactly one output per input
-shard, under the input's own name, arrow batch by arrow batch, and its bytes must stay the same.
+The file itself (temporary name, zstd parquet or .jsonl.zst, rename when whole) is
+corpus.writers' ShardFile, as for the size-capped ShardWriter; what is filter's own is here: rows
+picked from an arrow batch or from records, with the ratio (and reason) columns added, and an
+OSError worded as a ToklabError that names the shard.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from toklab.files import temp_name
+from toklab.corpus.writers import ShardFile
 from toklab.filter.oserrors import cannot_write
 from toklab.filter.rule import REASON_COLUMN
 
@@ -26,17 +26,15 @@ class ShardOut:
 
     def __init__(self, final: Path, fmt: str, schema: Any = None) -> None:
         self.final, self.fmt, self.schema = final, fmt, schema
-        self.tmp = temp_name(final)
-        self.rows = 0
-        self._writer: Any = None
-        self._file: Any = None
+        self._file = ShardFile(final, fmt)
+        self.tmp = self._file.tmp
         with self._writing():
             final.parent.mkdir(parents=True, exist_ok=True)
-            if fmt == "jsonl.zst":
-                import zstandard
+            self._file.open()  # a .jsonl.zst temporary exists from the start
 
-                self._file = open(self.tmp, "wb")
-                self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+    @property
+    def rows(self) -> int:
+        return self._file.rows
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -63,50 +61,24 @@ class ShardOut:
             return
         if self.fmt == "jsonl.zst":
             with self._writing():
-                self._writer.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8"))
-            self.rows += len(rows)
+                self._file.write_bytes("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8"), rows=len(rows))
             return
         import pyarrow as pa
 
-        self._parquet(pa.Table.from_pylist(rows, schema=self._writer.schema if self._writer is not None else None))
+        self._parquet(pa.Table.from_pylist(rows, schema=self._file.schema))
 
     def _parquet(self, table: Any) -> None:
-        import pyarrow.parquet as pq
-
         with self._writing():
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", compression_level=6)
-            if table.num_rows:
-                self._writer.write_table(table)
-                self.rows += table.num_rows
+            self._file.write_table(table)
 
     def close(self, empty_schema: Any = None) -> int:
-        """Finish and rename into place; returns the file's size (0 when nothing was written)."""
+        """Finish and rename into place; returns the file's size (0 when nothing was written: a
+        records-to-parquet shard with no rows and no known schema gets no file)."""
         with self._writing():
-            if self.fmt == "jsonl.zst":
-                self._writer.close()
-                self._file.close()
-            elif self._writer is None and empty_schema is not None:
-                self._parquet(empty_schema.empty_table())
-                self._writer.close()
-            elif self._writer is not None:
-                self._writer.close()
-            else:  # a records-to-parquet shard with no rows and no known schema: no file
-                return 0
-            os.replace(self.tmp, self.final)
-            return self.final.stat().st_size
+            return self._file.close(empty_schema)
 
     def abort(self) -> None:
-        for close in (getattr(self._writer, "close", None), getattr(self._file, "close", None)):
-            try:
-                if close is not None:
-                    close()
-            except Exception:
-                pass
-        try:
-            self.tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # removed at the next start
+        self._file.abort()
 
 
 def with_columns(schema: Any, names: list[str]) -> Any:
