@@ -4,18 +4,27 @@ zstd's dictionary trainer (`zstandard.train_dictionary`, fastCOVER; k, d, f, ste
 exposed) picks the byte strings that recur in the train split. The vocabulary is the 256 single
 bytes plus the V-257 substrings of the dictionary (2 to `max_len` bytes) that would save the most
 bytes on the train split (occurrences x (length - 1)), plus <|endoftext|>. Occurrences are
-counted for all candidates of one length at once with numpy (sorted fixed-width windows), never
-by a quadratic scan.
+counted with numpy, one length after another, never by a quadratic scan: the rank of each
+(length)-byte window among the dictionary's distinct windows follows from its (length-1)-byte
+prefix's rank and its last byte, so only sample positions whose shorter window is still a
+dictionary substring are looked up again.
 
-Encoding is either optimal (the fewest tokens: dynamic programming over the text, each position
-trying the vocabulary strings that start there, found by walking a prefix set, so the cost is
-linear in text length x max_len) or greedy longest-match. Both are lossless: every byte is a token.
+Encoding is either optimal (the fewest tokens) or greedy longest-match. Both are lossless: every
+byte is a token. The optimal parse is the Viterbi path of a unigram model in which every piece
+scores -1 (so the best path is the one with the fewest pieces), computed by sentencepiece's C++
+lattice (linear in text length x max_len) on the text reversed, bytes mapped one-to-one onto
+characters. Among parses with equally few tokens it picks, scanning from the end of the text,
+at each position the longest token that still leads to the fewest (sentencepiece keeps, at each
+end position of the reversed text, the earliest-starting of the equally good pieces); the ids
+are deterministic and the same as the reference dynamic programme's
+(tests/segmenters/test_zstd_dict_speed.py keeps it).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import struct
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,10 +32,11 @@ import numpy as np
 
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters.base import PieceSegmenter, check_vocab_size, cpu_count, reading, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 
 PARSES = ("optimal", "greedy")
+MAX_LOOKUP_TABLE = 2**25  # candidate keys counted through a dense table (int32: 128 MB) up to this many
 # zstd's fastCOVER bounds (0 = let zstd choose or search): d is 6 or 8, f at most 31, accel at most
 # 10, k at least d and at most the dictionary size. A dictionary needs at least 256 bytes.
 MIN_DICT_SIZE, MAX_DICT_SIZE = 256, 2**30
@@ -76,28 +86,89 @@ def check_options(options: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _windows(data: np.ndarray, length: int) -> np.ndarray:
-    """Every `length`-byte window of `data` as one fixed-width void value, so numpy can sort them."""
-    if len(data) < length:
-        return np.zeros(0, dtype=f"V{length}")
-    view = np.lib.stride_tricks.sliding_window_view(data, length)
-    return np.ascontiguousarray(view).view(f"V{length}").ravel()
-
-
 def candidate_savings(dictionary: bytes, sample: Sequence[bytes], max_len: int) -> list[tuple[int, bytes]]:
-    """(bytes saved on `sample`, string) for every substring of `dictionary` of 2..max_len bytes."""
+    """(bytes saved on `sample`, string) for every substring of `dictionary` of 2..max_len bytes that
+    occurs in `sample` (windows never cross a document's end), by length, then in byte order."""
     content = np.frombuffer(dictionary, dtype=np.uint8)
-    docs = [np.frombuffer(d, dtype=np.uint8) for d in sample if d]
+    docs = [d for d in sample if d]
+    text = np.frombuffer(b"".join(docs), dtype=np.uint8)
+    sizes = np.array([len(d) for d in docs], dtype=np.int64)
+    # A window's rank among the dictionary's distinct windows of its length, in byte order, is the
+    # rank of (its prefix's rank, its last byte): ranks grow one byte at a time.
+    d_rank = content.astype(np.int64)
+    s_pos = np.arange(len(text), dtype=np.int64)
+    s_end = np.repeat(np.cumsum(sizes), sizes)  # where each position's document ends
+    s_rank = text.astype(np.int64)
     out: list[tuple[int, bytes]] = []
+    keys_below = 256 * 256  # every key of this length is below it
     for length in range(2, max_len + 1):
-        candidates = np.unique(_windows(content, length))
-        if not len(candidates):
+        if len(content) < length:
             break
-        windows = [_windows(d, length) for d in docs]
-        seen, counts = np.unique(np.concatenate(windows) if windows else np.zeros(0, f"V{length}"), return_counts=True)
-        hits = np.isin(seen, candidates, assume_unique=True)
-        out += [(int(c) * (length - 1), bytes(s)) for s, c in zip(seen[hits], counts[hits])]
+        keys = d_rank[: len(content) - length + 1] * 256 + content[length - 1 :]
+        candidates, first, d_rank = np.unique(keys, return_index=True, return_inverse=True)
+        fits = s_pos + length <= s_end
+        s_pos, s_end, s_rank = s_pos[fits], s_end[fits], s_rank[fits]
+        s_keys = s_rank * 256 + text[s_pos + length - 1]
+        if keys_below <= MAX_LOOKUP_TABLE:  # a table of every possible key: one gather
+            table = np.full(keys_below, -1, dtype=np.int32)
+            table[candidates] = np.arange(len(candidates), dtype=np.int32)
+            found = table[s_keys]
+            hits = found >= 0
+        else:
+            found = np.minimum(np.searchsorted(candidates, s_keys), len(candidates) - 1)
+            hits = candidates[found] == s_keys
+        # only the hits can go on to the next length
+        s_pos, s_end, s_rank = s_pos[hits], s_end[hits], found[hits].astype(np.int64)
+        counts = np.bincount(s_rank, minlength=len(candidates))
+        seen = np.flatnonzero(counts)
+        saved, starts = (counts[seen] * (length - 1)).tolist(), first[seen].tolist()
+        out += [(v, dictionary[i : i + length]) for v, i in zip(saved, starts)]
+        keys_below = len(candidates) * 256
     return out
+
+
+# --- the optimal parse through sentencepiece ------------------------------------------------------
+# Bytes become characters one-to-one (latin-1, with NUL, which sentencepiece's trie cannot hold,
+# moved to U+0100); pieces and text are reversed (see the module docstring on ties).
+_NUL = "\u0100"
+
+
+def _chars(data: bytes) -> str:
+    text = data.decode("latin-1")
+    return text.replace("\0", _NUL) if "\0" in text else text
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int32s are ten bytes, as protobuf writes them
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _int_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _unigram_proto(pieces: Sequence[bytes]) -> bytes:
+    """A sentencepiece ModelProto (written by hand: no protobuf dependency): a unigram model whose
+    pieces are `pieces` reversed, ids in order, every score -1; <unk> (never produced, as every
+    byte is a piece) last; no normalisation, no dummy prefix, no whitespace escaping."""
+    score = _varint(2 << 3 | 5) + struct.pack("<f", -1.0)
+    out = [_field(1, _field(1, _chars(p[::-1]).encode("utf-8")) + score + _int_field(3, 1)) for p in pieces]
+    out.append(_field(1, _field(1, b"<unk>") + _varint(2 << 3 | 5) + struct.pack("<f", 0.0) + _int_field(3, 2)))
+    trainer = _int_field(3, 1) + _int_field(40, len(pieces)) + _int_field(41, -1) + _int_field(42, -1) + _int_field(43, -1)
+    normalizer = _field(1, b"identity") + _int_field(3, 0) + _int_field(4, 0) + _int_field(5, 0)
+    return b"".join(out) + _field(2, trainer) + _field(3, normalizer)
 
 
 class ZstdDictSegmenter(PieceSegmenter):
@@ -126,6 +197,19 @@ class ZstdDictSegmenter(PieceSegmenter):
         self._ids = {piece: i for i, piece in enumerate(self._pieces[:-1])}
         self._prefixes = {s[:i] for s in strings for i in range(1, len(s) + 1)}
         self.max_len = max((len(s) for s in strings), default=1)
+        self._viterbi: Any = None  # the sentencepiece processor, made on first use
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_viterbi": None}  # sentencepiece's processor does not pickle
+
+    def _processor(self) -> Any:
+        if self._viterbi is None:
+            import sentencepiece
+
+            processor = sentencepiece.SentencePieceProcessor()
+            processor.LoadFromSerializedProto(_unigram_proto(self._pieces[:-1]))
+            self._viterbi = processor
+        return self._viterbi
 
     # --- parsing ----------------------------------------------------------------------------------
 
@@ -142,35 +226,38 @@ class ZstdDictSegmenter(PieceSegmenter):
 
     def parse_lengths(self, data: bytes) -> list[int]:
         """Token lengths of `data` under the chosen parse."""
-        n = len(data)
-        if self.parse == "greedy":
-            out, i = [], 0
-            while i < n:
-                step = self._matches(data, i)[-1]
-                out.append(step)
-                i += step
-            return out
-        best = [0] * (n + 1)  # fewest tokens for data[i:]
-        choice = [1] * (n + 1)
-        for i in range(n - 1, -1, -1):
-            options = self._matches(data, i)
-            step = min(options, key=lambda length: (best[i + length], -length))  # ties: the longest token
-            best[i], choice[i] = best[i + step] + 1, step
-        out, i = [], 0
+        if self.parse == "optimal":
+            return [len(self._pieces[i]) for i in self._optimal_ids([data])[0]]
+        out, i, n = [], 0, len(data)
         while i < n:
-            out.append(choice[i])
-            i += choice[i]
+            step = self._matches(data, i)[-1]
+            out.append(step)
+            i += step
         return out
+
+    def _optimal_ids(self, docs: Sequence[bytes], workers: int = 1) -> list[list[int]]:
+        """The fewest-token ids of each of `docs` (sentencepiece's Viterbi on the reversed text)."""
+        reversed_ids = self._processor().encode([_chars(d[::-1]) for d in docs], num_threads=max(1, workers))
+        return [ids[::-1] for ids in reversed_ids]
 
     # --- the segmenter interface ------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
         data = text.encode("utf-8")
+        if self.parse == "optimal":
+            return self._optimal_ids([data])[0]
         ids, i = [], 0
         for length in self.parse_lengths(data):
             ids.append(self._ids[data[i : i + length]])
             i += length
         return ids
+
+    def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        """The optimal parse runs in sentencepiece's threads on all cores; greedy in a process pool."""
+        if self.parse != "optimal":
+            return super().encode_batch(texts, workers)
+        workers = cpu_count() if workers is None else workers
+        return self._optimal_ids([t.encode("utf-8") for t in texts], workers)
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """The dictionary's size and what zstd 19 with it achieves on each document alone."""
