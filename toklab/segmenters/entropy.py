@@ -27,7 +27,7 @@ from toklab.segmenters import options as opt
 from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
-from toklab.segmenters.patching import RULES, calibrate, patch_starts
+from toklab.segmenters.patching import RULES, calibrate, patch_starts, patch_starts_batch
 
 DEFAULT_TARGET = 4.5
 SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
@@ -152,21 +152,13 @@ class EntropySegmenter(PieceSegmenter):
         self.relative, self.max_len, self.split_utf8 = relative, max_len, split_utf8
         self._set_pieces(patches)
         self._ids = {piece: 256 + i for i, piece in enumerate(patches)}
+        self._table: _PatchTable | None = None  # built on the first encode_batch
 
     # --- patching ---------------------------------------------------------------------------------
 
     def _scores(self, docs: Sequence[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(entropy, surprisal) per document; both models score many documents per call."""
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        batch: list[bytes] = []
-        size = 0
-        for doc in docs:
-            batch.append(doc)
-            size += len(doc)
-            if size >= SCORE_CHUNK_BYTES:  # bounds the memory one call needs
-                out += self.model.score_batch(batch)
-                batch, size = [], 0
-        return out + (self.model.score_batch(batch) if batch else [])
+        return [score for batch in _groups(docs) for score in self.model.score_batch(batch)]
 
     def _starts(self, entropy: np.ndarray, data: bytes) -> np.ndarray:
         return patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
@@ -193,8 +185,26 @@ class EntropySegmenter(PieceSegmenter):
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         # Both entropy models score many documents per call (numpy, or torch batches), so no process pool.
-        docs = [t.encode("utf-8") for t in texts]
-        return [self._ids_of(d, self._starts(e, d)) for d, (e, _) in zip(docs, self._scores(docs))]
+        return [ids for batch in _groups([t.encode("utf-8") for t in texts]) for ids in self._encode_group(batch)]
+
+    def _encode_group(self, docs: list[bytes]) -> list[list[int]]:
+        """encode_batch of documents laid end to end: entropies, patch starts and ids in whole arrays;
+        the same ids as _ids_of(d, _starts(entropy, d)) document by document."""
+        lengths = np.array([len(d) for d in docs], dtype=np.int64)
+        offsets = np.cumsum(lengths) - lengths
+        x = np.frombuffer(b"".join(docs), dtype=np.uint8)
+        firsts = offsets[lengths > 0]
+        if hasattr(self.model, "flat_entropies"):
+            entropy = self.model.flat_entropies(x, firsts, lengths[lengths > 0])
+        else:
+            entropy = np.concatenate([np.zeros(0)] + [e for e, _ in self.model.score_batch(docs)])
+        starts = patch_starts_batch(entropy, x, firsts, self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
+        if self._table is None:
+            self._table = _PatchTable(self._pieces[256:-1], self._ids)
+        tokens, kept = self._table.tokens(x, starts)
+        bounds = np.concatenate([[0], np.cumsum(kept)])[np.append(offsets, len(x))].tolist()
+        flat = tokens[kept].tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share
@@ -301,3 +311,89 @@ class EntropySegmenter(PieceSegmenter):
 def _cut(data: bytes, starts: np.ndarray) -> list[bytes]:
     positions = np.flatnonzero(starts).tolist()
     return [data[s:e] for s, e in zip(positions, positions[1:] + [len(data)])]
+
+
+def _groups(docs: Sequence[bytes]) -> Iterable[list[bytes]]:
+    """Consecutive documents, about SCORE_CHUNK_BYTES at a time: bounds the memory one call needs."""
+    batch: list[bytes] = []
+    size = 0
+    for doc in docs:
+        batch.append(doc)
+        size += len(doc)
+        if size >= SCORE_CHUNK_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+SHORT_PATCH = 7  # a patch of up to 7 bytes packs exactly into a uint64 key, with its length in the top byte
+KEY_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(SHORT_PATCH + 1)], dtype=np.uint64)
+SLOT_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _short_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The key of each x[begin : begin + length] (length <= SHORT_PATCH): its bytes little-endian, and
+    the length times 2**56."""
+    padded = np.concatenate([x, np.zeros(8, dtype=np.uint8)])
+    words = np.ndarray(len(x), dtype="<u8", buffer=padded, strides=(1,))  # the 8 bytes from each position
+    return (words[begins] & KEY_MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56))
+
+
+class _PatchTable:
+    """The patch vocabulary for vectorised lookup. Patches of up to SHORT_PATCH bytes go by exact
+    uint64 keys in a hash table (slots by multiplicative hashing; keys sharing a slot are searched in a
+    sorted array); longer ones by the dict."""
+
+    def __init__(self, patches: Sequence[bytes], ids: dict[bytes, int]) -> None:
+        short = [i for i, p in enumerate(patches) if len(p) <= SHORT_PATCH]
+        data = np.frombuffer(b"".join(patches[i] for i in short), dtype=np.uint8)
+        lengths = np.array([len(patches[i]) for i in short], dtype=np.int64)
+        self.keys = _short_keys(data, np.cumsum(lengths) - lengths, lengths)
+        self.ids = np.array([256 + i for i in short], dtype=np.int64)
+        self.bits = max(10, int(len(short) * 8).bit_length())
+        slots = self._slots(self.keys)
+        unique, counts = np.unique(slots, return_counts=True)
+        self.table = np.full(2**self.bits, -1, dtype=np.int64)
+        self.table[unique[counts > 1]] = -2  # a shared slot: look in the sorted keys
+        alone = np.isin(slots, unique[counts == 1])
+        self.table[slots[alone]] = np.flatnonzero(alone)
+        order = np.argsort(self.keys)
+        self.sorted_keys, self.sorted_ids = self.keys[order], self.ids[order]
+        self.long = {p: t for p, t in ids.items() if len(p) > SHORT_PATCH}
+        self.longest = max(map(len, patches), default=0)
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * SLOT_MULTIPLIER) >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def _ids_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """The id of each key, -1 where it is no vocabulary patch."""
+        slot = self.table[self._slots(keys)]
+        found = np.where((slot >= 0) & (self.keys[np.maximum(slot, 0)] == keys), self.ids[np.maximum(slot, 0)], -1)
+        shared = np.flatnonzero(slot == -2)
+        if len(shared):
+            at = np.minimum(np.searchsorted(self.sorted_keys, keys[shared]), len(self.sorted_keys) - 1)
+            found[shared] = np.where(self.sorted_keys[at] == keys[shared], self.sorted_ids[at], -1)
+        return found
+
+    def tokens(self, x: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, kept): at the first byte of a vocabulary patch its id, elsewhere the byte; kept is
+        False on the other bytes of vocabulary patches, so tokens[kept] are the ids."""
+        tokens = x.astype(np.int32)
+        positions = np.flatnonzero(starts)
+        lengths = np.diff(np.append(positions, len(x)))
+        short = np.flatnonzero((lengths >= 2) & (lengths <= SHORT_PATCH))
+        ids = self._ids_of_keys(_short_keys(x, positions[short], lengths[short]))
+        hit = short[ids >= 0]
+        begins, sizes, ids = positions[hit], lengths[hit], ids[ids >= 0]
+        long = np.flatnonzero((lengths > SHORT_PATCH) & (lengths <= self.longest))
+        if len(long) and self.long:
+            data = x.tobytes()
+            found = np.array([self.long.get(data[b : b + n], -1) for b, n in zip(positions[long].tolist(), lengths[long].tolist())], dtype=np.int64)
+            hit = long[found >= 0]
+            begins, sizes, ids = np.concatenate([begins, positions[hit]]), np.concatenate([sizes, lengths[hit]]), np.concatenate([ids, found[found >= 0]])
+        inside = np.zeros(len(x) + 1, dtype=np.int8)  # +1 after a vocabulary patch's first byte, -1 at its end
+        tokens[begins] = ids
+        inside[begins + 1] = 1
+        inside[begins + sizes] = -1
+        return tokens, np.cumsum(inside[:-1], dtype=np.int8) == 0

@@ -28,6 +28,8 @@ MAX_ORDER = 7  # a context of 6 bytes and the next byte pack into 56 bits
 SMOOTHINGS = ("interpolated", "backoff")
 COUNT_CHUNK_BYTES = 16 * 2**20
 SCORE_BATCH = 4096  # unique contexts whose 256-way distributions are built at once
+DIRECT_CONTEXT_BYTES = 3  # contexts this long are looked up directly: an int32 table of 256**3 (64 MiB)
+ENTROPY_CHUNK = 2**20  # positions whose contexts are packed at once
 
 
 def _as_array(data: bytes | np.ndarray) -> np.ndarray:
@@ -43,6 +45,30 @@ def _contexts(x: np.ndarray, k: int) -> np.ndarray:
     return ctx
 
 
+def _packed(x: np.ndarray, lo: int, hi: int, k: int) -> np.ndarray:
+    """For t in [lo, hi): the k bytes before t packed into an int64, the nearest byte lowest (bytes
+    before the start of x count as 0)."""
+    ctx = np.zeros(hi - lo, dtype=np.int64)
+    for i in range(1, k + 1):
+        first = min(max(lo, i), hi)
+        ctx[first - lo :] |= x[first - i : hi - i].astype(np.int64) << (8 * (i - 1))
+    return ctx
+
+
+def _packed_at(x: np.ndarray, at: np.ndarray, k: int) -> np.ndarray:
+    """_packed at the positions `at` (each with k bytes before it)."""
+    ctx = np.zeros(len(at), dtype=np.int64)
+    for i in range(1, k + 1):
+        ctx |= x[at - i].astype(np.int64) << (8 * (i - 1))
+    return ctx
+
+
+def _entropy(dist: np.ndarray) -> np.ndarray:
+    """Entropy in bits of each row."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(dist > 0, dist * np.log2(dist), 0.0).sum(axis=1)
+
+
 class NgramEntropyModel:
     """A smoothed byte n-gram model: order n uses contexts of up to n-1 bytes."""
 
@@ -52,6 +78,7 @@ class NgramEntropyModel:
         self.order = order
         self.smoothing = smoothing
         self.tables = tables  # per context length k: keys (ctx<<8|byte), counts, contexts, totals, types
+        self._lookup: tuple[list[np.ndarray], np.ndarray] | None = None  # see _direct_tables
 
     @property
     def params(self) -> dict[str, Any]:
@@ -129,8 +156,7 @@ class NgramEntropyModel:
         for lo in range(0, len(unique), SCORE_BATCH):
             hi = min(lo + SCORE_BATCH, len(unique))
             dist = self._distributions(unique[lo:hi] >> 3, (unique[lo:hi] & 7).astype(np.int64))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                entropy[lo:hi] = -np.where(dist > 0, dist * np.log2(dist), 0.0).sum(axis=1)
+            entropy[lo:hi] = _entropy(dist)
             rows = order_rows[bounds[lo] : bounds[hi]]
             surprisal[rows] = -np.log2(dist[inverse[rows] - lo, x[rows]])
         ent = entropy[inverse]
@@ -154,24 +180,110 @@ class NgramEntropyModel:
             if not found.any():
                 continue
             rows = np.flatnonzero(found)
-            total = table["totals"][where[rows]].astype(np.float64)
-            types = table["types"][where[rows]].astype(np.float64)
-            counts = np.zeros((len(rows), 256))
-            lo = np.searchsorted(table["keys"], sub[rows] << 8)
-            n_seen = table["types"][where[rows]]
-            idx = np.repeat(lo - np.cumsum(n_seen) + n_seen, n_seen) + np.arange(n_seen.sum())
-            counts[np.repeat(np.arange(len(rows)), n_seen), table["keys"][idx] & 255] = table["counts"][idx]
-            lower = dist[rows]
-            denominator = (total + types)[:, None]
-            if self.smoothing == "interpolated":
-                dist[rows] = (counts + types[:, None] * lower) / denominator
-            else:
-                seen = counts > 0
-                unseen_lower = np.where(seen, 0.0, lower)
-                leftover = unseen_lower.sum(axis=1, keepdims=True)
-                spread = np.divide(unseen_lower, leftover, out=np.zeros_like(lower), where=leftover > 0) * (types[:, None] / denominator)
-                dist[rows] = np.where(seen, counts / denominator, spread)
+            dist[rows] = self._smooth(table, where[rows], dist[rows])
         return dist
+
+    def _smooth(self, table: dict[str, np.ndarray], at: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        """One level of smoothing: the distributions after the contexts at rows `at` of `table`, given
+        `lower`, the distributions after their shorter contexts."""
+        total = table["totals"][at].astype(np.float64)
+        types = table["types"][at].astype(np.float64)
+        counts = np.zeros((len(at), 256))
+        lo = np.searchsorted(table["keys"], table["contexts"][at] << 8)
+        n_seen = table["types"][at]
+        idx = np.repeat(lo - np.cumsum(n_seen) + n_seen, n_seen) + np.arange(n_seen.sum())
+        counts[np.repeat(np.arange(len(at)), n_seen), table["keys"][idx] & 255] = table["counts"][idx]
+        denominator = (total + types)[:, None]
+        if self.smoothing == "interpolated":
+            return (counts + types[:, None] * lower) / denominator
+        seen = counts > 0
+        unseen_lower = np.where(seen, 0.0, lower)
+        leftover = unseen_lower.sum(axis=1, keepdims=True)
+        spread = np.divide(unseen_lower, leftover, out=np.zeros_like(lower), where=leftover > 0) * (types[:, None] / denominator)
+        return np.where(seen, counts / denominator, spread)
+
+    # --- entropies alone: one value per distinct context -----------------------------------------
+    # The entropy at t depends only on the deepest context before t (within its document) that was
+    # seen in training, so it is computed once per context. Contexts of up to DIRECT_CONTEXT_BYTES
+    # bytes are looked up in tables indexed by the packed context itself, built on first use; longer
+    # ones (orders above 4) are made distinct with np.unique, chunk by chunk.
+
+    def entropies_batch(self, docs: Sequence[bytes | np.ndarray]) -> list[np.ndarray]:
+        """The entropy at every position of each document (as score_batch gives it), without surprisals."""
+        arrays = [_as_array(d) for d in docs]
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        offsets = np.cumsum(lengths) - lengths
+        x = np.concatenate(arrays) if arrays else np.zeros(0, np.uint8)
+        ent = self.flat_entropies(x, offsets[lengths > 0], lengths[lengths > 0])
+        return [ent[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist())]
+
+    def flat_entropies(self, x: np.ndarray, firsts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Entropies over documents laid end to end in `x` (uint8): document i starts at firsts[i] and
+        has lengths[i] > 0 bytes; no context crosses a document start."""
+        out = np.empty(len(x))
+        top = self.order - 1
+        direct = top <= DIRECT_CONTEXT_BYTES
+        for lo in range(0, len(x), ENTROPY_CHUNK):  # temporaries stay bounded for a long document
+            hi = min(lo + ENTROPY_CHUNK, len(x))
+            ctx = _packed(x, lo, hi, top)  # positions fewer than `top` bytes into a document are redone below
+            if direct:
+                index, entropy = self._direct_tables()
+                out[lo:hi] = entropy[index[top][ctx]]
+            else:
+                out[lo:hi] = self._unique_entropies(ctx, np.full(hi - lo, top, dtype=np.int64))
+        for j in range(min(top, int(lengths.max()) if len(lengths) else 0)):  # j bytes into a document
+            at = (firsts + j)[lengths > j]
+            ctx = _packed_at(x, at, j)
+            if direct:
+                index, entropy = self._direct_tables()
+                out[at] = entropy[index[j][ctx]]
+            else:
+                out[at] = self._unique_entropies(ctx, np.full(len(at), j, dtype=np.int64))
+        return out
+
+    def _unique_entropies(self, ctx: np.ndarray, level: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique((ctx.astype(np.int64) << 3) | level, return_inverse=True)
+        entropy = np.empty(len(unique))
+        for lo in range(0, len(unique), SCORE_BATCH):
+            hi = min(lo + SCORE_BATCH, len(unique))
+            entropy[lo:hi] = _entropy(self._distributions(unique[lo:hi] >> 3, unique[lo:hi] & 7))
+        return entropy[inverse]
+
+    def _direct_tables(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """index[L][c]: for the packed context c of L bytes, the row in `entropy` of its longest suffix
+        seen in training (row 0: the uniform distribution). Built once, level by level: a context's
+        distribution is its smoothing step applied to the distribution of its longest shorter seen suffix,
+        exactly the rows _distributions builds, so the entropies are the same to the bit."""
+        if self._lookup is None:
+            top = min(self.order - 1, DIRECT_CONTEXT_BYTES)
+            uniform = np.full((1, 256), 1.0 / 256)
+            dists, entropies, index = [uniform], [_entropy(uniform)], []
+            rows = 1
+            for k in range(top + 1):
+                table = self.tables[k]
+                contexts = table["contexts"]
+                deepest = np.zeros(1, dtype=np.int32) if k == 0 else np.tile(index[k - 1], 256)
+                if len(contexts):
+                    lower = np.concatenate(dists)
+                    entropy = np.empty(len(contexts))
+                    kept = np.empty((len(contexts), 256)) if k < top else None
+                    for lo in range(0, len(contexts), SCORE_BATCH):
+                        at = np.arange(lo, min(lo + SCORE_BATCH, len(contexts)))
+                        dist = self._smooth(table, at, lower[deepest[contexts[at]]])
+                        entropy[at] = _entropy(dist)
+                        if kept is not None:
+                            kept[at] = dist
+                    deepest[contexts] = rows + np.arange(len(contexts), dtype=np.int32)
+                    rows += len(contexts)
+                    entropies.append(entropy)
+                    if kept is not None:
+                        dists.append(kept)
+                index.append(deepest)
+            self._lookup = (index, np.concatenate(entropies))
+        return self._lookup
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_lookup": None}  # the lookup tables are rebuilt, not copied
 
     # --- saving ---------------------------------------------------------------------------------
 

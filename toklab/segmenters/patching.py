@@ -35,21 +35,35 @@ def patch_starts(
     split_utf8: bool = False,
 ) -> np.ndarray:
     """Boolean array: True where a patch starts."""
+    return patch_starts_batch(entropy, data, np.zeros(min(len(entropy), 1), dtype=np.int64), theta, rule, relative=relative, max_len=max_len, split_utf8=split_utf8)
+
+
+def patch_starts_batch(
+    entropy: np.ndarray,
+    data: np.ndarray,
+    firsts: np.ndarray,
+    theta: float,
+    rule: str = "global",
+    *,
+    relative: float = 0.0,
+    max_len: int | None = None,
+    split_utf8: bool = False,
+) -> np.ndarray:
+    """patch_starts of documents laid end to end (document i starts at firsts[i], none empty), at once:
+    the same starts as patching each alone, since every document's first byte starts a patch."""
     if rule not in RULES:
         raise ToklabError(f"unknown patching rule '{rule}' (use {', '.join(RULES)})")
     n = len(entropy)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    rise = np.diff(entropy, prepend=entropy[0])
     if rule == "global":
         starts = entropy > theta
-    elif rule == "monotonic":
-        starts = rise > theta
     else:
-        starts = (entropy > theta) | (rise > relative)
+        rise = np.diff(entropy, prepend=entropy[0])
+        starts = rise > theta if rule == "monotonic" else (entropy > theta) | (rise > relative)
     if not split_utf8:
         starts &= ~_continuation(data)
-    starts[0] = True
+    starts[firsts] = True
     if max_len is not None:
         starts = _cap_lengths(starts, data, max_len, split_utf8)
     return starts
@@ -63,7 +77,8 @@ def _cap_lengths(starts: np.ndarray, data: np.ndarray, max_len: int, split_utf8:
         return starts
     starts = starts.copy()
     allowed = np.ones(len(starts), dtype=bool) if split_utf8 else ~_continuation(data)
-    for begin, end in zip(positions, ends):
+    long = np.flatnonzero(ends - positions > max_len)  # only these patches need cuts
+    for begin, end in zip(positions[long].tolist(), ends[long].tolist()):
         cut = begin
         while end - cut > max_len:
             nxt = cut + max_len
