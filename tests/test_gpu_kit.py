@@ -21,7 +21,7 @@ from toklab.pretrain import pretrain, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
-STAGES = ["env", "throughput-eager", "throughput-compile", "resume", "study"]
+STAGES = ["env", "throughput-eager", "throughput-compile", "blt-throughput", "resume", "study"]
 
 
 def kit(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -44,10 +44,16 @@ def test_the_dry_run_runs_every_stage_and_the_resume_check_passes(tmp_path):
     env = json.loads((out / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["cuda_available"] is False and env["matmul_tflops"] > 0
     rows = {r["variant"]: r for r in json.loads((out / "throughput.json").read_text())["rows"]}
-    assert set(rows) == {"eager", "compile"} and rows["compile"]["compile"] is True
+    assert set(rows) == {"eager", "compile", "blt"} and rows["compile"]["compile"] is True
     for row in rows.values():
         assert row["status"] == "ok" and row["tokens_per_s"] > 0 and row["timed_steps"] == 6 and np.isfinite(row["last_loss"])
         assert row["mfu"] is None  # no MFU on a CPU
+    # the patch model: its preset, context in bytes and patcher, FLOPs per byte counted in full
+    from toklab.gpt.blt import blt_config
+
+    assert (rows["blt"]["model"], rows["blt"]["context_bytes"], rows["blt"]["patcher"]) == ("blt tiny", 64, "space")
+    assert rows["blt"]["tokens_per_step"] == 4 * 64 and rows["blt"]["flops_per_token"] > blt_config("tiny", 64).flops_per_byte(64.0)
+    assert "The blt row is the byte-latent patch model" in (out / "throughput.md").read_text()
     resume = json.loads((out / "resume.json").read_text())
     assert resume["pass"] is True and resume["default"]["exact"] and resume["default"]["killed_at_step"] == 8
     assert resume["default"]["logged_before_the_kill"] == [0, 3, 6]  # the run really died at step 8

@@ -7,6 +7,7 @@ split, the same bytes for every row.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import os
 import time
@@ -14,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
+
 from toklab.errors import ToklabError
 from toklab.text import count
 from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape
-from toklab.measures import TextStats, check_threshold, compressor_rows, segmentation_row
+from toklab.measures import TextStats, check_threshold, compressor_rows, counted_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +35,7 @@ COLUMNS = [
     "lossless", "train_flops_per_mb", "tokens",
 ]  # fmt: skip
 ROUND_TRIP_SAMPLE = 200  # documents whose decode(encode(text)) is checked for every segmenter
+COUNT_BATCH_IDS = 1 << 22  # ids gathered before they are counted into the per-id histogram
 DICTIONARY_SAMPLE_BYTES = 8_000_000
 
 
@@ -216,27 +220,59 @@ def _measure_one(segmenter: Any, texts: list[str], stats: TextStats, sources: li
 
     label = label or segmenter.spec
     start = time.perf_counter()
-    ids = segmenter.encode_batch(texts)
+    tokens, counts, failed = _count_ids(segmenter, texts, segmenter.lossless)
     seconds = time.perf_counter() - start
     notes = []
     lossless = segmenter.lossless
     if lossless:
-        failures = sum(segmenter.decode(i) != t for i, t in zip(ids[:ROUND_TRIP_SAMPLE], texts[:ROUND_TRIP_SAMPLE]))
+        failures = len(failed)
         if failures:
             lossless = False
             notes.append(f"{label} claims to be lossless but {failures} of the first {ROUND_TRIP_SAMPLE} validation documents do not round-trip")
     row = {"segmenter": label, "kind": segmenter.kind, "lossless": lossless}
-    row.update(segmentation_row(ids, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
+    row.update(counted_row(tokens, counts, stats, segmenter.vocab_size, threshold=threshold, shape=shape))
     extra = getattr(segmenter, "extra_measures", None)  # kind-specific columns, e.g. patch lengths
     if extra is not None:
         row.update(extra(texts))
     row["mb_per_s"] = stats.bytes.sum() / 1e6 / seconds if seconds > 0 else float("nan")
-    per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": [len(x) for x in ids]})
+    per_doc = pd.DataFrame({"source": sources, "bytes": stats.bytes, "tokens": tokens})
     by_source = [
         {"segmenter": label, "source": source, "documents": len(group), "bytes": int(group["bytes"].sum()), "tokens": int(group["tokens"].sum())}
         for source, group in per_doc.groupby("source", sort=False)
     ]
     return row, by_source, notes, seconds
+
+
+def _count_ids(segmenter: Any, texts: list[str], round_trip: bool) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """Tokens per text, how often each id occurs, and (when `round_trip`) which of the first
+    ROUND_TRIP_SAMPLE texts do not decode back to themselves. Long texts come in exact pieces
+    (Segmenter.encode_pieces), so no long document's whole id list is held; a piece's round trip
+    stands for its text's (exact pieces of a lossless kind decode to the pieces)."""
+    tokens = np.zeros(len(texts), dtype=np.int64)
+    counts = np.zeros(segmenter.vocab_size, dtype=np.int64)
+    failed: set[int] = set()
+    held: list[Any] = []
+    n_held = 0
+    for i, piece, ids in segmenter.encode_pieces(texts):
+        tokens[i] += len(ids)
+        held.append(ids)
+        n_held += len(ids)
+        if round_trip and i < ROUND_TRIP_SAMPLE and i not in failed and segmenter.decode(ids) != piece:
+            failed.add(i)
+        if n_held >= COUNT_BATCH_IDS:
+            counts += _id_counts(held, n_held, segmenter.vocab_size)
+            held, n_held = [], 0
+    if held:
+        counts += _id_counts(held, n_held, segmenter.vocab_size)
+    return tokens, counts, failed
+
+
+def _id_counts(held: list[Any], n: int, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in `held` (lists of short texts' ids, arrays of long texts' pieces)."""
+    lists = [ids for ids in held if not isinstance(ids, np.ndarray)]
+    arrays = [ids for ids in held if isinstance(ids, np.ndarray)]
+    flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=n - sum(a.size for a in arrays))
+    return np.bincount(np.concatenate([flat, *arrays]) if arrays else flat, minlength=vocab_size)
 
 
 def _per_source_table(long: "pd.DataFrame") -> "pd.DataFrame":

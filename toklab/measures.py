@@ -144,6 +144,21 @@ def is_spaced(text: str) -> bool:
     return 2 * unspaced < letters
 
 
+WORD_CHUNK_CHARS = 1 << 20  # a longer text's words are counted slice by slice
+
+
+def count_words(text: str) -> int:
+    """len(text.split()), without making the list (a 50 MB document's words take GBs as strings)."""
+    if len(text) <= WORD_CHUNK_CHARS:
+        return len(text.split())
+    n = 0
+    for i in range(0, len(text), WORD_CHUNK_CHARS):
+        n += len(text[i : i + WORD_CHUNK_CHARS].split())
+        if i and not text[i].isspace() and not text[i - 1].isspace():
+            n -= 1  # a word across the slice boundary was counted in both slices
+    return n
+
+
 def tokens_per_word(tokens: np.ndarray, words: np.ndarray, spaced: np.ndarray) -> float:
     """Tokens per whitespace-separated word, summed over the spaced documents only; NaN without one."""
     spaced = np.asarray(spaced, dtype=bool)
@@ -166,7 +181,7 @@ class TextStats:
         return cls(
             chars=np.array([len(t) for t in texts], dtype=np.int64),
             bytes=np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64),
-            words=np.array([len(t.split()) for t in texts], dtype=np.int64),
+            words=np.array([count_words(t) for t in texts], dtype=np.int64),
             spaced=np.array([is_spaced(t) for t in texts], dtype=bool),
         )
 
@@ -188,10 +203,17 @@ def segmentation_row(
 ) -> dict[str, float]:
     """Every per-segmenter column that follows from the ids of the measured documents."""
     tokens_per_doc = np.array([len(x) for x in ids], dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(tokens_per_doc.sum()))
+    return counted_row(tokens_per_doc, np.bincount(flat, minlength=vocab_size), stats, vocab_size, threshold=threshold, shape=shape, alpha=alpha)
+
+
+def counted_row(
+    tokens_per_doc: np.ndarray, counts: np.ndarray, stats: TextStats, vocab_size: int, *, threshold: float = 0.3, shape: ModelShape, alpha: float = 2.5
+) -> dict[str, float]:
+    """`segmentation_row` from what it needs of the ids: the tokens of each document and how often
+    each id occurs (so a long document's ids can be counted piece by piece)."""
     n_tokens = int(tokens_per_doc.sum())
     n_chars, n_bytes = int(stats.chars.sum()), int(stats.bytes.sum())
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=n_tokens)
-    counts = np.bincount(flat, minlength=vocab_size)
     docs_kept, bytes_kept = keep_rates(tokens_per_doc, stats.chars, stats.bytes, threshold)
     tokens_per_byte = n_tokens / n_bytes if n_bytes else float("nan")
     return {

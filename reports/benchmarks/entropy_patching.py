@@ -78,7 +78,7 @@ def old_encode(seg, texts: list[str]) -> list[list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=HERE / "entropy_patching.md")
+    parser.add_argument("--out", type=Path, default=None, help="write the section here (default: print it); entropy_patching.md puts the runs together by hand")
     args = parser.parse_args()
     per_folder = args.mb * 10**6 // len(FOLDERS)
     texts = [d.text for f in FOLDERS for d in toklab.open_corpus(str(SHARED / f), max_bytes=per_folder)]
@@ -123,6 +123,9 @@ def main() -> None:
     ]
     lines += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} | {r[8]:.2f}x | {r[9]:.2f}x | {'yes' if r[10] else 'NO'} | {'yes' if r[11] else 'NO'} | {r[12]:.2f} | {r[13]:.3f} |" for r in rows]
     lines += ["", f"text: {n_mb:.1f} MB; `python reports/benchmarks/entropy_patching.py --mb {args.mb}`{' under taskset -c 0' if cores == 1 else ''}; best of 3 (before: 1 run); {datetime.date.today().isoformat()}; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"]
+    if args.out is None:
+        print("\n".join(lines))
+        return
     args.out.write_text("\n".join(lines) + "\n")  # one section: entropy_patching.md puts the runs together
     print(f"wrote {args.out}")
 

@@ -41,8 +41,8 @@ class FilterRule:
         """(numerators, denominators) for non-empty texts and their UTF-8 bytes: (tokens, chars) or (zstd bytes, bytes)."""
         if self.by == "tokens":
             assert segmenter is not None
-            tokens = [len(ids) for ids in segmenter.encode_batch(texts, workers=workers)]
-            return np.array(tokens, dtype=np.int64), np.array([len(t) for t in texts], dtype=np.int64)
+            # counted piece by piece: a long document's ids are never held whole (Segmenter.count_tokens)
+            return segmenter.count_tokens(texts, workers=workers), np.array([len(t) for t in texts], dtype=np.int64)
         import zstandard
 
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)

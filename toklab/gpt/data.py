@@ -40,6 +40,7 @@ VAL_INDEX = "val_documents.parquet"  # one row per validation document: id, sour
 FORMAT = 2  # bump when the folder layout changes, so old caches are not reused
 SPLITS = ("train", "val")
 EVAL_BATCH_WINDOWS = 16  # full-context windows per evaluation batch
+PIECE_FLUSH_TOKENS = 1 << 22  # ids of a batch gathered before they go to the shard writer
 EVAL_BATCH_TOKENS = 8192  # at least this many tokens per evaluation batch, so short contexts batch well
 EVAL_LOGITS = 2**26  # at most this many logits per evaluation batch (256 MB in float32): large vocabularies take fewer tokens
 SCORING_SALT = "toklab-scoring"  # the hash that orders validation documents for a byte-capped sample
@@ -246,6 +247,13 @@ def _batches(texts: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _add_checked(writer: _ShardWriter, parts: list[np.ndarray], segmenter: "Segmenter") -> None:
+    flat = np.concatenate(parts)
+    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= writer.vocab_size):
+        raise ValueError(f"segmenter {segmenter.spec} produced ids outside [0, {writer.vocab_size})")
+    writer.add(flat)
+
+
 def _encode_split(
     corpus: "Corpus", segmenter: "Segmenter", split: str, writer: _ShardWriter, eot: int, batch_docs: int, advance: Callable[[int], Any], lengths: np.ndarray
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -255,28 +263,42 @@ def _encode_split(
     index: list[dict[str, Any]] = []
     writer.add(np.array([eot], dtype=np.int64))  # the first document gets the same context start as the rest
     docs = corpus.train() if split == "train" else corpus.val()
+    eot_array = np.array([eot], dtype=np.int64)
     for batch in _batches(docs, batch_docs):
-        encoded = segmenter.encode_batch([d.text for d in batch])
-        sizes = [len(ids) for ids in encoded]
-        flat = np.empty(sum(sizes) + len(encoded), dtype=np.int64)
-        pos = 0
-        for ids, n in zip(encoded, sizes):
-            flat[pos : pos + n] = ids
-            flat[pos + n] = eot
-            pos += n + 1
-        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= writer.vocab_size):
-            raise ValueError(f"segmenter {segmenter.spec} produced ids outside [0, {writer.vocab_size})")
-        start = writer.tokens
-        writer.add(flat)
-        for d, ids, n in zip(batch, encoded, sizes):
+        tokens = [0] * len(batch)
+        covered = [0] * len(batch)
+        starts = [0] * len(batch)
+        parts: list[np.ndarray] = []
+        held = 0
+        position = writer.tokens
+        current = -1
+        # Long documents come in exact pieces (Segmenter.encode_pieces): their ids go to the writer
+        # as they come, never held as one list; the shards are the same as from whole-text ids.
+        for i, _, ids in segmenter.encode_pieces([d.text for d in batch]):
+            if i != current:
+                if current >= 0:
+                    parts.append(eot_array)
+                    position += 1
+                current, starts[i] = i, position
+            piece = np.asarray(ids, dtype=np.int64)
+            parts.append(piece)
+            position += piece.size
+            tokens[i] += piece.size
+            if split == "val" and piece.size:
+                covered[i] += int(lengths[piece].sum())
+            held += piece.size
+            if held >= PIECE_FLUSH_TOKENS:
+                _add_checked(writer, parts, segmenter)
+                parts, held = [], 0
+        parts.append(eot_array)
+        _add_checked(writer, parts, segmenter)
+        for d, n, have, start in zip(batch, tokens, covered, starts):
             size = d.n_bytes
             if split == "val":
                 # bits-per-byte divides by these bytes, so the ids must stand for exactly them
-                covered = int(lengths[np.asarray(ids, dtype=np.int64)].sum()) if n else 0
-                if covered != size:
-                    raise ToklabError(f"segmenter {segmenter.spec} breaks the byte-length contract on document {d.id!r}: its ids stand for {covered} bytes, the text has {size}")
+                if have != size:
+                    raise ToklabError(f"segmenter {segmenter.spec} breaks the byte-length contract on document {d.id!r}: its ids stand for {have} bytes, the text has {size}")
                 index.append({"id": d.id, "source": d.source, "bytes": size, "tokens": n, "start": start})
-            start += n + 1
             n_bytes += size
             advance(size)
         documents += len(batch)

@@ -8,6 +8,7 @@ so the byte span of every token of a document follows from its ids, and every me
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 MANIFEST = "toklab-segmenter.json"
 EOT = "<|endoftext|>"  # the one special token every toklab-trained kind reserves
 POOL_MIN_TEXTS = 64  # below this a process pool costs more than it saves
+# A text longer than this many characters is encoded in exact pieces of about this size by the kinds
+# that can be cut (see `Segmenter.cut_rule`). TOKLAB_CUT_CHARS overrides it (benchmarks set it huge to
+# measure encoding whole).
+CUT_CHARS = int(os.environ.get("TOKLAB_CUT_CHARS") or 1 << 20)
+PIECE_GROUP = 8  # pieces of one long text encoded per batch call (the kind's threads share them)
+# Where a text may be cut so that a kind's ids are unchanged (`Segmenter.cut_rule`):
+CUT_ANYWHERE = "anywhere"  # at any character boundary (the ids of a text are those of its characters)
+CUT_NEWLINE = "newline"  # after a newline by `newline_cuts`' rule (pre-tokenising kinds with a known pattern)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,36 @@ class ReportGroup:
 class SegmenterUnavailable(ToklabError):
     """A well-formed spec whose pretrained vocabulary cannot be had here and now (offline, not
     cached). A run of several segmenters skips it with a note; a single one is an error."""
+
+
+def newline_cuts(text: str, size: int) -> Iterator[str]:
+    """`text` cut into consecutive pieces of at most about `size` characters, each cut right after a
+    lone newline between two non-space characters where the next is not "/". Every pre-tokenisation
+    pattern toklab uses (bpe's gpt2/cl100k/o200k, and tiktoken's r50k/p50k/cl100k/o200k) ends a
+    pre-token there and starts the next at the following character: none has a lookbehind, none
+    lets a pre-token run from a non-space through a newline into a non-space, except o200k's
+    punctuation run `[^\\s\\p{L}\\p{N}]+[\\r\\n/]*`, which the "/" exception covers. So the
+    pre-tokens, and a BPE's ids, of the pieces are those of the whole text (tested against tiktoken
+    and tokenizers). A stretch of `size` characters with no such newline is left whole: that piece is
+    then as long as the stretch (tiktoken and tokenizers are slow on one very long pre-token)."""
+
+    def safe(i: int) -> bool:  # text[i] is a newline
+        return start < i and i + 1 < n and not text[i - 1].isspace() and not text[i + 1].isspace() and text[i + 1] != "/"
+
+    start, n = 0, len(text)
+    while n - start > size:
+        cut = text.rfind("\n", start, start + size)
+        while cut != -1 and not safe(cut):
+            cut = text.rfind("\n", start, cut)
+        if cut == -1:  # no safe cut in this window: take the next one after it
+            cut = text.find("\n", start + size)
+            while cut != -1 and not safe(cut):
+                cut = text.find("\n", cut + 1)
+            if cut == -1:
+                break
+        yield text[start : cut + 1]
+        start = cut + 1
+    yield text[start:]
 
 
 def cpu_count() -> int:
@@ -81,6 +120,11 @@ class Segmenter:
     option_info: ClassVar[tuple[Option, ...]] = ()
     # The columns `extra_measures` adds, declared here so that reports show them without naming kinds.
     report_groups: ClassVar[tuple[ReportGroup, ...]] = ()
+    # Where a text can be cut with the ids of the pieces, joined, equal to the ids of the whole:
+    # CUT_ANYWHERE, CUT_NEWLINE, or None (the kind's ids depend on context a cut would change, or the
+    # rule is not known to be exact for it: such a kind encodes every text whole). Kinds may make it
+    # a property (it can depend on the instance, e.g. on a tiktoken pattern).
+    cut_rule: ClassVar[str | None] = None
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
@@ -154,6 +198,97 @@ class Segmenter:
         if token_id in self.special_tokens.values():
             return b""
         return self.decode([token_id]).encode("utf-8", errors="surrogateescape")
+
+    # --- long texts: exact pieces --------------------------------------------------------------
+
+    def exact_cuts(self, text: str, size: int | None = None) -> Iterator[str]:
+        """`text` as consecutive pieces (about `size` characters, default CUT_CHARS) whose ids, joined,
+        are the ids of `text`; one piece for a short text, a text with no place to cut, or a kind
+        that cannot be cut (`cut_rule` None)."""
+        size = CUT_CHARS if size is None else max(1, size)
+        rule = self.cut_rule
+        if rule is None or len(text) <= size:
+            yield text
+        elif rule == CUT_ANYWHERE:
+            for i in range(0, len(text), size):
+                yield text[i : i + size]
+        elif rule == CUT_NEWLINE:
+            yield from newline_cuts(text, size)
+        else:
+            raise AssertionError(f"{self.kind}: unknown cut rule {rule!r}")
+
+    def encode_chunks(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[np.ndarray]:
+        """The ids of `text` as int64 arrays, one per piece of `exact_cuts` (joined: `encode(text)`),
+        so a long document's ids need never be held whole."""
+        for group in self._piece_groups(text, size):
+            yield from self._piece_arrays(group, workers)
+
+    def encode_pieces(self, texts: Sequence[str], workers: int | None = None) -> Iterator[tuple[int, str, Sequence[int]]]:
+        """(index of the text, piece of it, the piece's ids) for `texts`, in order, at least one per
+        text: a text up to CUT_CHARS long (or of a kind that cannot be cut) is one piece, its ids
+        encoded with `encode_batch` alongside its neighbours'; a longer one comes in exact pieces
+        (`encode_chunks`), so that consumers that count or write ids never hold its whole id list."""
+        start = 0
+        long = [i for i, t in enumerate(texts) if self._long(t)]
+        for end in [*long, len(texts)]:
+            if end > start:
+                short = texts[start:end]
+                for i, (text, ids) in enumerate(zip(short, self.encode_batch(short, workers=workers)), start):
+                    yield i, text, ids
+            if end < len(texts):
+                for group in self._piece_groups(texts[end]):
+                    for piece, ids in zip(group, self._piece_arrays(group, workers)):
+                        yield end, piece, ids
+            start = end + 1
+
+    def count_tokens(self, texts: Sequence[str], workers: int | None = None) -> np.ndarray:
+        """The number of tokens of each text (int64), without holding a long text's ids."""
+        import numpy as np
+
+        counts = np.zeros(len(texts), dtype=np.int64)
+        for i, _, ids in self.encode_pieces(texts, workers):
+            counts[i] += len(ids)
+        return counts
+
+    def _piece_groups(self, text: str, size: int | None = None) -> Iterator[list[str]]:
+        """`exact_cuts` in lists of PIECE_GROUP pieces, each encoded in one batch call."""
+        pieces = self.exact_cuts(text, size)
+        while group := list(itertools.islice(pieces, PIECE_GROUP)):
+            yield group
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
+        """The ids of each piece, encoded whole (no cutting): kinds that cut override it with their
+        library's call on short texts."""
+        return [self.encode(p) for p in pieces]
+
+    def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
+        import numpy as np
+
+        return [np.array(ids, dtype=np.int64) for ids in self._encode_pieces(pieces, workers)]
+
+    def _long(self, text: str) -> bool:
+        """Whether `text` is encoded in pieces (a kind that cuts, a text over CUT_CHARS)."""
+        return self.cut_rule is not None and len(text) > CUT_CHARS
+
+    def _encode_cut(self, text: str, workers: int | None = None) -> list[int]:
+        """`text`'s ids, encoded piece by piece (for `encode` of a long text of a kind that cuts)."""
+        out: list[int] = []
+        for group in self._piece_groups(text):
+            for ids in self._encode_pieces(group, workers):
+                out.extend(ids)
+        return out
+
+    def _encode_batch_cut(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        """`encode_batch` for a kind that cuts: the short texts through `_encode_pieces` at once,
+        each long one piece by piece."""
+        texts = list(texts)
+        long = [i for i, t in enumerate(texts) if self._long(t)]
+        if not long:
+            return self._encode_pieces(texts, workers)
+        out = self._encode_pieces(["" if self._long(t) else t for t in texts], workers)
+        for i in long:
+            out[i] = self._encode_cut(texts[i], workers)
+        return out
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         """Encode many texts on all cores. This default uses a process pool (for pure-Python kinds);

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import EOT, Segmenter, check_vocab_size, cpu_count, reading
+from toklab.segmenters.base import CUT_NEWLINE, EOT, Segmenter, check_vocab_size, cpu_count, newline_cuts, reading
 
 # Pre-tokenisation patterns, by name. They are spelled so that Oniguruma (tokenizers) and
 # fancy-regex (tiktoken) read them alike: Oniguruma takes `{1,3}+` as a repeat, not as
@@ -54,30 +54,13 @@ OPTIONS = opt.option_table(OPTION_INFO)
 TRAIN_CHUNK_CHARS = 1 << 20  # a longer training text is cut into pieces of about this size, so memory stays bounded
 
 
-def training_chunks(text: str, size: int = TRAIN_CHUNK_CHARS) -> Iterable[str]:
-    """`text` cut into pieces of at most about `size` characters, each cut right after a lone
-    newline between two non-space characters: every pattern above ends a pre-token there, so the
-    words the trainer counts are exactly those of the whole text (tested against `tokenizers`'
-    own pre-tokeniser). A stretch of `size` characters with no such newline is left whole, so
-    memory is then bounded only by that stretch."""
-
-    def safe(i: int) -> bool:  # text[i] is a newline
-        return start < i and i + 1 < n and not text[i - 1].isspace() and not text[i + 1].isspace()
-
-    start, n = 0, len(text)
-    while n - start > size:
-        cut = text.rfind("\n", start, start + size)
-        while cut != -1 and not safe(cut):
-            cut = text.rfind("\n", start, cut)
-        if cut == -1:  # no safe cut in this window: take the next one after it
-            cut = text.find("\n", start + size)
-            while cut != -1 and not safe(cut):
-                cut = text.find("\n", cut + 1)
-            if cut == -1:
-                break
-        yield text[start : cut + 1]
-        start = cut + 1
-    yield text[start:]
+def training_chunks(text: str, size: int | None = None) -> Iterable[str]:
+    """`text` cut into pieces of at most about `size` characters (default TRAIN_CHUNK_CHARS) where
+    every pattern above ends a pre-token (base.newline_cuts, the one home of that rule), so the
+    words the trainer counts are exactly those of the whole text (tested against `tokenizers`' own
+    pre-tokeniser). A stretch of `size` characters with no such newline is left whole, so memory is
+    then bounded only by that stretch."""
+    return newline_cuts(text, TRAIN_CHUNK_CHARS if size is None else size)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -121,6 +104,7 @@ class BPESegmenter(Segmenter):
     train_in_child = True  # tokenizers' trainer (Rust) never looks at Ctrl-C
     min_vocab_size = 258
     min_vocab_reason = "256 bytes, one merge, <|endoftext|>"
+    cut_rule = CUT_NEWLINE  # every pattern in PATTERNS ends a pre-token at newline_cuts' cuts
 
     def __init__(self, tokenizer_json: str, pattern_name: str, fast: bool, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
@@ -173,14 +157,19 @@ class BPESegmenter(Segmenter):
         return {EOT: self._eot}
 
     def encode(self, text: str) -> list[int]:
-        if self._encoding is not None:
-            return self._encoding.encode_ordinary(text)
-        return self._hf_encode([text])[0]
+        if self._long(text):
+            return self._encode_cut(text)
+        return self._encode_pieces([text])[0]
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         if self._encoding is not None:
-            return self._encoding.encode_ordinary_batch(list(texts), num_threads=workers or cpu_count())
-        return self._hf_encode(texts)
+            if len(pieces) == 1:
+                return [self._encoding.encode_ordinary(pieces[0])]
+            return self._encoding.encode_ordinary_batch(pieces, num_threads=workers or cpu_count())
+        return self._hf_encode(pieces)
 
     def _hf_encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]

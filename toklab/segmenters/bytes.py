@@ -8,12 +8,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
-from toklab.segmenters.base import EOT, Segmenter
+from toklab.segmenters.base import CUT_ANYWHERE, EOT, Segmenter
 
 
 class ByteSegmenter(Segmenter):
     kind = "bytes"
     summary = "UTF-8 bytes: ids 0-255 are the byte values, 256 is <|endoftext|>"
+    cut_rule = CUT_ANYWHERE  # a character's bytes do not depend on its neighbours
 
     @classmethod
     def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:
@@ -41,6 +42,12 @@ class ByteSegmenter(Segmenter):
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         # Encoding is one C call per text; a process pool would only add pickling.
         return [list(t.encode("utf-8")) for t in texts]
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
+        return [list(p.encode("utf-8")) for p in pieces]
+
+    def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
+        return [np.frombuffer(p.encode("utf-8"), dtype=np.uint8).astype(np.int64) for p in pieces]
 
     def decode(self, ids: Sequence[int]) -> str:
         if isinstance(ids, np.ndarray):

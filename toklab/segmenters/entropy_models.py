@@ -30,6 +30,7 @@ COUNT_CHUNK_BYTES = 16 * 2**20
 SCORE_BATCH = 4096  # unique contexts whose 256-way distributions are built at once
 DIRECT_CONTEXT_BYTES = 3  # contexts this long are looked up directly: an int32 table of 256**3 (64 MiB)
 ENTROPY_CHUNK = 2**20  # positions whose contexts are packed at once
+UNIQUE_CHUNK = 2**23  # the same, for orders above 4 (contexts made distinct with np.unique): ~0.5 GB of temporaries
 
 
 def _as_array(data: bytes | np.ndarray) -> np.ndarray:
@@ -223,8 +224,10 @@ class NgramEntropyModel:
         out = np.empty(len(x))
         top = self.order - 1
         direct = top <= DIRECT_CONTEXT_BYTES
-        for lo in range(0, len(x), ENTROPY_CHUNK):  # temporaries stay bounded for a long document
-            hi = min(lo + ENTROPY_CHUNK, len(x))
+        # temporaries stay bounded for a long document; without tables, larger chunks repeat fewer contexts
+        chunk = ENTROPY_CHUNK if direct else UNIQUE_CHUNK
+        for lo in range(0, len(x), chunk):
+            hi = min(lo + chunk, len(x))
             ctx = _packed(x, lo, hi, top)  # positions fewer than `top` bytes into a document are redone below
             if direct:
                 index, entropy = self._direct_tables()

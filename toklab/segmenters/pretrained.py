@@ -7,6 +7,7 @@ own file format beside the manifest, and loaded back without the network.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -22,8 +23,8 @@ import numpy as np
 from toklab.errors import ToklabError, one_line
 from toklab.network import REACH_TIMEOUT_S, hub_offline_reason, reachable
 from toklab.segmenters.options import Option
-from toklab.segmenters.base import Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
-from toklab.segmenters.bpe import UNICODE_TO_BYTE
+from toklab.segmenters.base import CUT_NEWLINE, Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
+from toklab.segmenters.bpe import PATTERNS as BPE_PATTERNS, UNICODE_TO_BYTE
 
 DEFAULT_PAT = "cl100k_base"  # whose pattern a bare .tiktoken file is split with
 RANKS_FILE = "ranks.tiktoken"
@@ -180,6 +181,17 @@ def _pattern_of(name: str) -> str:
     return _get_encoding(name)._pat_str
 
 
+# The encodings whose split pattern newline_cuts' rule is known exact for (see its docstring).
+CUTTABLE_ENCODINGS = ("gpt2", "r50k_base", "p50k_base", "p50k_edit", "cl100k_base", "o200k_base", "o200k_harmony")
+
+
+@functools.lru_cache(maxsize=1)
+def _cuttable_patterns() -> frozenset[str]:
+    known = set(_known_encodings())
+    infos = [_constructor_info(name) for name in CUTTABLE_ENCODINGS if name in known]
+    return frozenset([*(i["pat_str"] for i in infos if i is not None), *BPE_PATTERNS.values()])
+
+
 def read_tiktoken_file(path: str | os.PathLike) -> dict[bytes, int]:
     """The ranks of a `.tiktoken` file (base64 token, space, rank per line).
 
@@ -282,12 +294,24 @@ class TiktokenSegmenter(Segmenter):
     def special_tokens(self) -> dict[str, int]:
         return {s: self.encoding.encode_single_token(s) for s in sorted(self.encoding.special_tokens_set)}
 
+    @property
+    def cut_rule(self) -> str | None:  # type: ignore[override]
+        """newline_cuts' rule for the patterns it is known exact for (OpenAI's, bpe's); else none."""
+        return CUT_NEWLINE if getattr(self.encoding, "_pat_str", None) in _cuttable_patterns() else None
+
     def encode(self, text: str) -> list[int]:
+        if self._long(text):
+            return self._encode_cut(text)
         return self.encoding.encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
+        if len(pieces) == 1:
+            return [self.encoding.encode_ordinary(pieces[0])]
         threads = cpu_count() if workers is None else max(1, workers)
-        return self.encoding.encode_ordinary_batch(list(texts), num_threads=threads)
+        return self.encoding.encode_ordinary_batch(pieces, num_threads=threads)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode(list(ids), errors="replace")

@@ -1,0 +1,255 @@
+"""Long documents: the kinds that can be cut encode them in exact pieces, and compare, filter and
+pretrain's shard writing count and write their ids piece by piece. Every expected value comes
+from the library called on the whole text (tiktoken, tokenizers, str.encode), never from toklab's
+cutting."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import toklab
+import toklab.segmenters.base as base
+from toklab import split_of
+from toklab.gpt.data import build_token_data, read_shard
+from toklab.segmenters import get_segmenter
+from toklab.segmenters.base import CUT_ANYWHERE, CUT_NEWLINE, Segmenter, newline_cuts
+from toklab.segmenters.bpe import PATTERNS, BPESegmenter, _hf_tokenizer
+
+LONG_CHARS = 1_200_000  # the long text: real documents joined with "\n"
+CUT = 50_000  # CUT_CHARS in these tests, so the long text comes in about 24 pieces
+TIKTOKEN_NAMES = ("gpt2", "cl100k_base", "o200k_base")
+
+
+@pytest.fixture(scope="module")
+def long_text(shared_corpora) -> str:
+    """Real documents of the four shared corpora, in turn, joined with "\n"."""
+    streams = [iter(toklab.open_corpus(str(shared_corpora / name), val_fraction=0.0).documents()) for name in ("sotu", "email", "code", "udhr")]
+    docs: list[str] = []
+    size = 0
+    while size < LONG_CHARS and streams:
+        for stream in list(streams):
+            doc = next(stream, None)
+            if doc is None:
+                streams.remove(stream)
+                continue
+            docs.append(doc.text)
+            size += len(doc.text) + 1
+    return "\n".join(docs)
+
+
+@pytest.fixture(scope="module")
+def small_bpe(long_text) -> BPESegmenter:
+    return BPESegmenter.train([long_text[:300_000]], 600)
+
+
+@pytest.fixture
+def small_cut(monkeypatch):
+    monkeypatch.setattr(base, "CUT_CHARS", CUT)
+    monkeypatch.setenv("TOKLAB_CUT_CHARS", str(CUT))
+
+
+def tiktoken_whole(name: str):
+    import tiktoken
+
+    return tiktoken.get_encoding(name).encode_ordinary
+
+
+def edge_text(seed: int, n: int = 40_000) -> str:
+    """Random text full of the cases around the cut rule: CRLF, blank lines, spaces next to
+    newlines, punctuation runs into newlines and "/" (o200k's `[\\r\\n/]*`)."""
+    rng = random.Random(seed)
+    pieces = ["\n", "\n\n", "\r\n", "\r", " ", "  ", "\t", "a", "Word", "123", "!", ".\n", " \n", "\n ", "é", "中", "'s", "/", "!\n/", "x\n/y", "\n'", "\u00a0", "\u2028"]
+    return "".join(rng.choice(pieces) for _ in range(n))
+
+
+def ids_of_chunks(segmenter: Segmenter, text: str, size: int | None = None) -> list[int]:
+    return [int(i) for chunk in segmenter.encode_chunks(text, size) for i in chunk]
+
+
+# --- the cut rule --------------------------------------------------------------------------------
+
+
+def test_newline_cuts_join_to_the_text_and_cut_only_after_a_lone_newline(long_text):
+    pieces = list(newline_cuts(long_text, CUT))
+    assert "".join(pieces) == long_text and len(pieces) > 10
+    for left, right in zip(pieces, pieces[1:]):
+        assert left.endswith("\n") and not left[-2].isspace() and not right[0].isspace() and right[0] != "/"
+    assert max(map(len, pieces)) <= 3 * CUT  # real text has a safe newline in every window here
+
+
+@pytest.mark.parametrize("text", ["no newline at all " * 2000, "a\n\nb " * 2000, "x \ny " * 2000, "p\n/q" * 2000, "\r\n".join(["line"] * 2000)], ids=["no-newline", "blank-lines", "space-before", "slash-after", "crlf"])
+def test_a_text_with_no_safe_newline_is_one_piece(text, small_cut):
+    seg = get_segmenter("tiktoken:cl100k_base")
+    assert list(newline_cuts(text, 100)) == [text]
+    assert list(seg.exact_cuts(text, 100)) == [text]
+    chunks = list(seg.encode_chunks(text, 100))
+    assert len(chunks) == 1 and chunks[0].tolist() == tiktoken_whole("cl100k_base")(text)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_pattern_pre_tokenises_the_pieces_as_the_whole(seed):
+    """tokenizers' own pre-tokeniser, for each of bpe's patterns: the words of the pieces are
+    the words of the whole text (the pieces of a random text full of edge cases)."""
+    text = edge_text(seed)
+    pieces = list(newline_cuts(text, 300))
+    assert "".join(pieces) == text and len(pieces) > 20
+    for name, pattern in PATTERNS.items():
+        pre = _hf_tokenizer(pattern).pre_tokenizer
+        whole = [w for w, _ in pre.pre_tokenize_str(text)]
+        assert [w for p in pieces for w, _ in pre.pre_tokenize_str(p)] == whole, name
+
+
+@pytest.mark.parametrize("name", TIKTOKEN_NAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiktoken_ids_of_edge_case_pieces_equal_the_whole(name, seed, shared_tiktoken):
+    seg = get_segmenter(f"tiktoken:{name}")
+    assert seg.cut_rule == CUT_NEWLINE
+    text = edge_text(seed)
+    assert len(list(seg.exact_cuts(text, 300))) > 20
+    assert ids_of_chunks(seg, text, 300) == tiktoken_whole(name)(text)
+
+
+# --- the cuttable kinds on a long real text ------------------------------------------------------
+
+
+def test_bytes_cuts_anywhere_and_its_ids_are_the_utf8_bytes(long_text, small_cut):
+    seg = get_segmenter("bytes")
+    assert seg.cut_rule == CUT_ANYWHERE
+    text = long_text + "é中\U0001f600" * 1000  # multi-byte characters across the cuts
+    expected = list(text.encode("utf-8"))
+    assert len(list(seg.exact_cuts(text))) == -(-len(text) // CUT)
+    assert ids_of_chunks(seg, text) == expected
+    assert seg.encode(text) == expected and seg.encode_batch(["ab", text, ""]) == [[97, 98], expected, []]
+    assert seg.count_tokens(["ab", text, ""]).tolist() == [2, len(expected), 0]
+
+
+@pytest.mark.parametrize("name", TIKTOKEN_NAMES)
+def test_tiktoken_long_text_ids_equal_tiktoken_on_the_whole(name, long_text, small_cut, shared_tiktoken):
+    seg = get_segmenter(f"tiktoken:{name}")
+    expected = tiktoken_whole(name)(long_text)
+    assert len(list(seg.exact_cuts(long_text))) > 10
+    assert ids_of_chunks(seg, long_text) == expected
+    assert seg.encode(long_text) == expected
+    short = "a short text\n"
+    out = seg.encode_batch([short, long_text, short], workers=2)
+    assert out == [tiktoken_whole(name)(short), expected, tiktoken_whole(name)(short)]
+    assert seg.count_tokens([short, long_text]).tolist() == [len(out[0]), len(expected)]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bpe_long_text_ids_equal_tokenizers_on_the_whole(fast, small_bpe, long_text, small_cut):
+    seg = small_bpe if fast else BPESegmenter(small_bpe._tokenizer_json, small_bpe.pattern_name, fast=False)
+    assert seg.fast_path == fast and seg.cut_rule == CUT_NEWLINE
+    expected = seg._hf.encode(long_text, add_special_tokens=False).ids  # tokenizers itself, whole
+    assert ids_of_chunks(seg, long_text) == expected
+    assert seg.encode(long_text) == expected
+    assert seg.encode_batch(["x", long_text]) == [seg._hf.encode("x", add_special_tokens=False).ids, expected]
+
+
+def test_kinds_whose_ids_a_cut_could_change_are_encoded_whole(small_cut):
+    from toklab.segmenters.pretrained import HFTokenizerSegmenter
+
+    assert Segmenter.cut_rule is None and HFTokenizerSegmenter.cut_rule is None
+
+    class Whole(Segmenter):
+        kind = "whole-test"
+
+        def encode(self, text):
+            return [len(text)]
+
+    text = "line one\nline two\n" * 10_000
+    assert list(Whole().exact_cuts(text, 10)) == [text]
+    assert [c.tolist() for c in Whole().encode_chunks(text, 10)] == [[len(text)]]
+    assert [(i, p == t, list(ids)) for (i, p, ids), t in zip(Whole().encode_pieces(["ab", text]), ["ab", text])] == [(0, True, [2]), (1, True, [len(text)])]
+
+
+# --- compare, filter and pretrain on a corpus holding one long document ---------------------------
+
+
+def long_corpus(tmp_path: Path, long_text: str, split: str, fraction: float = 0.5) -> tuple[Path, list[dict]]:
+    """A jsonl corpus: a few short documents and one long one that falls in `split`."""
+    long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", fraction) == split)
+    records = [{"id": f"short-{k}", "text": f"short document {k}\nwith two lines /{k}"} for k in range(12)]
+    records.insert(5, {"id": long_id, "text": long_text})
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path, records
+
+
+def test_compare_counts_of_a_long_document_equal_the_library(long_text, tmp_path, small_cut, shared_tiktoken):
+    from toklab.comparison import run_compare
+    from toklab.gpt.flops import REFERENCE_SHAPE
+    from toklab.measures import TextStats, segmentation_row
+
+    path, records = long_corpus(tmp_path, long_text, "val")
+    corpus = toklab.open_corpus(str(path), val_fraction=0.5)
+    val = [r["text"] for r in records if split_of(r["id"], 0.5) == "val"]
+    result = run_compare(corpus, ["bytes", "tiktoken:cl100k_base"], compressors=False)
+    table = result.table.set_index("segmenter")
+    for spec, whole in (("bytes", lambda t: list(t.encode("utf-8"))), ("tiktoken:cl100k_base", tiktoken_whole("cl100k_base"))):
+        ids = [whole(t) for t in val]
+        vocab = get_segmenter(spec).vocab_size
+        expected = segmentation_row(ids, TextStats.of(val), vocab, threshold=0.3, shape=REFERENCE_SHAPE)
+        row = table.loc[spec]
+        assert bool(row["lossless"])
+        for key in ("tokens", "bits_per_byte", "renyi_efficiency", "vocab_utilisation", "keep_rate_docs", "tokens_per_word"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-12), (spec, key)
+        assert row["tokens"] == sum(map(len, ids))
+
+
+def test_filter_ratio_of_a_long_document_equals_the_library(long_text, tmp_path, small_cut, shared_tiktoken):
+    from toklab.filter import filter_corpus
+
+    path, records = long_corpus(tmp_path, long_text, "val")
+    whole = tiktoken_whole("cl100k_base")
+    result = filter_corpus(str(path), threshold=0.001, segmenter="tiktoken:cl100k_base", dry_run=True, workers=1)
+    assert result.rejected == len(records)  # every document is over 0.001 tokens/char
+    ratios = {e["id"]: e["ratio"] for e in result.examples}
+    long_id = records[5]["id"]
+    assert ratios[long_id] == len(whole(long_text)) / len(long_text)
+    for r in records:
+        if r["id"] in ratios:
+            assert ratios[r["id"]] == len(whole(r["text"])) / len(r["text"])
+
+
+@pytest.mark.parametrize("spec", ["bytes", "tiktoken:cl100k_base"])
+def test_pretrain_shards_of_a_long_document_equal_the_library(spec, long_text, tmp_path, small_cut, monkeypatch, shared_tiktoken):
+    import toklab.gpt.data as data_module
+
+    monkeypatch.setattr(data_module, "PIECE_FLUSH_TOKENS", 10_000)  # the writer gets the long document in many parts
+    seg = get_segmenter(spec)
+    whole = (lambda t: list(t.encode("utf-8"))) if spec == "bytes" else tiktoken_whole("cl100k_base")
+    eot = seg.special_tokens["<|endoftext|>"]
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        path, records = long_corpus(tmp_path / split, long_text, split)
+        corpus = toklab.open_corpus(str(path), val_fraction=0.5)
+        data = build_token_data(corpus, seg, cache=False, shard_tokens=70_000)
+        for part in ("train", "val"):
+            stream = [eot]
+            starts = []
+            for r in records:
+                if split_of(r["id"], 0.5) == part:
+                    starts.append(len(stream))
+                    stream += whole(r["text"]) + [eot]
+            shards = data.train_shards if part == "train" else data.val_shards
+            got = np.concatenate([read_shard(p) for p in shards]).tolist()
+            assert got == stream, (spec, split, part)
+            assert all(read_shard(p).size == 70_000 for p in shards[:-1])
+            if part == "val":
+                index = data.val_documents()
+                assert index["start"].tolist() == starts
+                assert index["tokens"].tolist() == [len(whole(r["text"])) for r in records if split_of(r["id"], 0.5) == "val"]
+
+
+def test_words_of_a_long_text_are_counted_slice_by_slice(long_text, monkeypatch):
+    import toklab.measures as measures
+
+    monkeypatch.setattr(measures, "WORD_CHUNK_CHARS", 1000)
+    for text in (long_text, "word" * 5000, " ".join(["ab"] * 3000), long_text[:123_457] + " x"):
+        assert measures.count_words(text) == len(text.split())
