@@ -585,7 +585,7 @@ def sample_command(
 @corpus_command
 def study_command(
     corpus: Any,
-    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable). Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable); blt:<patcher> rows train the byte-latent patch model instead, e.g. blt:entropy,target=4.5, blt:space, blt:static,size=4.5. Default: bytes,bpe:32k (with --smoke: bytes,bpe:4k).")] = None,
     flops: Annotated[Optional[str], typer.Option("--flops", help="Comma-separated FLOP budgets, e.g. 1e16,3e16,1e17 (with --smoke: 3e10,1e11).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model preset for every run: tiny, small, medium or gpt2-124m. Default: small (with --smoke: tiny).")] = None,
     context: Annotated[Optional[int], typer.Option("--context", min=2, help="Context length in tokens. Default: 256 (with --smoke: 64).")] = None,
