@@ -16,6 +16,7 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,9 @@ import numpy as np
 import toklab
 from toklab.segmenters import get_segmenter
 from toklab.segmenters.base import cpu_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "segmenters"))
+from test_entropy_speed import reference_entropies_batch  # noqa: E402  (the old scorer lives with its test)
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2] / "shared" / "corpora"
@@ -40,34 +44,9 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def old_entropies(model, docs: list[bytes]) -> list[np.ndarray]:
-    """The entropies as NgramEntropyModel.score_batch computed them before 2026-12-01 (per 4 MiB batch)."""
-    out, batch, size = [], [], 0
-    for d in docs + [None]:
-        if d is not None:
-            batch.append(d)
-            size += len(d)
-        if batch and (d is None or size >= 4 * 2**20):
-            arrays = [np.frombuffer(b, dtype=np.uint8) for b in batch]
-            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-            x = np.concatenate(arrays)
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            level = np.minimum(np.arange(len(x)) - starts, model.order - 1)
-            ctx = np.zeros(len(x), dtype=np.int64)
-            for i in range(1, model.order):
-                shifted = np.zeros(len(x), dtype=np.int64)
-                shifted[i:] = x[:-i].astype(np.int64)
-                ctx |= np.where(level >= i, shifted, 0) << (8 * (i - 1))
-            unique, inverse = np.unique((ctx << 3) | level, return_inverse=True)
-            entropy = np.empty(len(unique))
-            for lo in range(0, len(unique), 4096):
-                hi = min(lo + 4096, len(unique))
-                dist = model._distributions(unique[lo:hi] >> 3, (unique[lo:hi] & 7).astype(np.int64))
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    entropy[lo:hi] = -np.where(dist > 0, dist * np.log2(dist), 0.0).sum(axis=1)
-            ent = entropy[inverse]
-            out += np.split(ent, np.cumsum(lengths)[:-1])
-            batch, size = [], 0
-    return out
+    """The entropies as NgramEntropyModel.score_batch computed them before 2026-12-01 (per 4 MiB
+    batch): the reference kept in tests/segmenters/test_entropy_speed.py."""
+    return reference_entropies_batch(model, docs)
 
 
 def old_encode(seg, texts: list[str]) -> list[list[int]]:

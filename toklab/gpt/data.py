@@ -150,31 +150,37 @@ class TokenData:
         """UTF-8 bytes per token of a split, the <|endoftext|> between documents counted as a token."""
         return self.bytes(split) / max(self.tokens(split), 1)
 
-    def positions_per_patch(self, split: str = "train", flag: int = 257) -> float:
-        """For flagged-byte data (toklab.segmenters.patchers): input positions per patch of a split,
-        counted over its shards (an id at or above `flag` starts a patch; end-of-text positions
-        count, as the model computes them)."""
-        positions = starts = 0
-        for path in self.shards(split):
-            ids = read_shard(path)
-            positions += len(ids)
-            starts += int(np.count_nonzero(ids >= flag))
-        return positions / max(starts, 1)
+    def positions_per_patch(self, split: str = "train") -> float:
+        """For flagged-byte data (toklab.segmenters.patchers): input positions per patch of a split
+        (end-of-text positions count, as the model computes them)."""
+        return self._patches(split)["positions_per_patch"]
 
-    def patch_length_stats(self, split: str = "train", flag: int = 257) -> dict[str, float]:
+    def patch_length_stats(self, split: str = "train") -> dict[str, float]:
         """For flagged-byte data: the byte lengths of a split's patches (end-of-text patches, which
         hold no byte, left out): mean, median, 90th percentile and max."""
+        return dict(self._patches(split)["lengths"])
+
+    def _patches(self, split: str, flag: int = 257) -> dict[str, Any]:
+        """One pass over a split's shards for both figures above, kept for this instance (an id at or
+        above `flag` starts a patch)."""
+        cache = self.__dict__.setdefault("_patch_cache", {})
+        if split in cache:
+            return cache[split]
+        positions = starts = 0
         lengths = []
         for path in self.shards(split):
             ids = read_shard(path)
-            starts = np.flatnonzero(ids >= flag)
-            ends = np.append(starts[1:], len(ids))
-            size = ends - starts  # a patch cut by the shard's end is counted as it stands
-            lengths.append(size[self.byte_lengths[ids[starts]] > 0])
+            begins = np.flatnonzero(ids >= flag)
+            positions += len(ids)
+            starts += len(begins)
+            size = np.append(begins[1:], len(ids)) - begins  # a patch cut by the shard's end is counted as it stands
+            lengths.append(size[self.byte_lengths[ids[begins]] > 0])
         every = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-        if not len(every):
-            return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0.0}
-        return {"mean": float(every.mean()), "median": float(np.median(every)), "p90": float(np.percentile(every, 90)), "max": float(every.max())}
+        stats = {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0.0}
+        if len(every):
+            stats = {"mean": float(every.mean()), "median": float(np.median(every)), "p90": float(np.percentile(every, 90)), "max": float(every.max())}
+        cache[split] = {"positions_per_patch": positions / max(starts, 1), "lengths": stats}
+        return cache[split]
 
     def val_documents(self) -> "pd.DataFrame":
         """One row per validation document in split order: id, source, bytes, tokens (without the

@@ -122,13 +122,6 @@ def available_kinds() -> dict[str, str]:
     return kinds
 
 
-def spec_examples() -> str:
-    """Every kind the registry knows as a short example, for help texts: 'bytes, bpe:32k, ...,
-    or a saved folder'. Built from `available_kinds`, so a new kind (or an entry point) shows."""
-    examples = [EXAMPLES.get(kind, f"{kind}:...") for kind in available_kinds()]
-    return ", ".join(examples) + ", or a saved folder"
-
-
 def segmenter_class(kind: str) -> type[Segmenter]:
     kinds = available_kinds()
     if kind not in kinds:
