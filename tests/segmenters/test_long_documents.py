@@ -17,7 +17,7 @@ import toklab.segmenters.base as base
 from toklab import split_of
 from toklab.gpt.data import build_token_data, read_shard
 from toklab.segmenters import get_segmenter
-from toklab.segmenters.base import CUT_ANYWHERE, CUT_NEWLINE, Segmenter, newline_cuts
+from toklab.segmenters.base import CUT_ANYWHERE, CUT_NEWLINE, CUT_SPACE, CUT_STREAM, Segmenter, newline_cuts, space_cuts
 from toklab.segmenters.bpe import PATTERNS, BPESegmenter, _hf_tokenizer
 
 LONG_CHARS = 1_200_000  # the long text: real documents joined with "\n"
@@ -166,6 +166,144 @@ def test_kinds_whose_ids_a_cut_could_change_are_encoded_whole(small_cut):
     assert list(Whole().exact_cuts(text, 10)) == [text]
     assert [c.tolist() for c in Whole().encode_chunks(text, 10)] == [[len(text)]]
     assert [(i, p == t, list(ids)) for (i, p, ids), t in zip(Whole().encode_pieces(["ab", text]), ["ab", text])] == [(0, True, [2]), (1, True, [len(text)])]
+
+
+# --- sentencepiece: cut before a space that follows a non-space -----------------------------------
+
+
+def test_space_cuts_by_hand():
+    assert list(space_cuts("aa bb  cc dd", 4)) == ["aa", " bb", "  cc", " dd"]
+    assert list(space_cuts("  aaaa", 2)) == ["  aaaa"]  # the only spaces follow a space or start the text
+    assert list(space_cuts("abcdefgh ij", 3)) == ["abcdefgh", " ij"]  # no space in the window: the next one
+
+
+def test_space_cuts_join_to_the_text_and_cut_only_before_a_space_after_a_non_space(long_text):
+    pieces = list(space_cuts(long_text, CUT))
+    assert "".join(pieces) == long_text and len(pieces) > 20
+    for before, after in zip(pieces, pieces[1:]):
+        assert after[0] == " " and before[-1] != " "
+
+
+def train_sentencepiece(kind: str, text: str, tmp_path_factory, **extra) -> Path:
+    """A SentencePiece model trained by the library directly with toklab's lossless settings."""
+    import sentencepiece as spm
+
+    prefix = tmp_path_factory.mktemp(kind) / "m"
+    lines = [line for line in text.splitlines() if line.strip()]
+    settings = dict(model_type=kind, vocab_size=2000, byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
+                    remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True, character_coverage=0.9995,
+                    minloglevel=2, num_threads=1, bos_id=-1, eos_id=-1)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(prefix), **{**settings, **extra})
+    return prefix.with_suffix(".model")
+
+
+@pytest.fixture(scope="module")
+def spm_models(long_text, tmp_path_factory) -> dict[str, Path]:
+    return {kind: train_sentencepiece(kind, long_text[:300_000], tmp_path_factory) for kind in ("bpe", "unigram")}
+
+
+def piece_score(seg, ids) -> float:
+    """A unigram path's score: the sum of its pieces' log probabilities, in float64."""
+    return sum(float(seg._sp.get_score(int(i))) for i in ids)
+
+
+def test_spm_bpe_long_text_ids_equal_sentencepiece_on_the_whole(spm_models, long_text, small_cut):
+    import sentencepiece as spm
+
+    seg = get_segmenter(f"spm:{spm_models['bpe']}")
+    assert seg.lossless and seg.cut_rule == CUT_SPACE
+    expected = spm.SentencePieceProcessor(model_file=str(spm_models["bpe"])).encode(long_text, out_type=int)
+    assert len(list(seg.exact_cuts(long_text))) > 20
+    assert ids_of_chunks(seg, long_text) == expected
+    assert seg.encode(long_text) == expected
+    assert seg.encode_batch(["x y", long_text]) == [seg._sp.encode("x y", out_type=int), expected]
+    assert seg.count_tokens([long_text]).tolist() == [len(expected)]
+
+
+def test_unigram_pieces_are_an_optimal_path_of_the_whole(spm_models, long_text, small_cut):
+    """Unigram's Viterbi has exact ties (e.g. three spaces as "▁▁"+"▁" or "▁"+"▁▁") that the library
+    breaks by float32 rounding of the running score, which depends on where the text starts; and on
+    a long text that running score loses precision. So the pieces' ids are not always the whole
+    text's, but their path scores as well: equal to the whole's on short texts (to float32
+    precision) and never worse on a long one."""
+    import sentencepiece as spm
+
+    seg = get_segmenter(f"spm:{spm_models['unigram']}")
+    assert seg.lossless and seg.cut_rule == CUT_SPACE
+    whole = spm.SentencePieceProcessor(model_file=str(spm_models["unigram"]))
+    for start in range(0, 200_000, 5_000):
+        text = long_text[start : start + 5_000]
+        ids, expected = ids_of_chunks(seg, text, 200), whole.encode(text, out_type=int)
+        assert seg.decode(ids) == text
+        assert piece_score(seg, ids) == pytest.approx(piece_score(seg, expected), abs=1e-3)
+    ids, expected = ids_of_chunks(seg, long_text), whole.encode(long_text, out_type=int)
+    assert seg.decode(ids) == long_text
+    assert piece_score(seg, ids) >= piece_score(seg, expected) - 1e-3
+    assert abs(len(ids) - len(expected)) <= len(expected) * 1e-4
+
+
+def test_sentencepiece_with_pieces_across_words_is_encoded_whole(long_text, tmp_path_factory, small_cut):
+    model = train_sentencepiece("unigram", long_text[:100_000], tmp_path_factory, split_by_whitespace=False)
+    seg = get_segmenter(f"spm:{model}")
+    assert seg.lossless and seg.cut_rule is None  # e.g. a piece "e▁" crosses the place space_cuts would cut
+    assert list(seg.exact_cuts(long_text)) == [long_text]
+
+
+# --- entropy patches: pieces that carry the n-gram context across ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def entropy_models(long_text):
+    from toklab.segmenters.entropy import EntropySegmenter
+
+    train = long_text[:400_000]
+    return {order: EntropySegmenter.train([train], 1000, order=str(order), target="3") for order in (2, 4, 6)}
+
+
+def entropy_variant(seg, **changes):
+    """The same model and vocabulary with other patching settings."""
+    from toklab.segmenters.entropy import EntropySegmenter
+
+    settings = dict(theta=seg.theta, rule=seg.rule, relative=seg.relative, max_len=seg.max_len, split_utf8=seg.split_utf8)
+    settings.update(changes)
+    theta = settings.pop("theta")
+    rule = settings.pop("rule")
+    return EntropySegmenter(seg.model, theta, rule, list(seg._pieces[256:-1]), **settings)
+
+
+ENTROPY_CASES = [
+    (4, {}),
+    (2, {}),  # one byte of context
+    (6, {}),  # contexts made distinct with np.unique (no lookup table)
+    (4, {"max_len": 3}),  # the cap cuts inside most patches
+    (4, {"max_len": 5, "split_utf8": True}),
+    (4, {"rule": "monotonic", "theta": 0.2}),  # compares with the previous byte's entropy
+    (4, {"rule": "both", "relative": 0.5}),
+    (4, {"theta": 100.0}),  # no patch start after the first: one patch longer than any window
+]
+
+
+@pytest.mark.parametrize("order, changes", ENTROPY_CASES)
+def test_entropy_long_text_pieces_have_the_ids_of_the_whole(order, changes, entropy_models, long_text, small_cut):
+    seg = entropy_variant(entropy_models[order], **changes)
+    assert seg.cut_rule == CUT_STREAM
+    text = long_text[:150_000] + "é中\U0001f600 " * 3000  # multi-byte characters near the cuts
+    whole = seg._encode_group([text.encode("utf-8")])[0]  # the whole text in one pass, as before pieces existed
+    pieces = list(seg._long_pieces(text, 7_000))
+    assert "".join(p for p, _ in pieces) == text
+    assert len(pieces) >= (1 if changes.get("theta") == 100.0 else 20)
+    assert [int(i) for _, ids in pieces for i in ids] == whole
+    assert ids_of_chunks(seg, text, 7_000) == whole
+    assert seg.decode(whole) == text
+
+
+def test_entropy_long_documents_go_through_pieces(entropy_models, long_text, small_cut):
+    seg = entropy_models[4]
+    whole = seg._encode_group([long_text.encode("utf-8")])[0]
+    assert len(list(seg.exact_cuts(long_text))) > 10
+    assert seg.encode(long_text) == whole
+    assert seg.encode_batch(["ab", long_text]) == [seg._encode_group([b"ab"])[0], whole]
+    assert seg.count_tokens([long_text, "ab"]).tolist() == [len(whole), len(seg._encode_group([b"ab"])[0])]
 
 
 # --- compare, filter and pretrain on a corpus holding one long document ---------------------------

@@ -21,7 +21,7 @@ from toklab.segmenters.patchers import (
     load_patcher,
     patcher_spec_of_row,
 )
-from toklab.segmenters.patching import _cap_lengths
+from toklab.segmenters.patching import cap_lengths
 
 
 def at(starts: np.ndarray) -> list[int]:
@@ -115,7 +115,7 @@ def test_space_max_len_by_hand():
 
 @pytest.mark.parametrize("max_len", [16, 5, 2])
 def test_space_cap_on_real_text_agrees_with_patching_cap(udhr, max_len):
-    """On valid UTF-8 the causal cap cuts where patching._cap_lengths does (an independent
+    """On valid UTF-8 the causal cap cuts where patching.cap_lengths does (an independent
     implementation that looks at where each patch ends); no patch is longer than max_len
     (but for a single longer character) and none starts inside a character."""
     p, plain = SpacePatcher(max_len), SpacePatcher(10**6)
@@ -123,7 +123,7 @@ def test_space_cap_on_real_text_agrees_with_patching_cap(udhr, max_len):
         data = text.encode()
         x = np.frombuffer(data, dtype=np.uint8)
         starts = p.starts(data)
-        assert np.array_equal(starts, _cap_lengths(plain.starts(data), x, max_len, False))
+        assert np.array_equal(starts, cap_lengths(plain.starts(data), x, max_len, False))
         assert not starts[(x & 0xC0) == 0x80].any()
         lengths = np.diff(np.append(np.flatnonzero(starts), len(data)))
         assert lengths.max() <= max(max_len, 4)

@@ -34,6 +34,8 @@ PIECE_GROUP = 8  # pieces of one long text encoded per batch call (the kind's th
 # Where a text may be cut so that a kind's ids are unchanged (`Segmenter.cut_rule`):
 CUT_ANYWHERE = "anywhere"  # at any character boundary (the ids of a text are those of its characters)
 CUT_NEWLINE = "newline"  # after a newline by `newline_cuts`' rule (pre-tokenising kinds with a known pattern)
+CUT_SPACE = "space"  # before a space that follows a non-space, by `space_cuts` (SentencePiece words)
+CUT_STREAM = "stream"  # the kind cuts a long text itself, carrying its state across (`_long_pieces`)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,28 @@ def newline_cuts(text: str, size: int) -> Iterator[str]:
                 break
         yield text[start : cut + 1]
         start = cut + 1
+    yield text[start:]
+
+
+def space_cuts(text: str, size: int) -> Iterator[str]:
+    """`text` cut into consecutive pieces of at most about `size` characters, each cut right before
+    a space whose previous character is not a space: where SentencePiece (spaces as "▁", no dummy
+    prefix, no normaliser) starts a word. When no vocabulary piece holds a non-space followed by a
+    space, no piece of the encoding crosses such a cut (see `_SentencePieceSegmenter.cut_rule`). A
+    stretch of `size` characters with no such space is left whole."""
+    start, n = 0, len(text)
+    while n - start > size:
+        cut = text.rfind(" ", start + 1, start + size)
+        while cut != -1 and text[cut - 1] == " ":
+            cut = text.rfind(" ", start + 1, cut)
+        if cut == -1:  # none in this window: take the next one after it
+            cut = text.find(" ", start + size)
+            while cut != -1 and text[cut - 1] == " ":
+                cut = text.find(" ", cut + 1)
+            if cut == -1:
+                break
+        yield text[start:cut]
+        start = cut
     yield text[start:]
 
 
@@ -214,14 +238,18 @@ class Segmenter:
                 yield text[i : i + size]
         elif rule == CUT_NEWLINE:
             yield from newline_cuts(text, size)
+        elif rule == CUT_SPACE:
+            yield from space_cuts(text, size)
+        elif rule == CUT_STREAM:
+            yield from (piece for piece, _ in self._long_pieces(text, size))
         else:
             raise AssertionError(f"{self.kind}: unknown cut rule {rule!r}")
 
     def encode_chunks(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[np.ndarray]:
         """The ids of `text` as int64 arrays, one per piece of `exact_cuts` (joined: `encode(text)`),
         so a long document's ids need never be held whole."""
-        for group in self._piece_groups(text, size):
-            yield from self._piece_arrays(group, workers)
+        for _, ids in self._long_pieces(text, size, workers):
+            yield ids
 
     def encode_pieces(self, texts: Sequence[str], workers: int | None = None) -> Iterator[tuple[int, str, Sequence[int]]]:
         """(index of the text, piece of it, the piece's ids) for `texts`, in order, at least one per
@@ -236,9 +264,8 @@ class Segmenter:
                 for i, (text, ids) in enumerate(zip(short, self.encode_batch(short, workers=workers)), start):
                     yield i, text, ids
             if end < len(texts):
-                for group in self._piece_groups(texts[end]):
-                    for piece, ids in zip(group, self._piece_arrays(group, workers)):
-                        yield end, piece, ids
+                for piece, ids in self._long_pieces(texts[end], workers=workers):
+                    yield end, piece, ids
             start = end + 1
 
     def count_tokens(self, texts: Sequence[str], workers: int | None = None) -> np.ndarray:
@@ -249,6 +276,12 @@ class Segmenter:
         for i, _, ids in self.encode_pieces(texts, workers):
             counts[i] += len(ids)
         return counts
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(piece, its ids) for the pieces of `exact_cuts`, encoded PIECE_GROUP at a time; a kind
+        that cuts a long text itself (CUT_STREAM) overrides it."""
+        for group in self._piece_groups(text, size):
+            yield from zip(group, self._piece_arrays(group, workers))
 
     def _piece_groups(self, text: str, size: int | None = None) -> Iterator[list[str]]:
         """`exact_cuts` in lists of PIECE_GROUP pieces, each encoded in one batch call."""
@@ -273,9 +306,8 @@ class Segmenter:
     def _encode_cut(self, text: str, workers: int | None = None) -> list[int]:
         """`text`'s ids, encoded piece by piece (for `encode` of a long text of a kind that cuts)."""
         out: list[int] = []
-        for group in self._piece_groups(text):
-            for ids in self._encode_pieces(group, workers):
-                out.extend(ids)
+        for _, ids in self._long_pieces(text, workers=workers):
+            out.extend(ids.tolist())
         return out
 
     def _encode_batch_cut(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:

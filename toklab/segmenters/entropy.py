@@ -18,16 +18,17 @@ import binascii
 import collections
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters import base
+from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, check_vocab_size, reading, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
-from toklab.segmenters.patching import RULES, calibrate, patch_starts, patch_starts_batch
+from toklab.segmenters.patching import RULES, calibrate, cap_lengths, patch_starts, patch_starts_batch, utf8_continuation
 
 DEFAULT_TARGET = 4.5
 SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
@@ -180,12 +181,61 @@ class EntropySegmenter(PieceSegmenter):
 
     # --- the segmenter interface ------------------------------------------------------------------
 
+    @property
+    def cut_rule(self) -> str | None:  # type: ignore[override]
+        """The n-gram model's entropy at a byte depends only on the order-1 bytes before it, so a long
+        text is encoded in pieces carrying that context across (`_long_pieces`); the transformer's
+        windows are placed from the text's end, so its texts are encoded whole."""
+        return CUT_STREAM if hasattr(self.model, "flat_entropies") else None
+
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         # Both entropy models score many documents per call (numpy, or torch batches), so no process pool.
-        return [ids for batch in _groups([t.encode("utf-8") for t in texts]) for ids in self._encode_group(batch)]
+        return [ids for batch in _groups([t.encode("utf-8") for t in pieces]) for ids in self._encode_group(batch)]
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """A long text in pieces of about `size` bytes, each ending where a patch starts, with exactly
+        the ids of the whole text: the entropies from a piece's first byte on are computed with the
+        order-1 bytes before it, a patch start (before the length cap) depends only on its byte and
+        the entropies at and just before it (the piece's first byte is a start already), and the cap
+        only cuts inside a patch whose two ends are known. A patch longer than a window widens it."""
+        size = base.CUT_CHARS if size is None else max(1, size)
+        data = text.encode("utf-8")
+        x_all = np.frombuffer(data, dtype=np.uint8)
+        back = self.model.order - 1  # the context bytes of the piece's first byte
+        one = np.zeros(1, dtype=np.int64)
+        if self._table is None:
+            self._table = _PatchTable(self._pieces[256:-1], self._ids)
+        pos, n = 0, len(data)
+        while pos < n:
+            end = min(n, pos + size)
+            while True:
+                lo = max(0, pos - back)
+                x = x_all[lo:end]
+                entropy = self.model.flat_entropies(x, one, np.array([len(x)], dtype=np.int64))
+                starts = patch_starts_batch(entropy, x, one, self.theta, self.rule, relative=self.relative, split_utf8=self.split_utf8)
+                if end == n:
+                    cut = n
+                    break
+                later = np.flatnonzero(starts[pos - lo + 1 :]) + pos + 1
+                if self.split_utf8:  # pieces are text: end them at a character boundary
+                    later = later[~utf8_continuation(x_all[later])]
+                if len(later):
+                    cut = int(later[-1])
+                    break
+                end = min(n, pos + 2 * (end - pos))
+            piece, mine = x[pos - lo : cut - lo], starts[pos - lo : cut - lo].copy()
+            mine[0] = True  # the text's start, or a start found in the window before
+            if self.max_len is not None:
+                mine = cap_lengths(mine, piece, self.max_len, self.split_utf8)
+            tokens, kept = self._table.tokens(piece, mine)
+            yield data[pos:cut].decode("utf-8"), tokens[kept].astype(np.int64)
+            pos = cut
 
     def _encode_group(self, docs: list[bytes]) -> list[list[int]]:
         """encode_batch of documents laid end to end: entropies, patch starts and ids in whole arrays;

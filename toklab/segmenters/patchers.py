@@ -183,7 +183,7 @@ def causal_cap(starts: np.ndarray, x: np.ndarray, max_len: int) -> np.ndarray:
     a patch is cut at a character start t when t + (the length t's first byte announces) would run
     past max_len bytes from the patch's start. Never inside a character.
 
-    On valid UTF-8 whose starts are all character starts this gives what patching._cap_lengths
+    On valid UTF-8 whose starts are all character starts this gives what patching.cap_lengths
     gives (without split_utf8); unlike it, it never looks at where a patch ends, so a prefix of the
     document cut inside a character gets the same flags as the whole document (strictly causal)."""
     from toklab.segmenters.patching import patch_lengths
@@ -240,7 +240,7 @@ class EntropyPatcher(Patcher):
             if seg.max_len is None or seg.split_utf8:  # uncapped, or cut by length alone: causal as it is
                 out.append(seg._starts(entropy, data))
                 continue
-            # patching._cap_lengths looks at where a patch ends (one character ahead): cap causally instead
+            # patching.cap_lengths looks at where a patch ends (one character ahead): cap causally instead
             x = np.frombuffer(data, dtype=np.uint8)
             starts = patch_starts(entropy, x, seg.theta, seg.rule, relative=seg.relative, split_utf8=False)
             out.append(causal_cap(starts, x, seg.max_len))

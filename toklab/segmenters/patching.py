@@ -20,7 +20,7 @@ from toklab.errors import ToklabError
 RULES = ("global", "monotonic", "both")
 
 
-def _continuation(data: np.ndarray) -> np.ndarray:
+def utf8_continuation(data: np.ndarray) -> np.ndarray:
     return (data & 0xC0) == 0x80
 
 
@@ -62,21 +62,21 @@ def patch_starts_batch(
         rise = np.diff(entropy, prepend=entropy[0])
         starts = rise > theta if rule == "monotonic" else (entropy > theta) | (rise > relative)
     if not split_utf8:
-        starts &= ~_continuation(data)
+        starts &= ~utf8_continuation(data)
     starts[firsts] = True
     if max_len is not None:
-        starts = _cap_lengths(starts, data, max_len, split_utf8)
+        starts = cap_lengths(starts, data, max_len, split_utf8)
     return starts
 
 
-def _cap_lengths(starts: np.ndarray, data: np.ndarray, max_len: int, split_utf8: bool) -> np.ndarray:
+def cap_lengths(starts: np.ndarray, data: np.ndarray, max_len: int, split_utf8: bool) -> np.ndarray:
     """Add starts so that no patch is longer than max_len (longer only where one character is)."""
     positions = np.flatnonzero(starts)
     ends = np.append(positions[1:], len(starts))
     if (ends - positions).max() <= max_len:
         return starts
     starts = starts.copy()
-    allowed = np.ones(len(starts), dtype=bool) if split_utf8 else ~_continuation(data)
+    allowed = np.ones(len(starts), dtype=bool) if split_utf8 else ~utf8_continuation(data)
     long = np.flatnonzero(ends - positions > max_len)  # only these patches need cuts
     for begin, end in zip(positions[long].tolist(), ends[long].tolist()):
         cut = begin

@@ -43,7 +43,7 @@ import sentencepiece as spm
 
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import EOT, Segmenter, check_vocab_size, cpu_count
+from toklab.segmenters.base import CUT_SPACE, EOT, Segmenter, check_vocab_size, cpu_count
 
 META = "\u2581"  # SentencePiece's stand-in for a space
 MODEL_FILE = "tokenizer.model"
@@ -177,6 +177,12 @@ class _SentencePieceSegmenter(Segmenter):
         self._specials = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i)}
         # A real "▁" is written as its byte-fallback ids; only done for lossless models.
         self._meta_ids: list[int] | None = [byte_ids[b] for b in META.encode()] if not reasons else None
+        # A long text may be cut before a space that follows a non-space (base.space_cuts) when no
+        # piece the encoder can use crosses such a place: then every encoding passes through it.
+        crossing = re.compile(f"[^{META}]{META}")
+        self._cuttable = not reasons and settings["escape_whitespaces"] and not any(
+            crossing.search(sp.id_to_piece(i)) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))
+        )
 
     # --- pickling: the processor is rebuilt from the proto ---------------------------------------
 
@@ -209,7 +215,14 @@ class _SentencePieceSegmenter(Segmenter):
         """The serialised SentencePiece model (the bytes of a .model file)."""
         return self._proto
 
+    @property
+    def cut_rule(self) -> str | None:  # type: ignore[override]
+        """space_cuts' rule for a lossless model none of whose pieces crosses its cuts; else none."""
+        return CUT_SPACE if self._cuttable else None
+
     def encode(self, text: str) -> list[int]:
+        if self._long(text):
+            return self._encode_cut(text)
         if self._meta_ids is not None and META in text:
             return self._encode_with_meta(text)
         try:
@@ -227,8 +240,11 @@ class _SentencePieceSegmenter(Segmenter):
         return ids
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         """SentencePiece's own multithreaded batch encoding."""
-        texts = list(texts)
+        texts = list(pieces)
         if not texts:
             return []
         workers = cpu_count() if workers is None else max(1, int(workers))
