@@ -151,10 +151,60 @@ def test_bpe_long_text_ids_equal_tokenizers_on_the_whole(fast, small_bpe, long_t
     assert seg.encode_batch(["x", long_text]) == [seg._hf.encode("x", add_special_tokens=False).ids, expected]
 
 
-def test_kinds_whose_ids_a_cut_could_change_are_encoded_whole(small_cut):
-    from toklab.segmenters.pretrained import HFTokenizerSegmenter
+def hf_variant(small_bpe, tmp_path, change=None):
+    """bpe's tokenizer.json (a Split by its pattern, then ByteLevel), changed, loaded as an `hf` segmenter."""
+    config = json.loads(small_bpe._tokenizer_json)
+    if change:
+        change(config)
+    path = tmp_path / f"tokenizer-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(config))
+    return get_segmenter(f"hf:{path}"), config
 
-    assert Segmenter.cut_rule is None and HFTokenizerSegmenter.cut_rule is None
+
+def test_hf_long_text_ids_equal_tokenizers_on_the_whole(small_bpe, long_text, tmp_path, small_cut):
+    from tokenizers import Tokenizer
+
+    def gpt2_byte_level(config):  # ByteLevel's own regex (GPT-2's) instead of a Split
+        config["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+    for change in (None, gpt2_byte_level):
+        seg, config = hf_variant(small_bpe, tmp_path, change)
+        assert seg.cut_rule == CUT_NEWLINE
+        expected = Tokenizer.from_str(json.dumps(config)).encode(long_text, add_special_tokens=False).ids
+        assert len(list(seg.exact_cuts(long_text))) > 10
+        assert ids_of_chunks(seg, long_text) == expected
+        assert seg.encode(long_text) == expected
+        assert seg.encode_batch(["x", long_text])[1] == expected
+
+
+def test_hf_tokenizers_a_cut_could_change_are_encoded_whole(small_bpe, tmp_path, small_cut):
+    def set_in(path, value):
+        def change(config):
+            target = config
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+        return change
+
+    def added(content, **flags):
+        return lambda config: config["added_tokens"].append({"id": 5000, "content": content, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": False, **flags})
+
+    unsafe = {
+        "normaliser": set_in(["normalizer"], {"type": "Lowercase"}),
+        "prefix space": set_in(["pre_tokenizer", "pretokenizers", 1, "add_prefix_space"], True),
+        "another pattern": set_in(["pre_tokenizer", "pretokenizers", 0, "pattern"], {"Regex": r"\S+\s*"}),
+        "whitespace pre-tokeniser": set_in(["pre_tokenizer"], {"type": "Whitespace"}),
+        "added token with a newline": added("a\nb"),
+        "added token that strips": added("zzz", lstrip=True),
+    }
+    for name, change in unsafe.items():
+        seg, _ = hf_variant(small_bpe, tmp_path, change)
+        assert seg.cut_rule is None, name
+    assert hf_variant(small_bpe, tmp_path, added("zzz"))[0].cut_rule == CUT_NEWLINE
+
+
+def test_kinds_whose_ids_a_cut_could_change_are_encoded_whole(small_cut):
+    assert Segmenter.cut_rule is None
 
     class Whole(Segmenter):
         kind = "whole-test"

@@ -459,6 +459,7 @@ class HFTokenizerSegmenter(Segmenter):
             self._ordinary = tokenizer
         self._byte_level = self._is_byte_level()
         self._lossless: bool | None = None
+        self._cuttable = self._cut_safe()
 
     # --- building --------------------------------------------------------------------------------
 
@@ -517,13 +518,24 @@ class HFTokenizerSegmenter(Segmenter):
             self._lossless = self._byte_level and self._structurally_lossless() and all(self.decode(self.encode(t)) == t for t in PROBES)
         return self._lossless
 
+    @property
+    def cut_rule(self) -> str | None:  # type: ignore[override]
+        """newline_cuts' rule when the pre-tokens come from a pattern it is known exact for (see
+        `_cut_safe`); else none: the tokenizer's normaliser or pre-tokeniser may see across a cut."""
+        return CUT_NEWLINE if self._cuttable else None
+
     def encode(self, text: str) -> list[int]:
+        if self._long(text):
+            return self._encode_cut(text)
         return self._ordinary.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         # Rust, on all cores. `tokenizers` takes no per-call thread count: RAYON_NUM_THREADS and
         # TOKENIZERS_PARALLELISM govern it, and its batch path beats single calls even on one core.
-        return [e.ids for e in self._ordinary.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._ordinary.encode_batch(list(pieces), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -591,6 +603,29 @@ class HFTokenizerSegmenter(Segmenter):
         if isinstance(vocab, dict):
             plain = {t["content"] for t in self._added_plain.values()}
             return all(all(c in UNICODE_TO_BYTE for c in token) for token in vocab if token not in self._specials and token not in plain)
+        return False
+
+    def _cut_safe(self) -> bool:
+        """Whether a known split pattern alone decides the pre-tokens, so that newline_cuts' cuts end
+        one: no normaliser; ByteLevel with its own regex (GPT-2's), or a Split by a pattern of
+        `_cuttable_patterns` then ByteLevel without one; no prefix space; and no ordinary added
+        token (matched on the whole text before pre-tokenising) that holds a newline or strips
+        the whitespace beside it."""
+        cfg = self._config
+        if cfg.get("normalizer") is not None:
+            return False
+        if any(t.get("lstrip") or t.get("rstrip") or "\n" in t.get("content", "") for t in self._added_plain.values()):
+            return False
+        pre = cfg.get("pre_tokenizer") or {}
+        parts = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+        if any(part.get("add_prefix_space") for part in parts):
+            return False
+        if [part.get("type") for part in parts] == ["ByteLevel"]:
+            return bool(parts[0].get("use_regex", True))
+        if [part.get("type") for part in parts] == ["Split", "ByteLevel"]:
+            split, level = parts
+            pattern = (split.get("pattern") or {}).get("Regex")
+            return pattern in _cuttable_patterns() and split.get("behavior") == "Isolated" and not split.get("invert") and not level.get("use_regex", True)
         return False
 
     def _structurally_lossless(self) -> bool:
