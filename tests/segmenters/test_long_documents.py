@@ -356,6 +356,52 @@ def test_entropy_long_documents_go_through_pieces(entropy_models, long_text, sma
     assert seg.count_tokens([long_text, "ab"]).tolist() == [len(whole), len(seg._encode_group([b"ab"])[0])]
 
 
+# --- zstd-dict: cut where no vocabulary string reaches across -------------------------------------
+
+
+def test_zstd_free_places_by_hand():
+    from toklab.segmenters.zstd_dict import ZstdDictSegmenter
+
+    seg = ZstdDictSegmenter(b"", [b"ab", b"bcd", b"xyz"], "optimal")
+    data = b"abcdxy"  # "ab" covers 0-1, "bcd" covers 1-3; nothing covers 3|4 ("dx" is not a string) or 4|5 ("xyz" does not fit)
+    assert [p for p in range(1, len(data)) if seg._free(data, p)] == [4, 5]
+    assert not seg._free("aé".encode(), 2)  # inside a character
+
+
+@pytest.fixture(scope="module")
+def zstd_models(long_text):
+    from toklab.segmenters.zstd_dict import ZstdDictSegmenter
+
+    trained = ZstdDictSegmenter.train(long_text[:300_000].split("\n"), 2000, dict_size="16kib", k="200", d="8")
+    return {parse: ZstdDictSegmenter(trained.dictionary, list(trained._pieces[256:-1]), parse) for parse in ("optimal", "greedy")}
+
+
+@pytest.mark.parametrize("parse", ["optimal", "greedy"])
+def test_zstd_long_text_ids_equal_the_whole_parse(parse, zstd_models, long_text, small_cut):
+    seg = zstd_models[parse]
+    assert seg.cut_rule == CUT_STREAM and seg.max_len > 4
+    text = long_text[:300_000] + "é中\U0001f600 " * 2000
+    data = text.encode("utf-8")
+    if parse == "optimal":
+        whole = seg._optimal_ids([data])[0]  # sentencepiece's Viterbi on the whole text
+    else:
+        whole = [seg._ids[data[i : i + n]] for i, n in zip(np.cumsum([0, *seg.parse_lengths(data)[:-1]]).tolist(), seg.parse_lengths(data))]
+    pieces = list(seg._long_pieces(text, 5_000))
+    assert len(pieces) > 40 and "".join(p for p, _ in pieces) == text
+    assert [int(i) for _, ids in pieces for i in ids] == whole
+    assert ids_of_chunks(seg, text, 5_000) == whole
+    assert seg.decode(whole) == text
+
+
+def test_zstd_long_documents_go_through_pieces(zstd_models, long_text, small_cut):
+    seg = zstd_models["optimal"]
+    whole = seg._optimal_ids([long_text.encode("utf-8")])[0]
+    assert len(list(seg.exact_cuts(long_text))) > 10
+    assert seg.encode(long_text) == whole
+    assert seg.encode_batch(["ab", long_text]) == [seg._optimal_ids([b"ab"])[0], whole]
+    assert seg.count_tokens([long_text]).tolist() == [len(whole)]
+
+
 # --- compare, filter and pretrain on a corpus holding one long document ---------------------------
 
 

@@ -23,19 +23,22 @@ are deterministic and the same as the reference dynamic programme's
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import PieceSegmenter, check_vocab_size, cpu_count, reading, take_bytes
+from toklab.segmenters import base
+from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, Segmenter, check_vocab_size, cpu_count, reading, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 
 PARSES = ("optimal", "greedy")
+CUT_SEARCH = 1 << 16  # bytes searched on each side of a long text's wanted cut for a place no string crosses
 MAX_LOOKUP_TABLE = 2**25  # candidate keys counted through a dense table (int32: 128 MB) up to this many
 # zstd's fastCOVER bounds (0 = let zstd choose or search): d is 6 or 8, f at most 31, accel at most
 # 10, k at least d and at most the dictionary size. A dictionary needs at least 256 bytes.
@@ -243,6 +246,8 @@ class ZstdDictSegmenter(PieceSegmenter):
     # --- the segmenter interface ------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
+        if self._long(text):
+            return self._encode_cut(text)
         data = text.encode("utf-8")
         if self.parse == "optimal":
             return self._optimal_ids([data])[0]
@@ -253,11 +258,58 @@ class ZstdDictSegmenter(PieceSegmenter):
         return ids
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         """The optimal parse runs in sentencepiece's threads on all cores; greedy in a process pool."""
         if self.parse != "optimal":
-            return super().encode_batch(texts, workers)
+            return Segmenter.encode_batch(self, pieces, workers)
         workers = cpu_count() if workers is None else workers
-        return self._optimal_ids([t.encode("utf-8") for t in texts], workers)
+        return self._optimal_ids([t.encode("utf-8") for t in pieces], workers)
+
+    # --- long texts: cut where no vocabulary string can reach across -------------------------------
+
+    cut_rule = CUT_STREAM
+
+    def _free(self, data: bytes, p: int) -> bool:
+        """Whether no vocabulary string of two or more bytes can cover both data[p - 1] and data[p]:
+        then every parse, the fewest-tokens one and the greedy one included, has a token boundary at
+        p, and the parse of what follows p does not depend on what precedes it. (The optimal parse's
+        ties are broken the same way too: sentencepiece compares path scores that are whole numbers
+        of -1s, exact in float32, and a constant added to all of them changes no comparison.)"""
+        if (data[p] & 0xC0) == 0x80:  # inside a character: a piece must be text
+            return False
+        for a in range(max(0, p - self.max_len + 1), p):
+            for j in range(a + 2, min(a + self.max_len, len(data)) + 1):
+                piece = data[a:j]
+                if piece not in self._prefixes:
+                    break
+                if j > p and piece in self._ids:
+                    return False
+        return True
+
+    def _cuts(self, data: bytes, size: int) -> Iterator[int]:
+        """Byte offsets, about `size` apart, where `_free` holds: the nearest one before each
+        target, else the nearest after it (up to CUT_SEARCH bytes away); none further on when neither."""
+        start, n = 0, len(data)
+        while n - start > size:
+            target = start + size
+            cut = next((p for p in range(target, max(start, target - CUT_SEARCH), -1) if self._free(data, p)), None)
+            if cut is None:
+                cut = next((p for p in range(target + 1, min(n, target + CUT_SEARCH)) if self._free(data, p)), None)
+            if cut is None:
+                return
+            yield cut
+            start = cut
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """A long text in pieces cut where `_free` holds (the ids of the whole text), encoded
+        PIECE_GROUP at a time."""
+        data = text.encode("utf-8")
+        bounds = [0, *self._cuts(data, base.CUT_CHARS if size is None else max(1, size)), len(data)]
+        pieces = (data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:]))
+        while group := list(itertools.islice(pieces, base.PIECE_GROUP)):
+            yield from zip(group, (np.array(ids, dtype=np.int64) for ids in self._encode_pieces(group, workers)))
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """The dictionary's size and what zstd 19 with it achieves on each document alone."""
