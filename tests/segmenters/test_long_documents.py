@@ -356,6 +356,18 @@ def test_entropy_long_documents_go_through_pieces(entropy_models, long_text, sma
     assert seg.count_tokens([long_text, "ab"]).tolist() == [len(whole), len(seg._encode_group([b"ab"])[0])]
 
 
+def test_entropy_measures_of_a_long_text_equal_the_whole_pass(entropy_models, long_text, monkeypatch):
+    seg = entropy_variant(entropy_models[4], max_len=6)
+    texts = ["a short one", long_text[:200_000], "another"]
+    monkeypatch.setattr(base, "CUT_CHARS", 10**12)
+    whole = seg.extra_measures(texts)  # every text in one pass, as before pieces existed
+    monkeypatch.setattr(base, "CUT_CHARS", 7_000)
+    assert seg._long(texts[1]) and len(list(seg._windows(texts[1].encode()))) > 20
+    pieces = seg.extra_measures(texts)
+    for key, value in whole.items():
+        assert pieces[key] == pytest.approx(value, rel=1e-12), key
+
+
 # --- zstd-dict: cut where no vocabulary string reaches across -------------------------------------
 
 

@@ -199,18 +199,27 @@ class EntropySegmenter(PieceSegmenter):
         return [ids for batch in _groups([t.encode("utf-8") for t in pieces]) for ids in self._encode_group(batch)]
 
     def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-        """A long text in pieces of about `size` bytes, each ending where a patch starts, with exactly
-        the ids of the whole text: the entropies from a piece's first byte on are computed with the
-        order-1 bytes before it, a patch start (before the length cap) depends only on its byte and
-        the entropies at and just before it (the piece's first byte is a start already), and the cap
-        only cuts inside a patch whose two ends are known. A patch longer than a window widens it."""
-        size = base.CUT_CHARS if size is None else max(1, size)
+        """A long text in pieces that end where a patch starts (`_windows`), with exactly the ids of
+        the whole text."""
         data = text.encode("utf-8")
+        x_all = np.frombuffer(data, dtype=np.uint8)
+        if self._table is None:
+            self._table = _PatchTable(self._pieces[256:-1], self._ids)
+        for pos, cut, starts in self._windows(data, size):
+            tokens, kept = self._table.tokens(x_all[pos:cut], starts)
+            yield data[pos:cut].decode("utf-8"), tokens[kept].astype(np.int64)
+
+    def _windows(self, data: bytes, size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, end, patch starts of data[start:end]) for consecutive pieces of about `size` bytes
+        (default CUT_CHARS), each ending where a patch starts, with the patches of the whole text:
+        the entropies from a piece's first byte on are computed with the order-1 bytes before it, a
+        patch start (before the length cap) depends only on its byte and the entropies at and just
+        before it (the piece's first byte is a start already), and the cap only cuts inside a patch
+        whose two ends are known. A patch longer than a window widens the window."""
+        size = base.CUT_CHARS if size is None else max(1, size)
         x_all = np.frombuffer(data, dtype=np.uint8)
         back = self.model.order - 1  # the context bytes of the piece's first byte
         one = np.zeros(1, dtype=np.int64)
-        if self._table is None:
-            self._table = _PatchTable(self._pieces[256:-1], self._ids)
         pos, n = 0, len(data)
         while pos < n:
             end = min(n, pos + size)
@@ -229,12 +238,11 @@ class EntropySegmenter(PieceSegmenter):
                     cut = int(later[-1])
                     break
                 end = min(n, pos + 2 * (end - pos))
-            piece, mine = x[pos - lo : cut - lo], starts[pos - lo : cut - lo].copy()
+            mine = starts[pos - lo : cut - lo].copy()
             mine[0] = True  # the text's start, or a start found in the window before
             if self.max_len is not None:
-                mine = cap_lengths(mine, piece, self.max_len, self.split_utf8)
-            tokens, kept = self._table.tokens(piece, mine)
-            yield data[pos:cut].decode("utf-8"), tokens[kept].astype(np.int64)
+                mine = cap_lengths(mine, x_all[pos:cut], self.max_len, self.split_utf8)
+            yield pos, cut, mine
             pos = cut
 
     def _encode_group(self, docs: list[bytes]) -> list[list[int]]:
@@ -260,19 +268,35 @@ class EntropySegmenter(PieceSegmenter):
         """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share
         of patches and of bytes whose patch is a single id of the patch vocabulary."""
         docs = [t.encode("utf-8") for t in texts]
-        scores = self._scores(docs)
-        patches = [p for d, (e, _) in zip(docs, scores) for p in _cut(d, self._starts(e, d))]
-        lengths = np.array([len(p) for p in patches], dtype=np.int64)
-        covered = [len(p) for p in patches if len(p) == 1 or p in self._ids]  # patches that are one token id
-        n_bytes = sum(len(d) for d in docs)
+        short = [d for t, d in zip(texts, docs) if not self._long(t)]
+        scores = self._scores(short)
+        patches = [p for d, (e, _) in zip(short, scores) for p in _cut(d, self._starts(e, d))]
+        lengths = [np.array([len(p) for p in patches], dtype=np.int32)]
+        n_patches, n_covered, covered_bytes = len(patches), 0, 0
+        for p in patches:
+            if len(p) == 1 or p in self._ids:  # a patch that is one token id
+                n_covered, covered_bytes = n_covered + 1, covered_bytes + len(p)
         bits = sum(float(s.sum()) for _, s in scores)
+        for data in (d for t, d in zip(texts, docs) if self._long(t)):  # window by window: bounded memory
+            x_all = np.frombuffer(data, dtype=np.uint8)
+            for pos, cut, starts in self._windows(data):
+                pieces = _cut(data[pos:cut], starts)
+                lengths.append(np.array([len(p) for p in pieces], dtype=np.int32))
+                n_patches += len(pieces)
+                for p in pieces:
+                    if len(p) == 1 or p in self._ids:
+                        n_covered, covered_bytes = n_covered + 1, covered_bytes + len(p)
+                lo = max(0, pos - (self.model.order - 1))  # surprisals from pos on, with their context
+                bits += float(self.model.score_batch([x_all[lo:cut]])[0][1][pos - lo :].sum())
+        all_lengths = np.concatenate(lengths)
+        n_bytes = sum(len(d) for d in docs)
         return {
-            "mean_patch_bytes": float(lengths.mean()) if len(lengths) else float("nan"),
-            "median_patch_bytes": float(np.median(lengths)) if len(lengths) else float("nan"),
-            "max_patch_bytes": float(lengths.max()) if len(lengths) else float("nan"),
+            "mean_patch_bytes": float(all_lengths.mean()) if n_patches else float("nan"),
+            "median_patch_bytes": float(np.median(all_lengths)) if n_patches else float("nan"),
+            "max_patch_bytes": float(all_lengths.max()) if n_patches else float("nan"),
             "model_bits_per_byte": bits / n_bytes if n_bytes else float("nan"),
-            "vocab_patch_coverage": len(covered) / len(patches) if patches else float("nan"),
-            "vocab_byte_coverage": sum(covered) / n_bytes if n_bytes else float("nan"),
+            "vocab_patch_coverage": n_covered / n_patches if n_patches else float("nan"),
+            "vocab_byte_coverage": covered_bytes / n_bytes if n_bytes else float("nan"),
         }
 
     # --- training ---------------------------------------------------------------------------------
