@@ -27,8 +27,13 @@ BPE = WORK / "bpe32k"
 SHARED = Path(os.environ.get("TOKLAB_SHARED_DIR", "/work/shared")) / "corpora"
 DOC_BYTES = 50_000_000
 FRACTION = 0.5
-KINDS = {"bytes": "bytes", "bpe:32k": str(BPE), "tiktoken:cl100k_base": "tiktoken:cl100k_base"}
+SENTENCEPIECE = {"unigram:32k": WORK / "unigram32k", "spm-bpe:32k": WORK / "spmbpe32k"}  # the default corpus's, from the cache
+UNCUT = {"entropy:target=4.5": WORK / "entropy45", "zstd-dict:32k": WORK / "zstd32k"}  # kinds encoded whole: their peak
+KINDS = {"bytes": "bytes", "bpe:32k": str(BPE), "tiktoken:cl100k_base": "tiktoken:cl100k_base", **{k: str(v) for k, v in {**SENTENCEPIECE, **UNCUT}.items()}}
+if os.environ.get("KINDS"):  # e.g. KINDS=unigram:32k,spm-bpe:32k to run some
+    KINDS = {k: KINDS[k] for k in os.environ["KINDS"].split(",")}
 BEFORE = str(10**12)
+MEMORY_LIMIT = 12 * 2**30  # a child that needs more fails with MemoryError (reported), not the machine
 
 
 def corpus_text() -> str:
@@ -46,6 +51,11 @@ def prepare() -> None:
     text = corpus_text()
     if not (BPE / "toklab-segmenter.json").is_file():
         BPESegmenter.train([text[:8_000_000]], 32_000).save(BPE)  # 8 MB of it: enough for 32k, quick
+    for spec, folder in {**SENTENCEPIECE, **UNCUT}.items():
+        if not (folder / "toklab-segmenter.json").is_file():
+            from toklab.segmenters import get_segmenter
+
+            get_segmenter(spec, toklab.open_corpus("default")).save(folder)
     doc = (text + "\n") * max(1, DOC_BYTES // len(text.encode()))
     doc += text[: DOC_BYTES - len(doc.encode())] if len(doc.encode()) < DOC_BYTES else ""
     long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", FRACTION) == "val")
@@ -143,6 +153,7 @@ def child(args: list[str], cut: str | None = None) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
         what = sys.argv[1]
         if what == "prepare":
             prepare()
