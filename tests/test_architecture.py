@@ -26,9 +26,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     # leaf model modules: segmenters may use them (e.g. the entropy transformer reuses the GPT blocks)
     ("model", ["toklab.gpt", "toklab.gpt.flops", "toklab.gpt.model", "toklab.gpt.blt"]),
     ("segmenters", ["toklab.segmenters", "toklab.segmenters.*"]),
-    ("measures", ["toklab.measures"]),
-    ("training", ["toklab.gpt.data", "toklab.gpt.train"]),
-    ("analyses", ["toklab.comparison", "toklab.filter", "toklab.filter.*", "toklab.reports", "toklab.plots"]),
+    ("measures", ["toklab.measures", "toklab.fairness", "toklab.audit"]),
+    ("training", ["toklab.gpt.data", "toklab.gpt.train", "toklab.gpt.distributed"]),
+    ("analyses", ["toklab.comparison", "toklab.filter", "toklab.filter.*", "toklab.reports", "toklab.plots",
+                  "toklab.view", "toklab.html_report", "toklab.datatrove"]),
     ("pretrain", ["toklab.pretrain"]),
     ("study", ["toklab.study"]),
     ("entry points", ["toklab.cli", "toklab.__main__", "toklab"]),

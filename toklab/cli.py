@@ -258,11 +258,13 @@ def corpus_list_command() -> None:
 
 
 def _print_compare(result: Any, top: int) -> None:
-    from toklab.reports import main_tables, per_source_table
+    from toklab.reports import fairness_tables, main_tables, per_source_table
 
     for table in main_tables(result):
         console.print(table)
     console.print(per_source_table(result, top, console.width))
+    for table in fairness_tables(result):  # parallel text only
+        console.print(table)
     _print_notes(result.notes)
 
 
@@ -287,6 +289,8 @@ def compare_command(
     no_compressors: Annotated[bool, typer.Option("--no-compressors", metavar="", help="Skip the zstd and 7z rows.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Cramming threshold t for the keep-rate columns: keep iff tokens <= t x chars.")] = 0.3,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 6,
+    parallel: Annotated[Optional[bool], typer.Option("--parallel/--no-parallel", help="Add fairness across languages (parity against --reference, Gini, worst languages and scripts) over every document with a language (a 'language' field or an id such as ru_Cyrl), both splits. Default: on when every validation document has a language.")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="The language parity is measured against: a language key (en_Latn) or a language with one key in the corpus (ru); implies --parallel. Default: en (en_Latn).")] = None,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Compression tables: every segmenter and classic compressors on the same held-out bytes.
@@ -299,7 +303,11 @@ def compare_command(
     specs = split_specs(segmenters) if segmenters else None
     report = out or default_out(corpus, specs, threshold)
     replaced = holds_report(report)
-    result = run_compare(corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True, out=report)  # checks --out first
+    if reference is not None and parallel is None:
+        parallel = True  # naming a reference asks for the fairness section
+    result = run_compare(
+        corpus, specs, compressors=not no_compressors, threshold=threshold, progress=True, out=report, parallel=parallel, reference=reference or "en"
+    )  # checks --out first
     target = write_report(result, report)
     if as_json:
         _print_json({**to_json(result), "report": str(target)})

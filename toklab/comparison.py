@@ -1,7 +1,9 @@
 """`compare`: compression tables for segmenters and classic compressors on the same held-out text.
 
 Trainable segmenters train on the train split only; every figure is measured on the validation
-split, the same bytes for every row.
+split, the same bytes for every row. On parallel text (`parallel`) a fairness section is added
+(toklab.fairness): parity across languages, measured on every document that has a language, of
+both splits, since a validation split of 10% rarely holds the reference language.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from toklab.errors import ToklabError
+from toklab.fairness import DEFAULT_REFERENCE, Fairness, analyse, language_key, resolve_reference
 from toklab.text import count
 from toklab.gpt.flops import REFERENCE_SHAPE, ModelShape
 from toklab.measures import TextStats, check_threshold, compressor_rows, counted_row
@@ -48,6 +51,7 @@ class CompareResult:
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inputs: list[Path] = field(default_factory=list, repr=False)  # the corpus's folders and files: no report goes inside them
+    fairness: Fairness | None = None  # parallel text only: parity across languages (toklab.fairness)
 
 
 def default_segmenters() -> list[str]:
@@ -83,13 +87,20 @@ def run_compare(
     shape: ModelShape = REFERENCE_SHAPE,
     progress: bool = False,
     out: str | os.PathLike | None = None,
+    parallel: bool | None = None,
+    reference: str = DEFAULT_REFERENCE,
     **corpus_options: Any,
 ) -> CompareResult:
     """Measure every segmenter (and the compressors) on the validation split of `corpus`.
 
     Every spec is checked before any work (a mistake, or the same segmenter twice, is a
     ToklabError); `out`, the report folder the result will be written to, is checked against
-    the corpus's inputs up front too."""
+    the corpus's inputs up front too.
+
+    `parallel`: add the fairness section (parity of each language against `reference`, see
+    toklab.fairness) over every document with a language, train and validation split alike;
+    None adds it when every validation document has a language (a parallel corpus such as udhr).
+    With `parallel=True` a corpus without languages, or without the reference, is a ToklabError."""
     import pandas as pd
 
     from toklab._version import __version__
@@ -123,6 +134,11 @@ def run_compare(
     stats = TextStats.of(texts)
     timings["read"] = time.perf_counter() - start
     read_notes = corpus.stats.notes()  # the pass read every record: malformed lines, invalid UTF-8
+    start = time.perf_counter()
+    languages, reference_key, parallel_notes = _parallel_documents(corpus, val, parallel, reference, progress)
+    read_notes += parallel_notes
+    if languages is not None:
+        timings["read_parallel"] = time.perf_counter() - start
 
     start = time.perf_counter()
     loaded, notes = get_segmenters(specs, corpus, progress=progress)
@@ -167,6 +183,13 @@ def run_compare(
             compressor_details[c.name] = c.detail
         timings["compressors"] = time.perf_counter() - start
 
+    fairness = None
+    if languages is not None and reference_key is not None:
+        start = time.perf_counter()
+        fairness, fairness_notes = _fairness(loaded, labels, specs, languages, reference_key, progress)
+        notes += fairness_notes
+        timings["parallel"] = time.perf_counter() - start
+
     extras = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in COLUMNS]
     table = pd.DataFrame(rows).reindex(columns=COLUMNS + extras)
     per_source = _per_source_table(pd.DataFrame(source_rows))
@@ -186,7 +209,99 @@ def run_compare(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes, inputs=inputs)
+    return CompareResult(table=table, per_source=per_source, meta=meta, notes=notes, inputs=inputs, fairness=fairness)
+
+
+ParallelDoc = tuple[str, str, str]  # (language, split, text)
+
+
+def _parallel_documents(corpus: "Corpus", val: list[Any], parallel: bool | None, reference: str, progress: bool) -> tuple[list[ParallelDoc] | None, str | None, list[str]]:
+    """The documents the fairness section measures: every document with a language, of both
+    splits (the train split is read here, before any training, so that a missing reference stops
+    the run early); the reference's language key; notes. (None, None, notes) when it is off."""
+    from toklab.progress import document_progress
+
+    if parallel is False:
+        return None, None, []
+    val_keys = [language_key(d.id, d.meta) for d in val]
+    if parallel is None and (not val or None in val_keys or len(set(val_keys)) < 2):
+        return None, None, []  # not parallel text: no second pass over the corpus
+    docs: list[ParallelDoc] = [(k, "val", d.text) for k, d in zip(val_keys, val) if k is not None]
+    without = len(val) - len(docs)
+    with document_progress("reading the parallel text of the train split", enabled=progress) as advance:
+        for doc in corpus.train():
+            key = language_key(doc.id, doc.meta)
+            if key is None:
+                without += 1
+            else:
+                docs.append((key, "train", doc.text))
+            advance(doc.n_bytes)
+    keys = {k for k, _, _ in docs}
+    if len(keys) < 2:
+        found = "no document" if not keys else f"only one language ({next(iter(keys))})"
+        why = (
+            f"--parallel needs documents in several languages, and {corpus.spec} has {found} with a language "
+            "(a 'language' field, or an id such as ru_Cyrl or udhr:ru_Cyrl)"
+        )
+        if parallel:
+            raise ToklabError(why)
+        return None, None, []
+    try:
+        reference_key = resolve_reference(reference, keys)
+    except ToklabError as exc:
+        if parallel:
+            raise
+        return None, None, [f"parallel text found ({len(keys)} languages) but no fairness section: {exc}"]
+    notes = []
+    if without:
+        notes.append(f"fairness: {count(without, 'document')} without a language left out of the parity figures")
+    return docs, reference_key, notes
+
+
+def _fairness(loaded: list[Any], labels: list[str], specs: list[str], docs: list[ParallelDoc], reference: str, progress: bool) -> tuple[Fairness, list[str]]:
+    """Every segmenter's tokens per language over the same documents, then toklab.fairness."""
+    import pandas as pd
+
+    from toklab.progress import step_progress
+    from toklab.segmenters.registry import needs_training_corpus
+
+    texts = [text for _, _, text in docs]
+    frame = pd.DataFrame({
+        "language": [k for k, _, _ in docs],
+        "split": [s for _, s, _ in docs],
+        "bytes": [len(t.encode("utf-8")) for t in texts],
+        "chars": [len(t) for t in texts],
+    })  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    with step_progress("encoding the parallel text", len(loaded), enabled=progress) as step:
+        for segmenter, label in zip(loaded, labels):
+            step(label)
+            tokens = segmenter.count_tokens(texts)
+            for language, group in frame.assign(tokens=tokens).groupby("language", sort=True):
+                splits = sorted(set(group["split"]))
+                rows.append({
+                    "segmenter": label, "language": language, "documents": len(group), "bytes": int(group["bytes"].sum()),
+                    "chars": int(group["chars"].sum()), "tokens": int(group["tokens"].sum()), "split": splits[0] if len(splits) == 1 else "both",
+                })  # fmt: skip
+    languages = frame.groupby("language")["split"].agg(lambda s: "both" if s.nunique() > 1 else s.iloc[0])
+    meta = {
+        "reference": reference,
+        "split": "all",  # both splits: every document with a language
+        "languages": int(languages.size),
+        "val_languages": int((languages != "train").sum()),
+        "documents": len(docs),
+        "bytes": int(frame["bytes"].sum()),
+        "chars": int(frame["chars"].sum()),
+    }
+    notes = []
+    trained = [s for s in specs if needs_training_corpus(s)]
+    if trained:
+        seen = int((languages != "val").sum())
+        notes.append(
+            f"fairness: {', '.join(trained)} trained on the train split, which holds {seen} of the {languages.size} languages; "
+            "their parity mixes seen and held-out text (parity.csv's split column says which)"
+        )
+    return analyse(rows, reference, meta=meta), notes
 
 
 def _words_meta(stats: TextStats, sources: list[str]) -> dict[str, Any]:

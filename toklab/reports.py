@@ -23,13 +23,16 @@ from rich.text import Text
 from toklab.comparison import COLUMNS, CompareResult
 from toklab.outputs import foreign
 from toklab.errors import ToklabError, one_line
+from toklab.fairness import Fairness, analyse
 from toklab.files import atomic_dir, check_outside, report_dir
 from toklab.segmenters.base import ReportGroup
 from toklab.tables import Formatter, digits, figure_column, formatter, missing, pct, table, text_column, tflops, thousands
 
 RESULTS = "results.json"
 REPORT_FILES = [RESULTS, "table.csv", "table.md", "per_source.csv", "bytes_per_token_by_source.png", "bits_per_byte.png"]
+FAIRNESS_FILES = ["parity.csv", "parity_by_script.csv", "parity_by_script.png"]  # parallel text only
 MAX_PLOT_SOURCES = 30
+MAX_PLOT_SCRIPTS = 60  # more scripts: the costliest and the cheapest half of these
 
 # column -> (header, formatter); what the terminal and markdown tables show
 SHOWN: dict[str, tuple[str, Formatter]] = {
@@ -131,6 +134,53 @@ def main_tables(result: CompareResult) -> list[Table]:
     return tables
 
 
+# fairness summary column -> (header, formatter): the terminal and markdown fairness tables
+FAIRNESS_SHOWN: dict[str, tuple[str, Formatter]] = {
+    "segmenter": ("segmenter", str),
+    "median_parity": ("median\nparity", digits(2)),
+    "max_parity": ("max\nparity", digits(2)),
+    "worst_language": ("worst\nlanguage", lambda v: "" if missing(v) else str(v)),
+    "worst_script": ("worst\nscript", lambda v: "" if missing(v) else str(v)),
+    "worst_script_parity": ("its\nparity", digits(2)),
+    "gini_tokens_per_byte": ("Gini\ntok/byte", digits(3)),
+    "gini_parity": ("Gini\nparity", digits(3)),
+}
+
+
+def fairness_caption(result: CompareResult) -> str:
+    """What the fairness figures measure, and on which bytes."""
+    fairness = result.fairness
+    assert fairness is not None
+    meta = fairness.meta
+    where = (
+        f"all {meta['languages']:,} languages' documents, train and validation split alike ({meta['documents']:,} documents, "
+        f"{meta['bytes']:,} bytes; {meta.get('val_languages', 0):,} languages in the validation split), the same for every segmenter"
+        if meta.get("split") == "all" else f"{meta.get('languages', '?')} languages"
+    )
+    return (
+        f"Parity: a language's tokens / {fairness.reference}'s tokens for the same text (Petrov et al. 2023), over {where}. "
+        "Worst script: the highest median parity of a script's languages (per_script: median parity; tok/byte = total tokens / total bytes). "
+        "Gini across languages: 0 when every language costs the same, of tokens per byte and of parity. "
+        "Parity assumes every language's documents translate the same text; toklab cannot check that."
+    )
+
+
+def fairness_tables(result: CompareResult) -> list[Table]:
+    """The fairness section for the terminal: the summary per segmenter, then its worst languages.
+    Empty for a run without parallel text."""
+    fairness = result.fairness
+    if fairness is None or fairness.summary.empty:
+        return []
+    columns = [c for c in FAIRNESS_SHOWN if c != "worst_script_parity"]  # 80 columns; table.md has it
+    headers = [text_column(FAIRNESS_SHOWN[c][0], no_wrap=True) if c in ("segmenter", "worst_language", "worst_script") else FAIRNESS_SHOWN[c][0] for c in columns]
+    summary = table(f"fairness across languages (reference {fairness.reference})", headers, pad_edge=False)
+    worst = table("worst languages (parity)", [text_column("segmenter", no_wrap=True), text_column("languages", overflow="fold")], caption=fairness_caption(result), pad_edge=False)
+    for record in fairness.summary.to_dict(orient="records"):
+        summary.add_row(*[Text(FAIRNESS_SHOWN[c][1](record.get(c))) for c in columns])
+        worst.add_row(Text(str(record["segmenter"])), Text(str(record.get("worst_languages") or "")))
+    return [summary, worst]
+
+
 def _segmenter_header(name: str) -> str:
     """A segmenter spec as a column header: a long one breaks after ':' and ',' (tiktoken:
     cl100k_base) so that its column stays narrow; the name itself stays whole."""
@@ -215,9 +265,38 @@ def markdown(result: CompareResult) -> str:
     lines += ["", caption(result)]
     if result.meta.get("compressors"):
         lines += ["", "Compressors:"] + [f"- {name}: {detail}" for name, detail in result.meta["compressors"].items()]
+    lines += _fairness_markdown(result)
     if result.notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def _fairness_markdown(result: CompareResult) -> list[str]:
+    """The fairness section of table.md: the summary, the worst languages, median parity per script."""
+    fairness = result.fairness
+    if fairness is None or fairness.summary.empty:
+        return []
+    records = fairness.summary.to_dict(orient="records")
+    header = [h.replace("\n", " ") for h, _ in FAIRNESS_SHOWN.values()]
+    summary = markdown_table(header, [[fmt(r.get(c)) for c, (_, fmt) in FAIRNESS_SHOWN.items()] for r in records])
+    worst = markdown_table(["segmenter", "worst languages (parity)"], [[str(r["segmenter"]), str(r.get("worst_languages") or "")] for r in records])
+    wide = _scripts_wide(fairness.per_script)
+    scripts = markdown_table(["script", "languages", *map(str, wide.columns[1:])], [[str(s), str(int(row.iloc[0])), *(digits(2)(v) for v in row.iloc[1:])] for s, row in wide.iterrows()])
+    return [
+        "", f"## Fairness across languages (reference {fairness.reference})", "", summary, worst,
+        "Median parity per script (all rows in parity_by_script.csv, every language in parity.csv):", "", scripts, fairness_caption(result),
+    ]  # fmt: skip
+
+
+def _scripts_wide(per_script: "Any") -> "Any":
+    """Median parity per script (rows, costliest first by the mean over segmenters) and segmenter
+    (columns, run order), after a column of how many languages each script has."""
+    wide = per_script.pivot(index="script", columns="segmenter", values="median_parity")
+    wide = wide.reindex(columns=list(dict.fromkeys(per_script["segmenter"])))
+    order = wide.mean(axis=1).sort_values(ascending=False, kind="stable").index
+    counts = per_script.groupby("script")["languages"].first()
+    wide.insert(0, "languages", counts)
+    return wide.reindex(order)
 
 
 def _plot_sources(result: CompareResult, path: Path) -> None:
@@ -269,15 +348,64 @@ def _plot_bits(result: CompareResult, path: Path) -> None:
     plots.save(fig, path, dpi=120)
 
 
-def to_json(result: CompareResult) -> dict[str, Any]:
-    """The whole result as plain JSON data: what results.json holds and `compare --json` prints."""
+def _plot_parity(result: CompareResult, path: Path) -> None:
+    """Median parity per script, one marker per segmenter, on a log axis: 1 is the reference's cost."""
+    from toklab import plots
+
+    fairness = result.fairness
+    assert fairness is not None
+    wide = _scripts_wide(fairness.per_script)
+    total, cut = len(wide), None
+    title = f"parity by script: median over each script's languages (reference {fairness.reference}; 1 = same tokens as the reference)"
+    if total > MAX_PLOT_SCRIPTS:
+        half = MAX_PLOT_SCRIPTS // 2
+        wide = wide.iloc[list(range(half)) + list(range(total - half, total))]
+        cut = half - 0.5
+        title += f"\nthe {half} costliest and the {half} cheapest of {total} scripts; all in parity_by_script.csv"
+    segmenters = list(wide.columns[1:])
+    fig, ax = plots.figure(9, 0.22 * len(wide) + 1.8)
+    markers = "os^DvP*Xhp<>"
+    y = range(len(wide))
+    for i, segmenter in enumerate(segmenters):
+        ax.scatter(wide[segmenter].to_numpy(dtype=float), list(y), s=18, marker=markers[i % len(markers)], label=str(segmenter), alpha=0.8)
+    ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    if cut is not None:  # the scripts left out lie between the two halves
+        ax.axhline(cut, color="grey", linewidth=0.8)
+    plots.flops_axis(ax, "x")  # round tick values (1, 2, 5, 10) on the log axis, not 10^0
+    ax.set_yticks(list(y), [f"{s} ({int(n)})" for s, n in zip(wide.index, wide["languages"])], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"tokens / {fairness.reference}'s tokens for the same text (log scale)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    plots.save(fig, path, dpi=110)
+
+
+def _fairness_json(fairness: Fairness) -> dict[str, Any]:
     return {
+        "reference": fairness.reference,
+        "meta": fairness.meta,
+        "summary": json.loads(fairness.summary.to_json(orient="records")),
+        "per_script": json.loads(fairness.per_script.to_json(orient="records")),
+        "per_language": json.loads(fairness.per_language.to_json(orient="records")),
+    }
+
+
+def to_json(result: CompareResult) -> dict[str, Any]:
+    """The whole result as plain JSON data: what results.json holds and `compare --json` prints.
+    A run on parallel text adds `fairness`: reference, meta, summary, per_script and per_language."""
+    data = {
         "meta": result.meta,
         "notes": result.notes,
         "table": json.loads(result.table.to_json(orient="records")),
         "per_source": json.loads(result.per_source.reset_index().to_json(orient="records")),
         "per_source_columns": list(result.per_source.columns),
     }
+    if result.fairness is not None:
+        data["fairness"] = _fairness_json(result.fairness)
+    return data
 
 
 def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
@@ -295,6 +423,14 @@ def write_report(result: CompareResult, out_dir: str | os.PathLike) -> Path:
         (tmp / "table.md").write_text(markdown(result), encoding="utf-8")
         _plot_sources(result, tmp / "bytes_per_token_by_source.png")
         _plot_bits(result, tmp / "bits_per_byte.png")
+        if result.fairness is not None:
+            result.fairness.per_language.to_csv(tmp / "parity.csv", index=False)
+            result.fairness.per_script.to_csv(tmp / "parity_by_script.csv", index=False)
+            _plot_parity(result, tmp / "parity_by_script.png")
+    if result.fairness is None:  # an earlier run's fairness files would contradict this report
+        for name in FAIRNESS_FILES:
+            if (final / name).is_file():
+                (final / name).unlink()
     return final
 
 
@@ -327,6 +463,14 @@ def _shape_problem(payload: Any) -> str | None:
         return "per_source_columns is not a list of column names with the worst source"
     if not isinstance(per_source, list) or not all(isinstance(r, dict) and isinstance(r.get("segmenter"), str) for r in per_source):
         return "per_source is not a list of rows, each with a segmenter"
+    fairness = payload.get("fairness")  # absent in runs without parallel text, and in older reports
+    if fairness is not None:
+        if not isinstance(fairness, dict) or not isinstance(fairness.get("reference"), str) or not isinstance(fairness.get("meta", {}), dict):
+            return "fairness is not an object with a reference"
+        rows = fairness.get("per_language")
+        wanted = ("segmenter", "language", "tokens", "bytes")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in wanted) for r in rows):
+            return f"fairness.per_language is not a list of rows, each with {', '.join(wanted)}"
     return None
 
 
@@ -361,6 +505,10 @@ def read_report(directory: str | os.PathLike) -> CompareResult:
         table[empty] = table[empty].astype(float)
         per_source = pd.DataFrame(payload["per_source"], columns=list(dict.fromkeys(["segmenter", *payload["per_source_columns"]])))
         per_source = per_source.set_index("segmenter").reindex(columns=payload["per_source_columns"])
+        fairness = None
+        if payload.get("fairness") is not None:  # recomputed from the saved counts: the same pure functions
+            saved = payload["fairness"]
+            fairness = analyse(saved["per_language"], saved["reference"], meta=saved.get("meta", {}))
     except Exception as exc:  # pandas refuses odd values in many ways
         raise ToklabError(f"{directory} is not a compare report toklab can read ({RESULTS}: {one_line(exc)})") from None
-    return CompareResult(table=table, per_source=per_source, meta=payload["meta"], notes=payload["notes"])
+    return CompareResult(table=table, per_source=per_source, meta=payload["meta"], notes=payload["notes"], fairness=fairness)
