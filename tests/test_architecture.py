@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toklab"
 # one. Patterns are fnmatch globs over dotted module names; every module must match exactly one.
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["toklab.errors", "toklab._version", "toklab.text", "toklab.files", "toklab.network",
-                "toklab.progress", "toklab.stats", "toklab.cache", "toklab.tables", "toklab.outputs"]),
+                "toklab.progress", "toklab.stats", "toklab.cache", "toklab.tables", "toklab.outputs",
+                "toklab.html"]),
     ("corpus", ["toklab.corpus", "toklab.corpus.*"]),
     # leaf model modules: segmenters may use them (e.g. the entropy transformer reuses the GPT blocks)
     ("model", ["toklab.gpt", "toklab.gpt.flops", "toklab.gpt.model", "toklab.gpt.blt"]),

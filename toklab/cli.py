@@ -376,6 +376,52 @@ def report_command(
         raise ToklabError(f"{folder} holds no toklab report (no results.json, summary.json, run.json or study.json)")
     if rewrite and not as_json:
         console.print(f"rewrote {folder}")
+    if as_html:  # after --rewrite, so the page holds the plots just written
+        from toklab.html_report import write_html_report
+
+        err_console.print(f"page: {write_html_report(folder, docs=docs)}", highlight=False)
+
+
+@app.command("view")
+@corpus_command(lazy=True)
+def view_command(
+    corpus: Any,
+    segmenters: Annotated[Optional[list[str]], typer.Option("--segmenters", "--segmenter", "-s", help="Comma-separated segmenter specs (repeatable), one panel each, e.g. 'bytes,bpe:32k,tiktoken:o200k_base,entropy:target=4.5'. Default: bytes,tiktoken:o200k_base. Trainable kinds are trained on --corpus (or taken from the cache).")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="The text to show.")] = None,
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Show this file's text instead (UTF-8).")] = None,
+    docs: Annotated[Optional[int], typer.Option("--docs", min=1, help="Show the first N documents of --corpus's validation split instead.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", metavar="FILE", help="The HTML file to write.")] = "view.html",
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Show at most this many characters of each text (the page says when it cut one).")] = 20_000,
+) -> None:
+    """Write one self-contained HTML page showing the same text cut by each segmenter, side by side.
+
+    Tokens alternate in colour; spaces show as ·, newlines as ↵, tabs as →; tokens that split a UTF-8 character and byte-fallback patches are marked; hovering a token shows its id, bytes and byte span. Entropy segmenters also show the per-byte entropy with the threshold and patch starts. The page needs no network."""
+    from pathlib import Path
+
+    from toklab.segmenters import get_segmenters
+    from toklab.segmenters.registry import check_specs, split_specs
+    from toklab.view import view_corpus, view_data, write_view
+
+    given = [name for name, value in (("--text", text), ("--file", file), ("--docs", docs)) if value is not None]
+    if len(given) != 1:
+        raise ToklabError(f"give exactly one of --text, --file or --docs N (documents of --corpus){'; got ' + ' and '.join(given) if given else ''}")
+    specs = split_specs(segmenters) if segmenters else ["bytes", "tiktoken:o200k_base"]
+    checked = check_specs(specs)
+    if file is not None:
+        try:
+            text = Path(file).read_bytes().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise ToklabError(f"cannot read {file}: {exc.strerror}") from None
+    opened = corpus() if docs is not None or any(c.trainable for c in checked) else None
+    loaded, notes = get_segmenters(specs, opened, progress=True)
+    if docs is not None:
+        views = view_corpus(opened, loaded, docs, max_chars=max_chars)
+    else:
+        assert text is not None
+        views = [view_data(text, loaded, label=Path(file).name if file else "", max_chars=max_chars)]
+    target = write_view(out, views, notes=notes)
+    _print_notes(notes)
+    console.print(f"{len(views)} text{'s' if len(views) != 1 else ''}, {len(loaded)} segmenter{'s' if len(loaded) != 1 else ''}: {target}", highlight=False)
 
 
 # --- filter -------------------------------------------------------------------------------------
@@ -414,6 +460,8 @@ def filter_command(
     train_bytes: Annotated[int, typer.Option("--train-bytes", min=1, help="Bytes of the input, sampled from every shard, that a trainable --segmenter trains on.")] = 20_000_000,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 10,
     as_json: Annotated[bool, JSON_OPTION] = False,
+    as_html: Annotated[bool, typer.Option("--html", metavar="", help="Also write DIR/report.html: one self-contained page with the tables, plots and notes (and, for a compare folder, a few validation documents cut by its segmenters when the corpus and trained segmenters are at hand).")] = False,
+    docs: Annotated[int, typer.Option("--docs", min=0, help="With --html: validation documents shown in a compare folder's page (0: none).")] = 3,
 ) -> None:
     """Cramming-style compressibility filter: drop every document with tokens > t x chars.
 
