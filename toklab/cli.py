@@ -459,9 +459,12 @@ def filter_command(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes (several shards) or threads (one shard). Default: every core.")] = None,
     train_bytes: Annotated[int, typer.Option("--train-bytes", min=1, help="Bytes of the input, sampled from every shard, that a trainable --segmenter trains on.")] = 20_000_000,
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the terminal's per-source table (all are in per_source.csv).")] = 10,
+    executor: Annotated[str, typer.Option("--executor", help="Who filters the shards: pool (this machine's processes, the default) or a datatrove executor: local, slurm or ray (pip install \"toklab[datatrove]\"; logs and completion markers in <out>/.datatrove).")] = "pool",
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="--executor: datatrove tasks (input shards are dealt out by index); --workers is then the tasks run at once (local default: one per core).")] = 1,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="--executor slurm: the partition.")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="--executor slurm: each task's time limit, e.g. 4:00:00.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="--executor ray: the Ray cluster to join (default: a running or new local instance).")] = None,
     as_json: Annotated[bool, JSON_OPTION] = False,
-    as_html: Annotated[bool, typer.Option("--html", metavar="", help="Also write DIR/report.html: one self-contained page with the tables, plots and notes (and, for a compare folder, a few validation documents cut by its segmenters when the corpus and trained segmenters are at hand).")] = False,
-    docs: Annotated[int, typer.Option("--docs", min=0, help="With --html: validation documents shown in a compare folder's page (0: none).")] = 3,
 ) -> None:
     """Cramming-style compressibility filter: drop every document with tokens > t x chars.
 
@@ -479,10 +482,23 @@ def filter_command(
     report_path = Path(report) if report else default_report(opened.label, out if writes else None, by=by, threshold=t, segmenter=segmenter, sweep=thresholds)
     check_report_folder(report_path, opened.input_roots(), Path(out) if writes else None, rejected_folder(out) if writes and keep_rejected else None)  # before the long run
     replaced = holds_report(report_path)
-    result = filter_corpus(
-        opened, out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
-        resume=resume, overwrite=overwrite, workers=workers, train_bytes=train_bytes, progress=True,
-    )  # fmt: skip
+    if executor not in ("pool", "local", "slurm", "ray"):
+        raise ToklabError(f"--executor must be pool, local, slurm or ray, got '{executor}'")
+    if executor != "pool":
+        try:
+            from toklab.datatrove import filter_on_datatrove
+        except ImportError:
+            raise ToklabError('--executor needs datatrove: pip install "toklab[datatrove]"') from None
+        result = filter_on_datatrove(
+            opened, out, executor=executor, tasks=tasks, workers=workers or -1, partition=partition, time=time_limit, ray_address=ray_address,
+            threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
+            resume=resume, overwrite=overwrite, train_bytes=train_bytes, progress=True,
+        )  # fmt: skip
+    else:
+        result = filter_corpus(
+            opened, out, threshold=t, by=by, segmenter=segmenter, keep_rejected=keep_rejected, dry_run=dry_run, sweep=thresholds,
+            resume=resume, overwrite=overwrite, workers=workers, train_bytes=train_bytes, progress=True,
+        )  # fmt: skip
     target = write_filter_report(result, report_path)
     if as_json:
         _print_json({**summary(result), "report": str(target)})

@@ -93,6 +93,7 @@ def filter_corpus(
     workers: int | None = None,
     train_bytes: int = DEFAULT_TRAIN_BYTES,
     progress: bool = False,
+    runner: Any = None,
     **corpus_options: Any,
 ) -> FilterResult:
     """Filter `corpus` into `out`: keep a document iff tokens <= threshold * chars.
@@ -102,7 +103,13 @@ def filter_corpus(
     of thresholds to tabulate) measure only and write no shards. `keep_rejected` writes rejected
     and empty documents, with the reason, to `rejected_folder(out)`. An interrupted run continues
     with `resume=True`; `overwrite=True` replaces an earlier filter's output.
+
+    `runner` hands the shards to another engine instead of the process pool (toklab.datatrove):
+    an object with `settings` (a dict recorded in the run's config, so --resume must match it) and
+    `run(jobs, segmenter, record, out)`, which calls `record(tally)` for every shard it finishes.
     """
+    if runner is not None and (out is None or dry_run or sweep):
+        raise ToklabError("--executor writes shards: give --out, and drop --dry-run and --sweep")
     from toklab.segmenters.base import cpu_count
 
     if threshold is None:
@@ -139,7 +146,7 @@ def filter_corpus(
             created = make_folder(out_path)  # type: ignore[arg-type]
             lock.acquire()
             folders.inspect()  # refuses a folder holding anything else before any work
-        return _filter(corpus, rule, out_path, rejected_path, folders, segmenter, keep_rejected, sweep, workers, train_bytes, progress)
+        return _filter(corpus, rule, out_path, rejected_path, folders, segmenter, keep_rejected, sweep, workers, train_bytes, progress, runner)
     except BaseException:
         if folders is not None:
             folders.remove_temporaries()  # a failed or interrupted run leaves its folder resumable
@@ -163,6 +170,7 @@ def _filter(
     workers: int,
     train_bytes: int,
     progress: bool,
+    runner: Any = None,
 ) -> FilterResult:
     """filter_corpus once its arguments are checked and --out is locked and checked."""
     from toklab._version import __version__
@@ -190,6 +198,8 @@ def _filter(
     timings["segmenter"] = time.perf_counter() - start
 
     config = _config(corpus, rule, seg, keep_rejected)
+    if runner is not None:
+        config["executor"] = runner.settings
     state: dict[str, Any] = {"done": {}}
     if folders is not None and out_path is not None:
         state = folders.start(config)
@@ -214,7 +224,9 @@ def _filter(
             _write_state(out_path, state)
 
     start = time.perf_counter()
-    if len(jobs) > 1 and workers > 1:
+    if runner is not None:
+        runner.run(jobs, seg, record, out_path)
+    elif len(jobs) > 1 and workers > 1:
         with step_progress("filtering shards", len(jobs), enabled=progress) as step:
             pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(seg, os.getpid()))
             try:

@@ -20,6 +20,9 @@ from toklab.outputs import OutputPolicy, Plan, foreign, plan_output
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")  # files.temp_name's pattern
 REJECTED_LABEL = "the --keep-rejected folder"
 OUTPUT = OutputPolicy("filter run", resumable=True)
+# Where a run on another engine (toklab.datatrove) keeps its logs, completion markers, per-shard
+# tallies and the saved segmenter: a filter run's own, so --overwrite removes it with the shards.
+ENGINE_FOLDER = ".datatrove"
 
 
 def rejected_folder(out: str | os.PathLike) -> Path:
@@ -66,6 +69,10 @@ def _entries(folder: Path | None) -> list[str]:
         links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
         found += [Path(root, name).relative_to(folder).as_posix() for name in files + links]
     return sorted(found)
+
+
+def _is_engine(name: str) -> bool:
+    return name.split("/", 1)[0] == ENGINE_FOLDER
 
 
 def _is_temporary(name: str, of: set[str]) -> bool:
@@ -136,13 +143,13 @@ class OutputFolders:
         self.ours_rejected |= rejected_names
         old_rejected = rejected_folder(out)
         ours = self.ours_out | {LOCK_FILE}
-        out_strays = [n for n in _entries(out) if n not in ours and not _is_temporary(n, self.ours_out)]
+        out_strays = [n for n in _entries(out) if n not in ours and not _is_temporary(n, self.ours_out) and not _is_engine(n)]
         rejected_strays = [n for n in _entries(old_rejected) if n not in rejected_names and not _is_temporary(n, self.ours_rejected)]
         if out_strays:
             self._refuse_strays("--out", out, out_strays, damaged)
         if rejected_strays and rejected is not None:
             self._refuse_strays(REJECTED_LABEL, rejected, rejected_strays, damaged)
-        self.remove = [out / n for n in _entries(out) if n in kept or n == STATE_FILE]
+        self.remove = [out / n for n in _entries(out) if n in kept or n == STATE_FILE or _is_engine(n)]
         self.remove += [old_rejected / n for n in _entries(old_rejected) if n in rejected_names]
         self.drop_rejected = had_rejected and rejected is None
         self.rejected_ours = had_rejected or rejected is not None
