@@ -17,6 +17,9 @@ time limit, all within --time-budget seconds (a stage that no longer fits is ski
               and MFU, FLOPs counted in full per byte -> the blt row of throughput.json/md
   resume      a run killed (SIGKILL) right after a checkpoint and resumed must log the same losses
               and end with the same weights as an uninterrupted run -> resume.json (pass/fail)
+  ddp         the same run plainly, under torchrun with one process, and under --nproc N where there
+              are N > 1 GPUs (2 CPU processes in a dry run): tokens/s, torchrun's overhead (target
+              <= 3%) and whether the losses agree -> ddp.json
   study       bytes, bpe:32k and tiktoken:gpt2 at two GPU FLOP budgets, two seeds -> study/, study.json
 
 Every result lands under --out, with stages.json (each stage's status and seconds), per-stage logs
@@ -43,7 +46,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / "gpu_kit"
-STAGES = ("env", "throughput", "blt", "resume", "study")
+STAGES = ("env", "throughput", "blt", "resume", "ddp", "study")
+DDP_OVERHEAD_TARGET = 0.03  # torchrun with one GPU may cost at most this share of a plain run's tokens/s
 # tiktoken's cache names its files by the sha1 of their URL: gpt2's vocab.bpe and encoder.json
 GPT2_FILES = ("6d1cbeee0f20b3d9449abfede4726ed8212e3aee", "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6")
 MFU_TARGET = 0.45
@@ -64,23 +68,26 @@ def make_plan(dry_run: bool, corpus: str, segmenter: str, study_segmenters: list
         return {
             "dry_run": True, "device": "cpu", "corpus": corpus, "segmenter": segmenter, "notes": notes,
             # (name, time limit s, least time worth starting it with)
-            "stages": [["env", 60, 5], ["throughput-eager", 60, 5], ["throughput-compile", 60, 5], ["blt-throughput", 60, 5], ["resume", 120, 10], ["study", 120, 10]],
+            "stages": [["env", 60, 5], ["throughput-eager", 60, 5], ["throughput-compile", 60, 5], ["blt-throughput", 60, 5], ["resume", 120, 10], ["ddp", 150, 10], ["study", 120, 10]],
             "throughput": {"model": "tiny", "context": 32, "batch_size": 4, "warmup": 2, "timed": 6, "chunks": 2, "compile_backend": "eager"},
             "blt": {"preset": "tiny", "context": 64, "batch_size": 4, "patcher": "space", "warmup": 2, "timed": 6, "chunks": 2},
             "resume": {"model": "tiny", "context": 32, "batch_size": 4, "steps": 12, "eval_every": 3, "checkpoint_every": 4, "kill_after_checkpoints": 2,
                        "val_bytes": 8192, "eval_bytes": 2048},
+            "ddp": {"model": "tiny", "context": 32, "batch_size": 4, "steps": 10, "nproc": 2, "val_bytes": 4096, "eval_bytes": 1024},
             "study": {"segmenters": study_segmenters, "flops": [3e9, 6e9], "model": "tiny", "context": 32, "batch_size": 4, "seeds": 2,
                       "val_bytes": 2048, "eval_bytes": 512, "eval_every": 100},
         }  # fmt: skip
     return {
         "dry_run": False, "device": "cuda", "corpus": corpus, "segmenter": segmenter, "notes": notes,
-        "stages": [["env", 90, 20], ["throughput-eager", 150, 40], ["throughput-compile", 240, 90], ["blt-throughput", 150, 45], ["resume", 180, 45], ["study", 600, 60]],
+        "stages": [["env", 90, 20], ["throughput-eager", 150, 40], ["throughput-compile", 240, 90], ["blt-throughput", 150, 45], ["resume", 180, 45], ["ddp", 180, 60], ["study", 600, 60]],
         # batch 16 x 1024 tokens per step, as the README's gpt2-124m command
         "throughput": {"model": "gpt2-124m", "context": 1024, "batch_size": 16, "warmup": 10, "timed": 50, "chunks": 5, "compile_backend": "inductor"},
         # the byte-latent patch model's GPU preset at its context of 4096 bytes (space patches: no training)
         "blt": {"preset": "gpu", "context": 4096, "batch_size": 8, "patcher": "space", "warmup": 5, "timed": 30, "chunks": 3},
         "resume": {"model": "small", "context": 256, "batch_size": 16, "steps": 30, "eval_every": 5, "checkpoint_every": 10, "kill_after_checkpoints": 2,
                    "val_bytes": 65536, "eval_bytes": 16384},
+        # gpt2-124m as in throughput; nproc 0: every GPU the machine has, when it has more than one
+        "ddp": {"model": "gpt2-124m", "context": 1024, "batch_size": 16, "steps": 150, "nproc": 0, "val_bytes": 65536, "eval_bytes": 16384},
         # medium at context 256: a few hundred steps per run, so the twelve runs fit in a few minutes
         "study": {"segmenters": study_segmenters, "flops": [1e14, 3e14], "model": "medium", "context": 256, "batch_size": 32, "seeds": 2,
                   "val_bytes": 262144, "eval_bytes": 65536, "eval_every": 50},
@@ -327,6 +334,9 @@ def collect(out: Path, plan: dict[str, Any], statuses: dict[str, dict[str, Any]]
     resume = read_json(parts / "resume.json") or {}
     write_json(out / "resume.json", {**resume, "pass": bool(resume.get("pass")), "stage": statuses.get("resume", {"status": "not asked for"})})
 
+    ddp = read_json(parts / "ddp.json") or {}
+    write_json(out / "ddp.json", {**ddp, "stage": statuses.get("ddp", {"status": "not asked for"})})
+
     study = read_json(parts / "study.json") or {}
     finished = sorted(p.parent.name for p in (out / "study" / "runs").glob("*/summary.json"))
     write_json(out / "study.json", {**study, "finished_runs": finished, "stage": statuses.get("study", {"status": "not asked for"})})
@@ -383,6 +393,16 @@ def summary_markdown(out: Path, plan: dict[str, Any], statuses: dict[str, dict[s
     stage = resume.get("stage", {})
     fallback = f"{stage.get('status', 'not run')}: {stage.get('reason') or stage.get('error') or ''}".rstrip(": ")
     lines += ["## Resume on " + ("the CPU" if plan["dry_run"] else "CUDA"), "", f"- {resume.get('verdict') or fallback}", ""]
+    ddp = read_json(out / "ddp.json") or {}
+    lines += ["## DDP (torchrun)", ""]
+    if ddp.get("rows"):
+        lines += ["| run | processes | tokens/s | MFU | last train loss |", "|---|---:|---:|---:|---:|"]
+        for r in ddp["rows"]:
+            mfu = f"{100 * r['mfu']:.1f}%" if isinstance(r.get("mfu"), float) else "n/a"
+            lines.append(f"| {r['variant']} | {r['processes']} | {_fmt(r.get('tokens_per_s'), ',.0f')} | {mfu} | {_fmt(r.get('last_step_train_loss'), '.4f')} |")
+        lines += ["", f"- {ddp.get('verdict', '')}", ""]
+    else:
+        lines += [f"- not run ({ddp.get('stage', {}).get('status', 'not run')})", ""]
     study = read_json(out / "study.json") or {}
     lines += ["## Study", ""]
     if study.get("summary"):
@@ -663,6 +683,58 @@ def stage_resume(plan: dict[str, Any], out: Path) -> dict[str, Any]:
     return result
 
 
+def stage_ddp(plan: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The same run (one global batch) plainly, under torchrun with one process, and under --nproc N:
+    tokens/s from each run's own summary, and torchrun's overhead on one device."""
+    d = plan["ddp"]
+    if plan["dry_run"]:
+        n = d["nproc"]
+    else:
+        import torch
+
+        n = d["nproc"] or torch.cuda.device_count()
+    n = n if n > 1 else 1
+    global_batch = d["batch_size"] * d["context"] * n  # fewer processes reach it by accumulation
+    args = [
+        "pretrain", "-c", plan["corpus"], "-s", plan["segmenter"], "--model", d["model"], "--context", str(d["context"]), "--batch-size", str(d["batch_size"]),
+        "--batch-tokens", str(global_batch), "--steps", str(d["steps"]), "--eval-every", str(10**6), "--checkpoint-every", str(10**6),
+        "--val-bytes", str(d["val_bytes"]), "--eval-bytes", str(d["eval_bytes"]), "--device", plan["device"], "--json", "--overwrite",
+    ]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "toklab"]
+    variants = [("plain", 1, [sys.executable, "-m", "toklab"], []), ("torchrun, 1 process", 1, torchrun, [])]
+    if n > 1:
+        variants.append((f"--nproc {n}", n, [sys.executable, "-m", "toklab"], ["--nproc", str(n)]))
+    rows = []
+    for variant, processes, head, extra in variants:
+        say(f"ddp: {variant}")
+        run_dir = out / "ddp" / variant.replace(" ", "-").replace(",", "").lstrip("-")
+        done = subprocess.run([*head, *args, "--out", str(run_dir), *extra], capture_output=True, text=True)
+        sys.stderr.write(done.stderr[-4000:])
+        if done.returncode != 0:
+            raise RuntimeError(f"{variant} failed: " + ((done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]))
+        summary = json.loads(done.stdout[done.stdout.index("{") :])
+        rows.append({
+            "variant": variant, "processes": processes, "tokens_per_s": summary["tokens_per_s"], "mfu": summary["mfu"], "steps": summary["steps"],
+            "accumulation": summary["train"]["accumulation"], "last_step_train_loss": summary["last_step_train_loss"], "val_bits_per_byte": summary["val_bits_per_byte"],
+            "parallel": summary.get("parallel"), "wall_s": summary["wall_s"],
+        })  # fmt: skip
+        say(f"ddp: {variant}: {summary['tokens_per_s']:,.0f} tokens/s")
+    plain, one = rows[0], rows[1]
+    overhead = 1.0 - one["tokens_per_s"] / plain["tokens_per_s"]
+    same = all(abs(r["last_step_train_loss"] - plain["last_step_train_loss"]) <= 1e-3 * max(1.0, abs(plain["last_step_train_loss"])) for r in rows)
+    result: dict[str, Any] = {"setup": {**d, "nproc": n, "global_batch_tokens": global_batch}, "rows": rows, "torchrun_overhead": overhead, "overhead_target": DDP_OVERHEAD_TARGET, "losses_agree": same}
+    verdict = f"torchrun with one process: overhead {100 * overhead:+.1f}% of the plain run's tokens/s (target <= {100 * DDP_OVERHEAD_TARGET:.0f}%)"
+    if not plan["dry_run"]:
+        result["overhead_target_met"] = overhead <= DDP_OVERHEAD_TARGET
+    else:
+        verdict += "; a CPU dry run, not the GPU figure"
+    if n > 1:
+        verdict += f"; {n} processes: {rows[2]['tokens_per_s'] / plain['tokens_per_s']:.2f}x the plain run"
+    result["verdict"] = verdict + ("; the runs' last losses agree" if same else "; the runs' last losses DIFFER")
+    say(f"ddp: {result['verdict']}")
+    return result
+
+
 def stage_study(plan: dict[str, Any], out: Path) -> dict[str, Any]:
     from toklab.study import run_study
 
@@ -699,6 +771,8 @@ def run_stage(args: argparse.Namespace) -> int:
             result = stage_throughput(plan, out, "blt")
         elif name == "resume":
             result = stage_resume(plan, out)
+        elif name == "ddp":
+            result = stage_ddp(plan, out)
         elif name == "study":
             result = stage_study(plan, out)
         else:

@@ -87,6 +87,20 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
     "test_seg_sentencepiece.py::test_training_is_deterministic",
     "test_filter_safety.py::test_rewriting_a_report_folder_keeps_the_users_files",
     "test_filter.py::test_unsafe_out_is_refused_and_the_input_is_untouched",
+    "test_audit.py::test_study_with_allow_lossy_trains_and_notes_every_audit",
+    # torchrun jobs of 2 processes (each imports torch): about 10 s each on a quiet 2-core machine
+    "test_ddp.py::test_two_processes_give_the_losses_and_bits_per_byte_of_one",
+    "test_ddp.py::test_only_rank_0_writes_files",
+    "test_ddp.py::test_a_killed_two_process_run_resumes_to_the_same_losses",
+    "test_ddp.py::test_a_crash_on_one_rank_ends_the_job_with_one_line",
+    "test_ddp.py::test_study_trains_each_run_in_two_processes",
+    "test_ddp.py::test_a_minutes_budget_stops_every_rank_at_the_same_step",
+    # datatrove: a local Ray instance starts in about 15 s; the others run whole filter and token passes
+    "test_datatrove.py::test_ray_executor_writes_what_toklab_filter_writes",
+    "test_datatrove.py::test_token_shard_writer_feeds_pretrain",
+    "test_datatrove.py::test_cli_executor_local_and_missing_datatrove",
+    "test_datatrove.py::test_overwrite_removes_the_engine_folder",
+    "test_datatrove.py::test_a_real_kill_stops_the_tasks_and_resume_finishes_the_rest",
 }
 # equality with the old implementations kept as references (issue 19's speed work): CI runs them
 SLOW_MODULES = ("test_study.py::", "test_entropy_speed.py::", "test_zstd_dict_speed.py::", "test_long_documents.py::")

@@ -21,7 +21,7 @@ from toklab.pretrain import pretrain, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
-STAGES = ["env", "throughput-eager", "throughput-compile", "blt-throughput", "resume", "study"]
+STAGES = ["env", "throughput-eager", "throughput-compile", "blt-throughput", "resume", "ddp", "study"]
 
 
 def kit(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -32,13 +32,13 @@ def stages(out: Path) -> dict[str, dict]:
     return json.loads((out / "stages.json").read_text())["stages"]
 
 
-@pytest.mark.slow  # about 70 s on 2 cores: eight processes (importing torch in each), twelve study runs
+@pytest.mark.slow  # about 100 s on 2 cores: twelve processes (importing torch in each), twelve study runs
 def test_the_dry_run_runs_every_stage_and_the_resume_check_passes(tmp_path):
     out, bundle = tmp_path / "out", tmp_path / "results.tar.gz"
     done = kit("--dry-run", "--out", str(out), "--bundle", str(bundle))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert {name: s["status"] for name, s in stages(out).items()} == {name: "ok" for name in STAGES}
-    for name in ("setup.json", "plan.json", "env.json", "throughput.json", "throughput.md", "resume.json", "study.json", "summary.md", "study/table.csv"):
+    for name in ("setup.json", "plan.json", "env.json", "throughput.json", "throughput.md", "resume.json", "ddp.json", "study.json", "summary.md", "study/table.csv"):
         assert (out / name).is_file(), name
 
     env = json.loads((out / "env.json").read_text())
@@ -57,6 +57,11 @@ def test_the_dry_run_runs_every_stage_and_the_resume_check_passes(tmp_path):
     resume = json.loads((out / "resume.json").read_text())
     assert resume["pass"] is True and resume["default"]["exact"] and resume["default"]["killed_at_step"] == 8
     assert resume["default"]["logged_before_the_kill"] == [0, 3, 6]  # the run really died at step 8
+    # ddp: the same run plainly, under torchrun with one process, and in 2 gloo processes (one global batch)
+    ddp = json.loads((out / "ddp.json").read_text())
+    assert [(r["variant"], r["processes"], r["accumulation"]) for r in ddp["rows"]] == [("plain", 1, 2), ("torchrun, 1 process", 1, 2), ("--nproc 2", 2, 1)]
+    assert all(r["tokens_per_s"] > 0 for r in ddp["rows"]) and ddp["rows"][2]["parallel"]["processes"] == 2 and ddp["losses_agree"] is True
+    assert "overhead_target_met" not in ddp and "not the GPU figure" in ddp["verdict"]  # a CPU dry run measures no GPU overhead
     study = json.loads((out / "study.json").read_text())
     segmenters = json.loads((out / "plan.json").read_text())["study"]["segmenters"]  # tiktoken:gpt2 where its vocabulary is here
     assert segmenters[:2] == ["bytes", "bpe:1k"] and len(study["finished_runs"]) == len(segmenters) * 2 * 2 and study["summary"]  # x 2 budgets x 2 seeds

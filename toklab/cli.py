@@ -295,7 +295,7 @@ def compare_command(
 ) -> None:
     """Compression tables: every segmenter and classic compressors on the same held-out bytes.
 
-    Trainable segmenters train on the train split (cached); every figure is measured on the validation split. Writes results.json, table.csv, table.md, per_source.csv and plots."""
+    Trainable segmenters train on the train split (cached); every figure is measured on the validation split. Writes results.json, table.csv, table.md, per_source.csv and plots; on parallel text also parity.csv, parity_by_script.csv and its plot."""
     from toklab.comparison import default_out, run_compare
     from toklab.reports import holds_report, to_json, write_report
     from toklab.segmenters.registry import split_specs
@@ -318,12 +318,77 @@ def compare_command(
         _replaced(target, "compare report")
 
 
+@app.command("audit")
+@corpus_command
+def audit_command(
+    corpus: Any,
+    spec: Annotated[str, typer.Argument(help="Segmenter spec, e.g. bytes, bpe:32k, tiktoken:gpt2, spm:m.model, or a saved segmenter folder; trainable kinds train on --corpus (or come from the cache).")],
+    docs: Annotated[int, typer.Option("--docs", min=1, help="Audit the first N non-empty documents of --part.")] = 1000,
+    part: Annotated[str, typer.Option("--part", help="Which split of the corpus to audit: val, train or all.")] = "val",
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for audit.json. Default: reports/audit-<corpus>-<segmenter>, then --part and --docs when not the defaults.")] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Certify a segmenter's byte accounting, on which bits-per-byte rests: exit 0 when it passes, 1 when it fails.
+
+    Checks that every id's byte length is the length of its bytes (specials 0), that each document's
+    tokens add up to its UTF-8 bytes and spell them, that byte spans tile it, and that
+    decode(encode(text)) == text; reports partial-character tokens, byte-fallback pieces, the
+    leading-space convention and the normaliser. Writes audit.json."""
+    from toklab.audit import audit, corpus_documents, default_out, write_audit
+    from toklab.segmenters import get_segmenter
+
+    from toklab.segmenters.registry import check_spec
+
+    check_spec(spec)  # a bad spec, then a bad --part, are refused before anything is read or trained
+    target = out or default_out(corpus, spec, part, docs)
+    documents = corpus_documents(corpus, part, docs)
+    segmenter = get_segmenter(spec, corpus, progress=True)
+    result = audit(segmenter, documents)
+    meta = {"corpus": corpus.spec, "part": part, "docs_requested": docs}
+    written = write_audit(result, target, corpus.input_roots(), meta)
+    if as_json:
+        _print_json({**meta, **result.to_json(), "report": str(written)})
+    else:
+        _print_audit(result, corpus.spec, part)
+        console.print(f"report: {written / 'audit.json'}", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _print_audit(result: Any, corpus_spec: str, part: str) -> None:
+    from toklab.tables import table as make_table, text_column, thousands
+
+    title = f"byte-accounting audit: {result.segmenter} ({result.vocab_size:,} ids) on {count(result.documents, part + ' document')} of {corpus_spec} ({result.bytes:,} bytes, {result.tokens:,} tokens)"
+    checks = make_table(title, [text_column("check", no_wrap=True), text_column("result"), "failures", "checked", text_column("meaning")])
+    for check in result.checks:
+        verdict = Text("pass", style="green") if check.passed else Text("FAIL", style="bold red")
+        checks.add_row(check.name.replace("_", " "), verdict, thousands(check.failures), thousands(check.checked), check.meaning)
+    console.print(checks)
+    found = make_table("findings (these do not fail the audit)", [text_column("finding", no_wrap=True), "ids", "uses", text_column("what")])
+    partial, fallback, space, norm = result.partial_characters, result.byte_fallback, result.leading_space, result.normaliser
+    found.add_row("partial characters", thousands(partial["ids"]), thousands(partial["uses"]), ", ".join(f"{e['id']}: {e['bytes']}" for e in partial["examples"]))
+    found.add_row("byte fallback", thousands(fallback["ids"]), thousands(fallback["uses"]), ", ".join(f"{e['id']}: {e['string']}" for e in fallback["examples"]))
+    found.add_row("leading space", thousands(space["space_prefixed_ids"]), "", space["convention"] + ("; encode adds one before the text" if space["adds_prefix_space"] else ""))
+    found.add_row("normaliser", "", "", (norm["name"] or "none declared") + (", declared lossless" if norm["declared_lossless"] else ", declared lossy: " + ("; ".join(norm["reasons"]) or "decode(encode(text)) can differ")))
+    console.print(found)
+    for check in result.checks:
+        for example in check.examples:
+            err_console.print(Text.assemble((f"{check.name.replace('_', ' ')}: ", "red"), json.dumps(example, ensure_ascii=False)), soft_wrap=True)
+    _print_notes(result.warnings)
+    if result.passed:
+        console.print(Text.assemble(("PASS", "bold green"), f": {result.segmenter}'s bits-per-byte counts each byte of the text once"))
+    else:
+        console.print(Text.assemble(("FAIL", "bold red"), f": {result.failed()}: bits-per-byte computed from {result.segmenter}'s ids would be wrong"))
+
+
 @app.command("report")
 def report_command(
     directory: Annotated[str, typer.Argument(help="A folder written by toklab compare, filter, pretrain or study.")],
     top: Annotated[int, typer.Option("--top", min=1, help="Sources shown in the per-source table.")] = 6,
     rewrite: Annotated[bool, typer.Option("--rewrite", metavar="", help="Also regenerate the report's csv, md and png files from its saved results (compare, pretrain and study folders).")] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
+    as_html: Annotated[bool, typer.Option("--html", metavar="", help="Also write DIR/report.html: one self-contained page with the tables, plots and notes (and, for a compare folder, a few validation documents cut by its segmenters when the corpus and trained segmenters are at hand).")] = False,
+    docs: Annotated[int, typer.Option("--docs", min=0, help="With --html: validation documents shown in a compare folder's page (0: none).")] = 3,
 ) -> None:
     """Show a saved compare, filter, pretrain or study folder again, without recomputing anything."""
     from pathlib import Path
@@ -549,6 +614,7 @@ def pretrain_command(
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue the run in --out from its checkpoint, exactly (the same arguments are required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a run already in --out.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
+    allow_lossy: Annotated[bool, typer.Option("--allow-lossy", metavar="", help="Train even on a segmenter that fails the byte-accounting audit (toklab audit): its bits-per-byte is then not the text's.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = 8,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step, reached by gradient accumulation. Default: one micro-batch.")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate (AdamW).")] = 1e-3,
@@ -563,6 +629,7 @@ def pretrain_command(
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto (bf16 autocast on CUDA, float32 on CPU), float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, rich_help_panel=TRAIN_PANEL, help="Train with DDP in N processes on this machine (one per GPU; gloo on a CPU), as torchrun --standalone --nproc-per-node N -m toklab pretrain ... does. --batch-size is per process, --batch-tokens the whole step's.")] = 1,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Train a GPT on the corpus cut by one segmenter (or, with --arch blt, a byte-latent patch
@@ -571,11 +638,16 @@ def pretrain_command(
     The corpus is segmented into cached token shards (its train/validation split); training stops
     at the budget (--flops, --tokens, --steps or --minutes). Validation bits-per-byte does not
     depend on the tokeniser, so runs with different segmenters compare directly."""
+    from toklab.gpt import distributed
+
+    if nproc > 1:  # the same command in N processes under torchrun's launcher; rank 0 prints the result
+        distributed.launch(nproc, _without_nproc(_ARGV))
+        return
     from toklab.pretrain import pretrain, pretrain_seeds
 
     options: dict[str, Any] = dict(
         model=model, arch=arch, context=context, context_bytes=context_bytes, n_layer=n_layer, n_head=n_head, d_model=d_model,
-        flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, yes=yes, progress=True,
+        flops=flops, tokens=tokens, steps=steps, minutes=minutes, resume=resume, overwrite=overwrite, yes=yes, allow_lossy=allow_lossy, progress=True,
         batch_size=batch_size, batch_tokens=batch_tokens, lr=lr, schedule=schedule, eval_every=eval_every,
         val_bytes=None if val_all else val_bytes, eval_bytes=eval_bytes, checkpoint_every=checkpoint_every, device=device, dtype=dtype, compile=compile,
     )  # fmt: skip
@@ -583,6 +655,8 @@ def pretrain_command(
         import dataclasses
 
         several = pretrain_seeds(corpus, segmenter, seeds=seeds, seed=train_seed, out=out, **options)
+        if not distributed.world().main:  # under torchrun rank 0 alone reports
+            return
         if as_json:
             _print_json({"runs": [_run_json(r) for r in several.runs], "val_bits_per_byte": dataclasses.asdict(several.val_bits_per_byte)})
             return
@@ -596,6 +670,8 @@ def pretrain_command(
         )
         return
     result = pretrain(corpus, segmenter, out=out, seed=train_seed, **options)
+    if not distributed.world().main:
+        return
     if as_json:
         _print_json(_run_json(result))
     else:
@@ -627,6 +703,14 @@ def _print_run(result: Any, corpus_spec: str) -> None:
         f"{result.unique_train_bytes:,} distinct bytes; run: {result.out}",
         highlight=False,
     )
+    if getattr(result, "parallel", None):
+        job, each = result.parallel["job"], result.parallel["per_process"]
+        per_gpu = f", MFU per GPU {100 * result.parallel['mfu_per_gpu']:.1f}%" if result.parallel.get("mfu_per_gpu") is not None else ""
+        console.print(
+            f"DDP: {result.parallel['processes']} processes ({result.parallel['backend']}); whole job {job['tokens_per_s']:,.0f} tokens/s, {job['flops_per_s']:.3g} FLOP/s; "
+            f"per process {each['tokens_per_s']:,.0f} tokens/s, {each['flops_per_s']:.3g} FLOP/s{per_gpu}",
+            highlight=False,
+        )
     if result.patches:
         patches = result.patches
         console.print(f"patches: {patches['patcher']}, {patches['bytes_per_patch']:.2f} bytes per patch on the training split; BLT's logging convention: {patches['blt_logging_flops_per_byte']:.3g} FLOPs per byte", highlight=False)
@@ -668,6 +752,7 @@ def study_command(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder. Default: reports/study-<corpus>[-smoke], then each setting given that differs from the defaults (segmenters, budgets, model, context, seeds, --filter-t). A restarted study skips the runs that finished.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: replace the study in --out.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Run even when the estimate says it takes over 24 hours on this machine.")] = False,
+    allow_lossy: Annotated[bool, typer.Option("--allow-lossy", metavar="", help="Train even on a segmenter that fails the byte-accounting audit (toklab audit): its bits-per-byte is then not the text's.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, rich_help_panel=TRAIN_PANEL, help="Sequences per micro-batch.")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", min=1, rich_help_panel=TRAIN_PANEL, help="Tokens per optimiser step (gradient accumulation).")] = None,
     lr: Annotated[float, typer.Option("--lr", rich_help_panel=TRAIN_PANEL, help="Peak learning rate.")] = 1e-3,
@@ -680,6 +765,7 @@ def study_command(
     device: Annotated[str, typer.Option("--device", rich_help_panel=TRAIN_PANEL, help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", rich_help_panel=TRAIN_PANEL, help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", rich_help_panel=TRAIN_PANEL, metavar="", help="torch.compile the model (CUDA runs).")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, rich_help_panel=TRAIN_PANEL, help="Train each run with DDP in N processes on this machine (torchrun's launcher, one job per run); the study itself stays in this process.")] = 1,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Does better compression buy quality per FLOP? Every segmenter at every FLOP budget, one model shape.
@@ -701,7 +787,7 @@ def study_command(
     result = run_study(
         corpus, split_specs(segmenters) if segmenters else None, _floats(flops, "--flops") if flops else None,
         model=model, context=context, context_bytes=context_bytes, seeds=seeds, filter_t=filter_t, smoke=smoke, out=out, overwrite=overwrite,
-        yes=yes, progress=True, **options,
+        yes=yes, allow_lossy=allow_lossy, progress=True, nproc=nproc, **options,
     )  # fmt: skip
     if as_json:
         from toklab.study import to_json
@@ -1146,11 +1232,27 @@ def _polish(command: Any) -> Any:
     return command
 
 
+_ARGV: list[str] = []  # this invocation's arguments: --nproc starts the same command in N processes
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app; a user's mistake is one line on stderr and exit code 2."""
     from typer._click.exceptions import NoArgsIsHelpError
 
     argv = _clean_argv(list(sys.argv[1:] if argv is None else argv))
+    _ARGV[:] = argv
     code = 0
     try:
         try:
@@ -1164,6 +1266,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise KeyboardInterrupt
     except ToklabError as exc:
         _error(str(exc))
+        from toklab.gpt.distributed import record_failure
+
+        record_failure(str(exc).strip().splitlines()[0] if str(exc).strip() else "failed")  # for the --nproc launcher; nothing otherwise
         code = 2
     except (KeyboardInterrupt, typer.Abort):
         hint = RESUMABLE.get(_command_of(argv) or "")

@@ -16,10 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toklab.audit import training_audit, training_note
 from toklab.errors import ToklabError, one_line
 from toklab.files import check_outside, remove_owned, remove_stale_temporaries, write_text_atomic
 from toklab.outputs import OutputPolicy, Plan, plan_output, replaced_note
 from toklab.text import count, short_number
+from toklab.gpt import distributed
+from toklab.gpt.train import world_size_message
 from toklab.gpt.train import CHECKPOINT, LOG, RUN_FILE, Budget, RunResult, TrainConfig, Trainer, train_config, bits_per_byte, check_duration, gpu_peak_flops, peak_memory
 
 if TYPE_CHECKING:
@@ -95,9 +98,18 @@ def read_run_file(out: Path) -> dict[str, Any] | None:
     return previous if isinstance(previous, dict) else None
 
 
+AUDIT_KEY = "byte_audit"  # what the byte-accounting audit found before training (toklab.audit)
+
+
+def _settings(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's settings without the audit record, so that runs written before the audit existed (or
+    an audit of another sample) still count as the same run."""
+    return None if run is None else {k: v for k, v in run.items() if k != AUDIT_KEY}
+
+
 def _finished(out: Path, run: dict[str, Any]) -> bool:
     """Whether `out` holds this very run (the same settings), finished and reported."""
-    return read_run_file(out) == run and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
+    return _settings(read_run_file(out)) == _settings(run) and all((out / name).is_file() for name in ("summary.json", LOG, "val_documents.parquet"))
 
 
 OUTPUT = OutputPolicy("run", resumable=True)
@@ -108,7 +120,7 @@ def _prepare_out(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) 
     writes; anything else in the folder stays) the run in `out`, by toklab.outputs' policy."""
     previous = read_run_file(out)
     damaged = f"{RUN_FILE} cannot be read" if previous is None and (out / RUN_FILE).exists() else None
-    plan = plan_output(out, OUTPUT, previous=previous, settings=run, resume=resume, overwrite=overwrite, damaged=damaged)
+    plan = plan_output(out, OUTPUT, previous=_settings(previous), settings=_settings(run), resume=resume, overwrite=overwrite, damaged=damaged)
     if plan is Plan.CONTINUE:
         if not (out / CHECKPOINT).is_file():
             raise ToklabError(f"--resume: {out} has no {CHECKPOINT} yet; start it again with --overwrite")
@@ -156,6 +168,7 @@ def pretrain(
     resume: bool = False,
     overwrite: bool = False,
     yes: bool = False,
+    allow_lossy: bool = False,
     progress: bool = False,
     **train_options: Any,
 ) -> RunResult:
@@ -174,6 +187,10 @@ def pretrain(
     patcher spec (`static:size=4.5`, `space`, `entropy:target=4.5`, or any segmenter's token
     boundaries, e.g. `bpe:4k`), `model` a BLT preset (tiny, small, gpu), and `context` (or
     `context_bytes`) is in bytes.
+
+    Before anything is built, the segmenter's byte accounting is audited on the first validation
+    documents (toklab.audit; for a BLT, the segmenter whose tokens make the patches): a segmenter
+    whose bits-per-byte would be wrong is refused unless `allow_lossy`. run.json records the audit.
     """
     from toklab.corpus import open_corpus
     from toklab.gpt.data import build_token_data
@@ -192,10 +209,14 @@ def pretrain(
         raise ToklabError(f"unknown --arch {arch!r} (use {' or '.join(ARCHS)})")
     if arch == "blt" and any(v is not None for v in (n_layer, n_head, d_model)):
         raise ToklabError("--n-layer, --n-head and --d-model shape a GPT; a BLT takes a --model preset (tiny, small, gpu)")
-    if isinstance(corpus, str):
-        corpus = open_corpus(corpus, progress=progress)
-    seg = _segmenter_for(arch, segmenter, corpus, progress)
-    data = build_token_data(corpus, seg, progress=progress)
+    world = distributed.init(config.device)  # under torchrun (WORLD_SIZE > 1): DDP, rank 0 writes
+    progress = progress and world.main
+    with distributed.main_first():  # rank 0 builds what is cached (segmenter, shards); the others then read it
+        if isinstance(corpus, str):
+            corpus = open_corpus(corpus, progress=progress)
+        seg = _segmenter_for(arch, segmenter, corpus, progress)
+        byte_audit = training_audit(seg, corpus, allow_lossy)  # before the shards: a wrong byte count is refused first
+        data = build_token_data(corpus, seg, progress=progress)
     if arch == "blt":
         from toklab.gpt.blt import blt_config
 
@@ -223,6 +244,11 @@ def pretrain(
     }
     if arch != "gpt":  # only then: a GPT run's run.json stays what earlier versions wrote
         run["arch"] = arch
+    if world.distributed:  # likewise: a run of one process records no world size
+        run["world_size"] = world.size
+    if resume and (previous := read_run_file(out_path)) is not None and int(previous.get("world_size", 1)) != world.size:
+        raise ToklabError(world_size_message(out_path, int(previous.get("world_size", 1)), world.size))
+    run[AUDIT_KEY] = byte_audit  # recorded, not a setting: runs compare without it (see _settings)
     check_outside(out_path, corpus.input_roots())
     if not (resume or overwrite) and _finished(out_path, run):  # before the model is built: there is nothing to train
         result = read_run(out_path)
@@ -230,7 +256,7 @@ def pretrain(
         return result
     trainer = Trainer(data, shape, config, out_path, segmenter_spec=seg.spec)  # checks the budget and batch before anything is replaced
     if trainer.total_steps is not None:
-        note = check_duration(trainer.total_steps * trainer.tokens_per_step * trainer.flops_per_token, config.device, yes, "this run")
+        note = check_duration(trainer.total_steps * trainer.tokens_per_step * trainer.flops_per_token / world.size, config.device, yes, "this run")  # each process does its share
         if note and progress:
             from toklab.progress import stderr_console
 
@@ -239,23 +265,30 @@ def pretrain(
         from toklab.progress import stderr_console
 
         stderr_console.print("[yellow]note:[/] --compile on a CPU spends about a minute compiling before the first step, and rarely pays off here")
-    if _prepare_out(out_path, run, resume, overwrite) is Plan.REPLACE and progress:
-        from toklab.progress import stderr_console
+    if world.main:  # under DDP the other ranks write nothing: they wait for rank 0's folder
+        if _prepare_out(out_path, run, resume, overwrite) is Plan.REPLACE and progress:
+            from toklab.progress import stderr_console
 
-        stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'run')}", soft_wrap=True)
-    if not (out_path / SEGMENTER_DIR).is_dir():
-        seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it
+            stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'run')}", soft_wrap=True)
+        if not (out_path / SEGMENTER_DIR).is_dir():
+            seg.save(out_path / SEGMENTER_DIR)  # the run folder alone is enough to sample from it
+        if not resume:
+            (out_path / LOG).unlink(missing_ok=True)
+    distributed.barrier()
     if resume:
         trainer.load_checkpoint()
-    else:
-        (out_path / LOG).unlink(missing_ok=True)
     with _progress_bar(trainer, enabled=progress) as on_step:
         trainer.run(on_step)
     if trainer.final_scores is None:  # resumed after the last checkpoint: score it again (deterministic)
         trainer.final_scores = trainer.evaluate(final=True)
     result = _result(trainer, seg, shape, config, out_path, trainer.wall_so_far())
-    write_run_report(result)
-    write_document_scores(trainer, out_path)
+    note = training_note(byte_audit)
+    if note:
+        result.notes.append(note)
+    if world.main:
+        write_run_report(result)
+        write_document_scores(trainer, out_path)
+    distributed.barrier()  # every rank returns once the report is there (a study reads it next)
     return result
 
 
@@ -280,10 +313,12 @@ def pretrain_seeds(
 
     if seeds < 1:
         raise ToklabError(f"--seeds must be at least 1, got {seeds}")
-    if isinstance(corpus, str):
-        corpus = open_corpus(corpus, progress=progress)
-    seg = _segmenter_for(str(options.get("arch", "gpt")), segmenter, corpus, progress)
     base = train_config(train, None, {k: options.pop(k) for k in list(options) if k in TRAIN_OPTIONS})
+    shown = progress and distributed.init(base.device).main  # under torchrun rank 0 builds the caches and shows progress
+    with distributed.main_first():
+        if isinstance(corpus, str):
+            corpus = open_corpus(corpus, progress=shown)
+        seg = _segmenter_for(str(options.get("arch", "gpt")), segmenter, corpus, shown)
     if out is None:
         budget = _budget(options.get("flops"), options.get("tokens"), options.get("steps"), options.get("minutes"), default=train.budget if train is not None else None)
         context = _context_label(int(options.get("context") or 256), options.get("context_bytes"))
@@ -429,7 +464,16 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
     tokens_per_s = tokens / trainer.elapsed if trainer.elapsed else 0.0
     device = torch.cuda.get_device_name(trainer.device) if trainer.device_type == "cuda" else "cpu"
     peak = gpu_peak_flops(device) if trainer.device_type == "cuda" else None
-    mfu = trainer.flops_per_token * tokens_per_s / peak if peak else None
+    size = trainer.world.size
+    mfu = trainer.flops_per_token * tokens_per_s / (peak * size) if peak else None  # against every GPU's peak
+    parallel = None
+    if size > 1:  # the whole job's figures are the run's own; each process did 1/size of them
+        parallel = {
+            "processes": size, "backend": distributed.backend(),
+            "job": {"tokens_per_s": tokens_per_s, "flops": tokens * trainer.flops_per_token, "flops_per_s": trainer.flops_per_token * tokens_per_s},
+            "per_process": {"tokens_per_s": tokens_per_s / size, "flops": tokens * trainer.flops_per_token / size, "flops_per_s": trainer.flops_per_token * tokens_per_s / size},
+            "mfu_per_gpu": mfu,
+        }  # fmt: skip
     patches = _patch_figures(trainer, seg, shape) if trainer.positions_per_patch is not None else None
     notes = [BLT_FLOPS_FORMULA if patches else FLOPS_FORMULA] + list(trainer.data.manifest.get("read_notes", []))
     if patches and not patches["causal"]:
@@ -474,6 +518,7 @@ def _result(trainer: Trainer, seg: "Segmenter", shape: Any, config: TrainConfig,
         notes=notes,
         arch="blt" if patches else "gpt",
         patches=patches,
+        parallel=parallel,
     )
 
 
@@ -508,6 +553,17 @@ def _patch_rows(patches: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _parallel_rows(parallel: dict[str, Any]) -> list[tuple[str, str]]:
+    job, each = parallel["job"], parallel["per_process"]
+    mfu = parallel.get("mfu_per_gpu")
+    return [
+        ("processes (DDP)", f"{parallel['processes']} ({parallel['backend']}); tokens/s, FLOPs and MFU above are the whole job's, peak memory rank 0's"),
+        ("tokens/s: job / per process", f"{job['tokens_per_s']:,.0f} / {each['tokens_per_s']:,.0f}"),
+        ("FLOP/s: job / per process", f"{job['flops_per_s']:.4g} / {each['flops_per_s']:.4g}"),
+        ("MFU per GPU", f"{100 * mfu:.1f}% (the job's FLOP/s over the sum of the GPUs' peaks)" if mfu is not None else "n/a"),
+    ]
+
+
 def summary_markdown(result: RunResult) -> str:
     m, t = result.model, result.train
     rows = [
@@ -530,6 +586,7 @@ def summary_markdown(result: RunResult) -> str:
         ("MFU", f"{100 * result.mfu:.1f}%" if result.mfu is not None else "n/a (" + ("CPU" if result.device == "cpu" else "GPU not in the peak table") + ")"),
         ("peak memory", f"{result.peak_memory_bytes / 2**20:,.0f} MiB" + (" (GPU, allocated)" if result.device != "cpu" else " (process RSS)")),
         ("device", result.device),
+        *(_parallel_rows(result.parallel) if result.parallel else []),
         ("wall time", f"{result.wall_s:,.1f} s"),
     ]
     lines = [f"# Pretrain run: {result.out.name}\n", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

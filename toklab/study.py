@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from toklab.audit import training_audit, training_note
 from toklab.errors import ToklabError
 from toklab.gpt.train import Budget, check_duration, given_options, train_config
 from toklab.files import check_outside, remove_owned, slug, write_text_atomic
@@ -201,8 +202,10 @@ def run_study(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     yes: bool = False,
+    allow_lossy: bool = False,
     train: "TrainConfig | None" = None,
     progress: bool = False,
+    nproc: int = 1,
     **train_options: Any,
 ) -> StudyResult:
     """Pretrain every segmenter at every FLOP budget with `seeds` seeds and one model shape; with
@@ -212,6 +215,10 @@ def run_study(
     How to train is a `TrainConfig` (`train`), with keyword options setting its fields on top of it
     (seed is the first seed; val_bytes caps the scoring set); each run gets it with its own seed
     and budget. A study estimated at over 24 hours on this machine is refused unless `yes`.
+    Every row's byte accounting is audited before anything trains (toklab.audit; a blt: row's only
+    when its patches are a segmenter's tokens): a failing one is refused unless `allow_lossy`.
+    `nproc` > 1 trains each run with DDP in that many processes (torchrun's launcher, one job per
+    run: toklab.gpt.distributed.run_function); the study itself stays in this process.
     """
     import pandas as pd
 
@@ -221,6 +228,16 @@ def run_study(
     from toklab.gpt.data import build_token_data
     from toklab.pretrain import pretrain
 
+    if nproc > 1:
+        import functools
+
+        from toklab.gpt.distributed import run_function
+
+        pretrain = functools.partial(run_function, nproc, pretrain)  # type: ignore[assignment]
+    from toklab.gpt.distributed import world
+
+    if world().distributed:  # every rank would write the study's own files
+        raise ToklabError("toklab study does not run under torchrun; use toklab study --nproc N, which runs each of its runs in N processes")
     base = SMOKE if smoke else DEFAULTS
     specs = list(segmenters) if segmenters else list(base["segmenters"])
     budgets = sorted(float(f) for f in (flops or base["flops"]))
@@ -273,6 +290,7 @@ def run_study(
     rows += [(spec, load_patcher(spec, corpus, progress=progress), "blt") for spec in specs if spec.startswith(ROW_PREFIX)]
     if not rows:
         raise ToklabError("none of the segmenters could be loaded or trained: " + "; ".join(skipped_notes))
+    audits = [training_audit(seg, corpus, allow_lossy) for _, seg, _ in rows]  # a wrong byte count is refused before anything trains
     _check_budgets(corpus, rows, budgets, model, context, context_bytes, train, progress)
     compared = run_compare(corpus, token_specs or ["bytes"], compressors=False, progress=progress)
     _prepare(out_path, config, replacing)  # only now, with every setting checked, is an old study replaced
@@ -281,7 +299,7 @@ def run_study(
 
         stderr_console.print(f"[yellow]note:[/] {replaced_note(out_path, 'study')}", soft_wrap=True)
     compared.table.to_csv(out_path / "compare.csv", index=False)
-    notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else [])))
+    notes = list(dict.fromkeys(compared.notes + skipped_notes + ([warning] if warning else []) + _audit_notes(audits)))
     runs: list[dict[str, Any]] = []
     keep_rates: dict[tuple[str, bool], float | None] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
@@ -311,7 +329,8 @@ def run_study(
                     name = _run_name(label, is_filtered, filter_t, budget, seed)
                     run_dir = out_path / RUNS / name
                     summary, history, was_done = _run_or_reuse(
-                        pretrain, train_corpus, seg, run_dir, model, context, context_bytes, progress, replace(train, seed=seed, budget=Budget("flops", budget)), arch, yes
+                        pretrain, train_corpus, seg, run_dir, model, context, context_bytes, progress, replace(train, seed=seed, budget=Budget("flops", budget)), arch, yes,
+                        allow_lossy,
                     )
                     patches = summary.get("patches")
                     if patches and budget == budgets[0] and seed == config["seeds"][0]:
@@ -372,6 +391,16 @@ def _check_budgets(corpus: Any, rows: list[tuple[str, Any, str]], budgets: list[
         Budget("flops", min(budgets)).total_steps(per_step, per_token)
 
 
+def _audit_notes(audits: list[dict[str, Any]]) -> list[str]:
+    """One note naming the segmenters whose byte accounting passed the audit, and one per segmenter
+    let through by --allow-lossy with what failed."""
+    from toklab.audit import TRAINING_BYTES, TRAINING_DOCS
+
+    passed = list(dict.fromkeys(a["segmenter"] for a in audits if a.get("passed") and "documents" in a))
+    notes = [f"byte-accounting audit passed for {', '.join(passed)} (the first {TRAINING_DOCS} validation documents, up to about {TRAINING_BYTES:,} bytes)"] if passed else []
+    return notes + [n for n in (training_note(a) for a in audits) if n]
+
+
 def _patch_note(label: str, patches: dict[str, Any]) -> str:
     """What a patch model's row means: its patches, and the FLOPs the budget leaves out."""
     from toklab.pretrain import patch_lengths_text
@@ -386,7 +415,7 @@ def _patch_note(label: str, patches: dict[str, Any]) -> str:
 
 def _run_or_reuse(
     pretrain: Any, corpus: Any, seg: "Segmenter", run_dir: Path, model: str, context: int, context_bytes: int | None, progress: bool,
-    train: "TrainConfig", arch: str, yes: bool,
+    train: "TrainConfig", arch: str, yes: bool, allow_lossy: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """A finished run's summary as it is; an interrupted one resumed; anything else (re)started.
     `train` carries the run's seed and FLOP budget."""
@@ -398,7 +427,7 @@ def _run_or_reuse(
     resume = (run_dir / RUN_FILE).is_file() and (run_dir / CHECKPOINT).is_file()
     result = pretrain(
         corpus, seg, model=model, context=context, context_bytes=context_bytes, arch=arch, train=train, out=run_dir, resume=resume, overwrite=not resume,
-        yes=yes, progress=progress,
+        yes=yes, allow_lossy=allow_lossy, progress=progress,
     )  # fmt: skip
     return result.summary(), result.history, False
 

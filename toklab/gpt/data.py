@@ -424,11 +424,23 @@ class TokenStream:
     once, in an order drawn from (seed, epoch); a batch is the next batch_size windows, so one may
     straddle two epochs. The windows are the same in every epoch, so the text seen so far is
     known exactly: `bytes_seen` counts repeats, `unique_bytes` does not.
+
+    Under DDP (`world_size` > 1) each call hands out the next `world_size` x `batch_size` windows
+    of the same stream, and rank r takes the r-th block of `batch_size`: the micro-batch of rank r
+    at micro-step m of optimiser step s (a steps of accumulation) is global micro-batch
+    s·a·w + m·w + r, a pure function of those numbers. The ranks' windows are disjoint and together
+    are exactly the windows one process reads for the same steps. Every rank counts the bytes of
+    all the windows, so the position and byte counts are the same on every rank.
     """
 
-    def __init__(self, shards: list[Path], batch_size: int, context: int, *, seed: int = 0, byte_lengths: np.ndarray | None = None) -> None:
+    def __init__(
+        self, shards: list[Path], batch_size: int, context: int, *, seed: int = 0, byte_lengths: np.ndarray | None = None, rank: int = 0, world_size: int = 1
+    ) -> None:
         if batch_size < 1 or context < 1:
             raise ToklabError(f"batch size and context must be positive, got {batch_size} and {context}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ToklabError(f"rank {rank} is outside a world of {world_size} processes")
+        self.rank, self.world_size = rank, world_size
         if not shards:
             raise ToklabError("no token shards to read")
         self.shards = [Path(p) for p in shards]
@@ -438,9 +450,10 @@ class TokenStream:
         per_shard = np.array([max(d.size - 1, 0) // context for d in self._data], dtype=np.int64)
         self.windows_per_epoch = int(per_shard.sum())
         total = sum(d.size for d in self._data)
-        if self.windows_per_epoch < batch_size:
+        if self.windows_per_epoch < batch_size * world_size:
+            needs = f"a batch needs {batch_size}" if world_size == 1 else f"a batch of {batch_size} on each of {world_size} processes needs {batch_size * world_size}"
             raise ToklabError(
-                f"the split holds {total:,} tokens, {self.windows_per_epoch:,} windows of context {context}, but a batch needs {batch_size}; "
+                f"the split holds {total:,} tokens, {self.windows_per_epoch:,} windows of context {context}, but {needs}; "
                 "lower the batch size or context, or read more documents"
             )
         self._first_window = np.concatenate([[0], np.cumsum(per_shard)])  # global window index where each shard starts
@@ -472,14 +485,19 @@ class TokenStream:
         return np.asarray(self._data[shard][start : start + self.context + 1], dtype=np.int64)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """int64 (x, y) of shape [batch_size, context]; y is x shifted by one token."""
+        """int64 (x, y) of shape [batch_size, context]; y is x shifted by one token (this rank's share)."""
         rows = np.empty((self.batch_size, self.context + 1), dtype=np.int64)
-        for i in range(self.batch_size):
+        mine = self.rank * self.batch_size
+        for i in range(self.batch_size * self.world_size):
             epoch, k = divmod(self.windows_seen, self.windows_per_epoch)
-            rows[i] = self._window(int(self._permutation(epoch)[k]))
+            ours = mine <= i < mine + self.batch_size
+            if ours or self.byte_lengths is not None:  # another rank's window: only its bytes are counted
+                row = self._window(int(self._permutation(epoch)[k]))
+                if ours:
+                    rows[i - mine] = row
             self.windows_seen += 1
             if self.byte_lengths is not None:
-                size = int(self.byte_lengths[rows[i, 1:]].sum())
+                size = int(self.byte_lengths[row[1:]].sum())
                 self.bytes_seen += size
                 if epoch == 0:
                     self.unique_bytes += size

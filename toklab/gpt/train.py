@@ -4,6 +4,11 @@ checkpoints that resume exactly, and a run folder with a JSONL log and a summary
 Validation bits-per-byte = sum of per-token losses (nats) / (ln 2 x sum of the target tokens'
 UTF-8 bytes), special tokens counting 0 bytes: the same figure whatever the segmenter, so runs
 with different tokenisations compare on the same scale.
+
+Under torchrun (WORLD_SIZE > 1) the same loop runs with DistributedDataParallel
+(toklab.gpt.distributed): each rank reads its share of the windows, the accumulation divides by the
+world size (so --batch-tokens is the global batch), validation is split by batch and the nats
+summed over the ranks, and rank 0 alone writes the log and the checkpoint.
 """
 
 from __future__ import annotations
@@ -120,9 +125,12 @@ class Budget:
         return None
 
 
-def step_size(batch_size: int, context: int, batch_tokens: int | None) -> tuple[int, int]:
-    """(micro-batches accumulated per optimiser step, tokens per step): at least `batch_tokens`."""
-    micro = batch_size * context
+def step_size(batch_size: int, context: int, batch_tokens: int | None, world_size: int = 1) -> tuple[int, int]:
+    """(micro-batches accumulated per optimiser step on each process, tokens per step in all): at
+    least `batch_tokens`. Under DDP a micro-step reads `batch_size` sequences on each of the
+    `world_size` processes, so the accumulation divides by the world size and `batch_tokens` stays
+    the global batch."""
+    micro = batch_size * context * world_size
     accumulation = max(1, math.ceil((batch_tokens or micro) / micro))
     return accumulation, micro * accumulation
 
@@ -262,11 +270,19 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     arch: str = "gpt"  # "blt": a byte-latent patch model, whose tokens are byte positions
     patches: dict[str, Any] | None = None  # a BLT's patches: bytes per patch, the patcher, its FLOPs
+    parallel: dict[str, Any] | None = None  # a DDP run: processes, backend, and the whole job's and each process's throughput
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "history"}
         out["out"] = str(self.out)
         return out
+
+
+def world_size_message(out: Path | str, saved: int, now: int) -> str:
+    """Why a run cannot resume with another number of processes, and what to do."""
+    processes = lambda n: f"{n} process" + ("" if n == 1 else "es")  # noqa: E731
+    how = "as one process (no --nproc, no torchrun)" if saved == 1 else f"with {processes(saved)} in all (--nproc {saved}, or torchrun with nodes x --nproc-per-node = {saved})"
+    return f"--resume: {out} was trained with {processes(saved)} and this job has {now}; resume it {how}, or start it again with --overwrite"
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -334,14 +350,18 @@ class Trainer:
     def __init__(self, data: Any, model_config: Any, config: TrainConfig, out: Path, *, segmenter_spec: str) -> None:
         import torch
 
+        from toklab.gpt import distributed
         from toklab.gpt.data import TokenStream, ValidationSet
         from toklab.gpt.blt import BLT, BLTConfig
         from toklab.gpt.model import GPT
 
         self.data, self.model_config, self.config, self.out = data, model_config, config, Path(out)
         self.segmenter_spec = segmenter_spec
+        self.world = distributed.init(config.device)  # one process unless torchrun set WORLD_SIZE > 1
         self.device = pick_device(config.device)
         self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        if self.world.distributed and self.device_type == "cuda":
+            self.device = f"cuda:{self.world.local_rank}"  # one GPU per process, whatever --device named
         bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device_type == "cuda")
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         if self.device_type == "cuda":
@@ -358,10 +378,18 @@ class Trainer:
             self.model = GPT(model_config).to(self.device)
             self.flops_per_token = model_config.flops_per_token()
         self.optimizer = self.model.optimizer(config.lr, config.weight_decay, config.betas, self.device_type)
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        self.accumulation, self.tokens_per_step = step_size(config.batch_size, model_config.context, config.batch_tokens)
+        self.ddp: Any = None
+        if self.world.distributed:  # every rank starts from the same seed; DDP also broadcasts rank 0's weights
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.world.local_rank] if self.device_type == "cuda" else None)
+        wrapped = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(wrapped) if config.compile else wrapped
+        self.accumulation, self.tokens_per_step = step_size(config.batch_size, model_config.context, config.batch_tokens, self.world.size)
         self.total_steps = config.budget.total_steps(self.tokens_per_step, self.flops_per_token)
-        self.stream = TokenStream(data.train_shards, config.batch_size, model_config.context, seed=config.seed, byte_lengths=data.byte_lengths)
+        self.stream = TokenStream(
+            data.train_shards, config.batch_size, model_config.context, seed=config.seed, byte_lengths=data.byte_lengths, rank=self.world.rank, world_size=self.world.size,
+        )  # fmt: skip
         self.validation = ValidationSet(data, model_config.context, config.val_bytes)
         self.bytes_per_token = data.bytes_per_token("train")
         self.step = 0
@@ -408,12 +436,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses = []
-        for _ in range(self.accumulation):
+        for i in range(self.accumulation):
             x, y = self.stream.next_batch()
             x, y = self._to_device(x), self._to_device(y)
-            with self._autocast():
-                _, loss = self.forward(x, y)
-            (loss / self.accumulation).backward()
+            with self._sync(i == self.accumulation - 1):
+                with self._autocast():
+                    _, loss = self.forward(x, y)
+                (loss / self.accumulation).backward()
             losses.append(loss.detach())
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -421,6 +450,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._pending.append((self.step, losses))
+
+    def _sync(self, last: bool) -> Any:
+        """Under DDP the gradients are averaged over the ranks once per step, at the last micro-batch."""
+        import contextlib
+
+        return self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
 
     def read_losses(self) -> None:
         """Copy the losses of the steps not yet read to the host in one transfer (on CUDA this waits
@@ -431,15 +466,22 @@ class Trainer:
 
         if not self._pending:
             return
-        values = torch.stack([loss for _, losses in self._pending for loss in losses]).tolist()
+        stacked = torch.stack([loss for _, losses in self._pending for loss in losses])
+        if self.world.distributed:  # every rank's micro-batch losses, in global micro-batch order (m·w + r)
+            from toklab.gpt import distributed
+
+            gathered = torch.stack(distributed.all_gather(stacked)).view(self.world.size, len(self._pending), self.accumulation)
+            stacked = gathered.permute(1, 2, 0).reshape(-1)
+        values = stacked.tolist()
         pending, self._pending = self._pending, []
+        per_step = self.accumulation * self.world.size
         i = 0
-        for step, losses in pending:
+        for step, _ in pending:
             total = 0.0
-            for value in values[i : i + len(losses)]:
+            for value in values[i : i + per_step]:
                 total += value
-            i += len(losses)
-            loss_value = total / len(losses)
+            i += per_step
+            loss_value = total / per_step
             if not math.isfinite(loss_value):
                 raise ToklabError(self._nan_message(loss_value, step=step))
             self.train_loss_sum += loss_value
@@ -459,14 +501,25 @@ class Trainer:
         validation = self.validation
         docs = None if final else validation.subset(self.config.eval_bytes)
         on_device = []
+        rank, size = self.world.rank, self.world.size
         self.model.eval()
         with torch.no_grad():
-            for x, y, _, doc in validation.batches(docs):
+            for k, (x, y, _, doc) in enumerate(validation.batches(docs)):
+                if k % size != rank:  # under DDP each rank scores every size-th batch
+                    continue
                 with self._autocast():
                     _, losses = self.model(self._to_device(x), self._to_device(y), reduction="none")  # 0 at padding (-100)
                 on_device.append((losses.double().sum(dim=1), doc))  # read after the loop: no wait per batch
         self.model.train()
         per_batch = [(sums.cpu().numpy(), doc) for sums, doc in on_device]
+        if self.world.distributed:  # each document's nats summed over the ranks; its bytes come from the index
+            import numpy as np
+
+            from toklab.gpt import distributed
+
+            local = validation.scores(per_batch, np.arange(len(validation.index))).loss_nats
+            total = distributed.all_reduce_sum(torch.from_numpy(local).to(self.device)).cpu().numpy()
+            per_batch = [(total, np.arange(len(total)))]
         return validation.scores(per_batch, docs)
 
     def log_evaluation(self, final: bool = False) -> dict[str, Any]:
@@ -496,8 +549,9 @@ class Trainer:
         }
         self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.history.append(entry)
-        with open(self.out / LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        if self.world.main:  # under DDP only rank 0 writes
+            with open(self.out / LOG, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
         return entry
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -506,6 +560,11 @@ class Trainer:
         import torch
 
         self.read_losses()  # the running mean below must count every step taken
+        if not self.world.main:  # every rank holds the same state; rank 0 writes it, the others wait till it is whole
+            from toklab.gpt import distributed
+
+            distributed.barrier()
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -516,6 +575,7 @@ class Trainer:
             "rng": _rng_state(),
             "train_loss": [self.train_loss_sum, self.train_loss_count, self.last_train_loss],
             "history": self.history,
+            "world_size": self.world.size,
         }
         final = self.out / CHECKPOINT
         tmp = temp_name(final)
@@ -525,6 +585,10 @@ class Trainer:
         except (OSError, RuntimeError) as exc:  # a full disk shows as either, depending on where torch notices
             tmp.unlink(missing_ok=True)
             raise ToklabError(f"cannot write {final}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+        if self.world.distributed:
+            from toklab.gpt import distributed
+
+            distributed.barrier()
 
     def weights_finite(self) -> bool:
         import torch
@@ -544,6 +608,9 @@ class Trainer:
             raise ToklabError(f"--resume: no {CHECKPOINT} in {self.out}") from None
         except Exception as exc:
             raise ToklabError(f"cannot read {path}: {exc}") from None
+        saved = int(state.get("world_size", 1))
+        if saved != self.world.size:
+            raise ToklabError(world_size_message(self.out, saved, self.world.size))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed = state["step"], state["elapsed"]
@@ -553,7 +620,8 @@ class Trainer:
         self.train_loss_sum, self.train_loss_count, self.last_train_loss = state["train_loss"]
         self.history = state["history"]
         # the log gets exactly the evaluations the checkpoint knows about; later ones are redone
-        write_text_atomic(self.out / LOG, "".join(json.dumps(entry) + "\n" for entry in self.history))
+        if self.world.main:
+            write_text_atomic(self.out / LOG, "".join(json.dumps(entry) + "\n" for entry in self.history))
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -576,6 +644,10 @@ class Trainer:
             except torch.cuda.OutOfMemoryError:
                 raise ToklabError(self._oom_message()) from None
             self.elapsed += time.perf_counter() - start
+            if self.world.distributed and self.total_steps is None:  # a minutes budget: every rank follows rank 0's clock
+                from toklab.gpt import distributed
+
+                self.elapsed = distributed.broadcast_float(self.elapsed, self.device)
             finished = self.done()
             if finished and self._pending:  # a minutes budget ran out between two reads
                 start = time.perf_counter()
