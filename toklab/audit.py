@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from toklab.errors import ToklabError
-from toklab.text import count
+from toklab.text import count, whole_utf8
 
 if TYPE_CHECKING:
     from toklab.corpus import Corpus
@@ -183,14 +183,6 @@ def _id_bytes(segmenter: "Segmenter", vocab_string: Callable[[int], str | None] 
     return out, fallback
 
 
-def _whole_characters(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _show(data: bytes) -> str:
     """Bytes for a report: the text where it decodes, hex escapes where it does not."""
     return data.decode("utf-8", errors="backslashreplace")
@@ -271,7 +263,7 @@ def audit(segmenter: "Segmenter", docs: Iterable[Any], *, probes: bool = True) -
             special_check.fail({"token": name, "id": i, "table": in_table, "token_bytes": own})
 
     # the documents
-    partial = np.array([bool(b) and not _whole_characters(b) for b in id_bytes], dtype=bool)
+    partial = np.array([bool(b) and not whole_utf8(b) for b in id_bytes], dtype=bool)
     is_fallback = np.zeros(size, dtype=bool)
     is_fallback[fallback] = True
     is_special = np.zeros(size, dtype=bool)

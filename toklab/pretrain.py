@@ -86,6 +86,7 @@ def _context_label(context: int, context_bytes: int | None) -> str:
 
 RUN_FILES = (
     RUN_FILE, LOG, CHECKPOINT, "segmenter", "summary.json", "summary.md", "loss.png", "bits_per_byte.png", "val_documents.parquet", "per_source.csv",
+    "report.html",  # toklab report --html
 )  # fmt: skip  (everything a run writes: --overwrite removes these and nothing else)
 
 

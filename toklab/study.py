@@ -153,7 +153,7 @@ def _run_name(spec: str, filtered: bool, threshold: float | None, budget: float,
 
 STUDY_FILES = (
     STUDY_FILE, RUNS, "table.md", "table.csv", "table.json", "runs.csv", "differences.csv", "per_source.csv", "summary.md", "compare.csv",
-    "bits_per_byte_vs_flops.png", "bytes_per_token_vs_bits_per_byte.png",
+    "bits_per_byte_vs_flops.png", "bytes_per_token_vs_bits_per_byte.png", "report.html",  # the last: toklab report --html
 )  # fmt: skip  (everything a study writes: --overwrite removes these and nothing else)
 
 

@@ -15,3 +15,12 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 def short_number(value: float) -> str:
     """A number as it reads in a folder name: 200, 0.3, 1e11, 1.5e11, 5e6 (no '+' or leading 0)."""
     return f"{value:g}".replace("e+0", "e").replace("e+", "e")
+
+
+def whole_utf8(data: bytes) -> bool:
+    """Whether `data` is whole UTF-8 characters: False for a token that holds part of one."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

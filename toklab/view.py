@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from toklab.errors import ToklabError
 from toklab.html import escape, page
+from toklab.text import whole_utf8
 
 MAX_CHARS = 20_000  # longer texts are cut: a page of a whole book is unreadable and slow to open
 PALETTE = 4  # alternating token colours
@@ -41,15 +42,6 @@ def _entropy_trace(segmenter: Any, data: bytes) -> dict[str, Any] | None:
                           relative=segmenter.relative, max_len=segmenter.max_len, split_utf8=segmenter.split_utf8)
     return {"entropy": [round(float(e), 4) for e in entropy], "theta": float(theta), "rule": segmenter.rule,
             "patch_starts": np.flatnonzero(starts).tolist()}
-
-
-def _is_partial(piece: bytes) -> bool:
-    """Whether `piece` is not a whole sequence of UTF-8 characters (a character cut in two)."""
-    try:
-        piece.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 def view_data(text: str, segmenters: Sequence[Any], *, label: str = "", max_chars: int | None = MAX_CHARS) -> dict[str, Any]:
@@ -79,7 +71,7 @@ def view_data(text: str, segmenters: Sequence[Any], *, label: str = "", max_char
             patch_start = start if start in patch_length else patch_start
             fallback = trace is not None and token_id < 256 and patch_length.get(patch_start, 1) > 1
             tokens.append({"id": token_id, "start": int(start), "end": int(end), "hex": piece.hex(" "),
-                           "partial": _is_partial(piece), "fallback": bool(fallback)})
+                           "partial": not whole_utf8(piece), "fallback": bool(fallback)})
         tiles = b"".join(pieces) == data and all(data[s:e] == p for (s, e), p in zip(spans, pieces))
         panels.append({"spec": segmenter.spec, "kind": segmenter.kind, "vocab_size": int(segmenter.vocab_size),
                        "lossless": bool(segmenter.lossless), "tiles": tiles, "tokens": tokens, "entropy": trace})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -195,7 +196,10 @@ def test_a_minutes_budget_stops_every_rank_at_the_same_step(corpus_file, tmp_pat
     args = cli_args(corpus_file, tmp_path / "run")
     at = args.index("--steps")
     args[at : at + 2] = ["--minutes", "0.005"]  # 0.3 s of training: ranks whose clocks disagreed would hang or part
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     launch(2, args, extra_env={"TOKLAB_DDP_TIMEOUT": "60"})
+    # torchrun's agent leaves its own handlers behind; a pool forked later then hangs when told to stop
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stopped_by"] == "minutes" and summary["steps"] >= 1 and read_history(tmp_path / "run")[-1]["step"] == summary["steps"]
 

@@ -254,9 +254,15 @@ def launch(nproc: int, args: list[str], *, module: str = "toklab", script: str |
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
 
+    import signal
+
     folder = Path(tempfile.mkdtemp(prefix="toklab-ddp-"))
     entry = ["-m", module] if script is None else [str(script)]
     saved = dict(os.environ)
+    # torchrun's agent installs handlers that turn SIGTERM and friends into exceptions and leaves them
+    # set: a process forked later (a pool worker told to stop) would then raise instead of ending,
+    # holding its pool's locks, and hang the pool. Put this process's own handlers back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
     quiet = logging.getLogger("torch.distributed.elastic")
     level = quiet.level
     try:
@@ -280,6 +286,9 @@ def launch(nproc: int, args: list[str], *, module: str = "toklab", script: str |
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(folder, ignore_errors=True)
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def run_function(nproc: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
