@@ -109,7 +109,10 @@ def test_ctrl_c_during_training_exits_at_once_and_leaves_nothing(tmp_path: Path,
     temp.mkdir()
     env = dict(os.environ, TOKLAB_CACHE_DIR=str(cache), TMPDIR=str(temp))
     command = [sys.executable, "-m", "toklab", "tokenizer", "train", spec, "--corpus", str(CORPORA / corpus), "--out", str(out), "--verbose"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a test run started in the background (`pytest &` in a script) ignores SIGINT,
+    # and a child would inherit that and never see the Ctrl-C this test sends
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
 
     def read() -> None:
