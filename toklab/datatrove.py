@@ -448,52 +448,35 @@ class TokenShardWriter(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from toklab.corpus.document import split_of
-        from toklab.gpt.data import eot_id, write_shard
+        from toklab.gpt.data import ShardWriter, check_byte_contract, eot_id
 
         seg = _load_segmenter(self.segmenter_dir)
-        eot = eot_id(seg)
+        eot = np.array([eot_id(seg)], dtype=np.int64)
         lengths = np.asarray(seg.token_byte_lengths(), dtype=np.int64)
         folder = Path(self.output_folder)
         folder.mkdir(parents=True, exist_ok=True)
-        splits: dict[str, dict[str, Any]] = {s: {"pending": [np.array([eot], dtype=np.int64)], "held": 1, "tokens": 1, "documents": 0, "bytes": 0, "shards": []} for s in ("train", "val")}
+        writers = {s: ShardWriter(folder, s, self.shard_tokens, seg.vocab_size, prefix=f"{s}_{rank:05d}") for s in ("train", "val")}
+        counts = {s: {"documents": 0, "bytes": 0} for s in writers}
+        for writer in writers.values():
+            writer.add(eot)  # the first document gets the same context start as the rest
         index: list[dict[str, Any]] = []
 
-        def flush(split: str, final: bool = False) -> None:
-            cell = splits[split]
-            if not cell["held"] or (cell["held"] < self.shard_tokens and not final):
-                return
-            flat = np.concatenate(cell["pending"])
-            start = 0
-            while flat.size - start >= self.shard_tokens or (final and start < flat.size):
-                piece = flat[start : start + self.shard_tokens]
-                name = f"{split}_{rank:05d}_{len(cell['shards']):05d}.bin"
-                write_shard(folder / name, piece, seg.vocab_size)
-                cell["shards"].append(name)
-                start += piece.size
-            rest = flat[start:]
-            cell["pending"], cell["held"] = ([rest.copy()] if rest.size else []), rest.size
-
         def add(docs: list[Document]) -> None:
-            ids = [np.zeros(0, dtype=np.int64) for _ in docs]
             parts: dict[int, list[np.ndarray]] = {}
             for i, _, piece in seg.encode_pieces([d.text for d in docs]):
                 parts.setdefault(i, []).append(np.asarray(piece, dtype=np.int64))
             for i, doc in enumerate(docs):
-                ids[i] = np.concatenate(parts[i]) if i in parts else ids[i]
+                ids = np.concatenate(parts[i]) if i in parts else np.zeros(0, dtype=np.int64)
                 split = split_of(doc.id, self.val_fraction)
-                cell = splits[split]
+                writer = writers[split]
                 size = len(doc.text.encode("utf-8", "surrogatepass"))
                 if split == "val":
-                    covered = int(lengths[ids[i]].sum()) if ids[i].size else 0
-                    if covered != size:  # bits-per-byte divides by these bytes
-                        raise ToklabError(f"segmenter {seg.spec} breaks the byte-length contract on document {doc.id!r}: its ids stand for {covered} bytes, the text has {size}")
-                    index.append({"id": doc.id, "source": _source(doc, self.source_key), "bytes": size, "tokens": int(ids[i].size), "start": cell["tokens"]})
-                cell["pending"] += [ids[i], np.array([eot], dtype=np.int64)]
-                cell["held"] += ids[i].size + 1
-                cell["tokens"] += ids[i].size + 1
-                cell["documents"] += 1
-                cell["bytes"] += size
-                flush(split)
+                    check_byte_contract(seg, doc.id, int(lengths[ids].sum()) if ids.size else 0, size)
+                    index.append({"id": doc.id, "source": _source(doc, self.source_key), "bytes": size, "tokens": int(ids.size), "start": writer.tokens})
+                writer.add(ids)
+                writer.add(eot)
+                counts[split]["documents"] += 1
+                counts[split]["bytes"] += size
             self.stat_update("documents", value=len(docs))
 
         batch: list[Document] = []
@@ -506,8 +489,7 @@ class TokenShardWriter(PipelineStep):
         if batch:
             add(batch)
             yield from batch
-        for split in splits:
-            flush(split, final=True)
+        splits = {s: {**counts[s], "tokens": writer.tokens, "shards": writer.close()} for s, writer in writers.items()}
         from toklab.files import temp_name
 
         summary = {"rank": rank, "splits": {s: {k: c[k] for k in ("documents", "tokens", "bytes", "shards")} for s, c in splits.items()}, "val_index": index}
@@ -524,10 +506,7 @@ def finish_token_data(folder: str | os.PathLike, segmenter: "str | Segmenter | o
     with the same val fraction), the folder is also installed where `toklab pretrain <corpus>` looks
     for that corpus's token data with this segmenter, so pretrain trains on these shards. Returns
     the folder (or the installed copy)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from toklab.gpt.data import BYTE_LENGTHS, DTYPES, FORMAT, MANIFEST, VAL_INDEX, eot_id, load_token_data, read_header
+    from toklab.gpt.data import BYTE_LENGTHS, DTYPES, FORMAT, MANIFEST, VAL_INDEX, eot_id, load_token_data, read_header, write_val_index
 
     folder = Path(folder)
     seg = _load_segmenter(str(save_segmenter(segmenter)))
@@ -556,8 +535,7 @@ def finish_token_data(folder: str | os.PathLike, segmenter: "str | Segmenter | o
         "corpus_fingerprint": corpus.fingerprint() if corpus is not None else None, "val_fraction": val_fraction,
         "shard_tokens": None, "splits": splits, "read_notes": [], "written_by": "toklab.datatrove.TokenShardWriter", "tasks": len(tasks),
     }  # fmt: skip
-    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("bytes", pa.int64()), ("tokens", pa.int64()), ("start", pa.int64())])
-    pq.write_table(pa.Table.from_pylist(index, schema=schema), folder / VAL_INDEX)
+    write_val_index(folder / VAL_INDEX, index)
     np.save(folder / BYTE_LENGTHS, np.asarray(seg.token_byte_lengths(), dtype=np.int64))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     load_token_data(folder)  # checks every shard against the manifest

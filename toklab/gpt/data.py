@@ -203,12 +203,14 @@ def token_data_key(corpus: "Corpus", segmenter: "Segmenter") -> str:
     return cache_key(segmenter.spec, payload)
 
 
-class _ShardWriter:
+class ShardWriter:
     """Collects one split's tokens and writes a shard each time `shard_tokens` have gathered, so
-    memory holds at most about one shard."""
+    memory holds at most about one shard. Shards are named `<prefix>_<n>.bin` (prefix: the split,
+    or e.g. `train_00003` for one task of a pipeline)."""
 
-    def __init__(self, directory: Path, split: str, shard_tokens: int, vocab_size: int) -> None:
+    def __init__(self, directory: Path, split: str, shard_tokens: int, vocab_size: int, prefix: str | None = None) -> None:
         self.directory, self.split = directory, split
+        self.prefix = split if prefix is None else prefix
         self.shard_tokens, self.vocab_size = shard_tokens, vocab_size
         self.dtype = DTYPES[_version_for(vocab_size)]
         self.pending: list[np.ndarray] = []
@@ -237,7 +239,7 @@ class _ShardWriter:
         return self.names
 
     def _write(self, tokens: np.ndarray) -> None:
-        name = f"{self.split}_{len(self.names):05d}.bin"
+        name = f"{self.prefix}_{len(self.names):05d}.bin"
         write_shard(self.directory / name, tokens, self.vocab_size)
         self.names.append(name)
 
@@ -253,7 +255,7 @@ def _batches(texts: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _add_checked(writer: _ShardWriter, parts: list[np.ndarray], segmenter: "Segmenter") -> None:
+def _add_checked(writer: ShardWriter, parts: list[np.ndarray], segmenter: "Segmenter") -> None:
     flat = np.concatenate(parts)
     if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= writer.vocab_size):
         raise ValueError(f"segmenter {segmenter.spec} produced ids outside [0, {writer.vocab_size})")
@@ -261,7 +263,7 @@ def _add_checked(writer: _ShardWriter, parts: list[np.ndarray], segmenter: "Segm
 
 
 def _encode_split(
-    corpus: "Corpus", segmenter: "Segmenter", split: str, writer: _ShardWriter, eot: int, batch_docs: int, advance: Callable[[int], Any], lengths: np.ndarray
+    corpus: "Corpus", segmenter: "Segmenter", split: str, writer: ShardWriter, eot: int, batch_docs: int, advance: Callable[[int], Any], lengths: np.ndarray
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Segment one split into `writer`; returns its documents, tokens and bytes, and for the
     validation split one index row per document (where its tokens are, for whole-document scoring)."""
@@ -301,9 +303,7 @@ def _encode_split(
         for d, n, have, start in zip(batch, tokens, covered, starts):
             size = d.n_bytes
             if split == "val":
-                # bits-per-byte divides by these bytes, so the ids must stand for exactly them
-                if have != size:
-                    raise ToklabError(f"segmenter {segmenter.spec} breaks the byte-length contract on document {d.id!r}: its ids stand for {have} bytes, the text has {size}")
+                check_byte_contract(segmenter, d.id, have, size)
                 index.append({"id": d.id, "source": d.source, "bytes": size, "tokens": n, "start": start})
             n_bytes += size
             advance(size)
@@ -355,14 +355,14 @@ def build_token_data(
     with atomic_dir(target) as tmp, document_progress(f"tokenising with {segmenter.spec}", progress) as advance:
         # val first: it is small, so an empty one is reported before the long train pass.
         for split in ("val", "train"):
-            writer = _ShardWriter(tmp, split, shard_tokens, vocab_size)
+            writer = ShardWriter(tmp, split, shard_tokens, vocab_size)
             counts, index = _encode_split(corpus, segmenter, split, writer, eot, batch_docs, advance, lengths)
             if counts["documents"] == 0:
                 hint = "raise --val-fraction or read more documents" if split == "val" else "read more documents or lower --val-fraction"
                 raise ToklabError(f"the {split} split of {corpus.spec} has no documents; {hint}")
             manifest["splits"][split] = {**counts, "shards": writer.close()}
             if split == "val":
-                _write_val_index(tmp / VAL_INDEX, index)
+                write_val_index(tmp / VAL_INDEX, index)
         stats = getattr(corpus, "stats", None)  # the last pass read every record: its notes cover both splits
         manifest["read_notes"] = stats.notes() if stats is not None else []
         np.save(tmp / BYTE_LENGTHS, lengths)
@@ -370,7 +370,13 @@ def build_token_data(
     return load_token_data(target)
 
 
-def _write_val_index(path: Path, index: list[dict[str, Any]]) -> None:
+def check_byte_contract(segmenter: "Segmenter", doc_id: str, covered: int, size: int) -> None:
+    """Bits-per-byte divides by a document's bytes, so its ids must stand for exactly them."""
+    if covered != size:
+        raise ToklabError(f"segmenter {segmenter.spec} breaks the byte-length contract on document {doc_id!r}: its ids stand for {covered} bytes, the text has {size}")
+
+
+def write_val_index(path: Path, index: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
