@@ -28,18 +28,14 @@ SVG_WIDTH, SVG_HEIGHT, SVG_PAD = 1000, 110, 4
 
 
 def _entropy_trace(segmenter: Any, data: bytes) -> dict[str, Any] | None:
-    """Per-byte entropy, θ and patch starts of an entropy segmenter (None for other kinds): the
-    segmenter's own byte model and patching rule, as its encode uses them."""
+    """Per-byte entropy, θ and patch starts of an entropy segmenter (None for other kinds), from the
+    segmenter itself (`EntropySegmenter.entropy_trace`), as its encode cuts."""
     import numpy as np
 
-    from toklab.segmenters.patching import patch_starts
-
-    model, theta = getattr(segmenter, "model", None), getattr(segmenter, "theta", None)
-    if getattr(segmenter, "kind", "") != "entropy" or model is None or theta is None or not data:
+    if not hasattr(segmenter, "entropy_trace") or not data:
         return None
-    entropy = np.asarray(model.score_batch([data])[0][0], dtype=float)
-    starts = patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), theta, segmenter.rule,
-                          relative=segmenter.relative, max_len=segmenter.max_len, split_utf8=segmenter.split_utf8)
+    entropy, starts = segmenter.entropy_trace(data)
+    theta = segmenter.theta
     return {"entropy": [round(float(e), 4) for e in entropy], "theta": float(theta), "rule": segmenter.rule,
             "patch_starts": np.flatnonzero(starts).tolist()}
 

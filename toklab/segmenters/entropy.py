@@ -164,10 +164,15 @@ class EntropySegmenter(PieceSegmenter):
     def _starts(self, entropy: np.ndarray, data: bytes) -> np.ndarray:
         return patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), self.theta, self.rule, relative=self.relative, max_len=self.max_len, split_utf8=self.split_utf8)
 
+    def entropy_trace(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """(next-byte entropy of every byte, patch-start flags) of one text's bytes, as encode cuts it."""
+        entropy = self._scores([data])[0][0]
+        return entropy, self._starts(entropy, data)
+
     def patches(self, text: str) -> list[bytes]:
         """The raw (open-vocabulary) patches of `text`, as bytes."""
         data = text.encode("utf-8")
-        return _cut(data, self._starts(self._scores([data])[0][0], data))
+        return _cut(data, self.entropy_trace(data)[1])
 
     def _ids_of(self, data: bytes, starts: np.ndarray) -> list[int]:
         ids: list[int] = []
