@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from toklab.errors import ToklabError, one_line
 from toklab.files import atomic_dir
@@ -74,22 +74,9 @@ def newline_cuts(text: str, size: int) -> Iterator[str]:
     then as long as the stretch (tiktoken and tokenizers are slow on one very long pre-token)."""
 
     def safe(i: int) -> bool:  # text[i] is a newline
-        return start < i and i + 1 < n and not text[i - 1].isspace() and not text[i + 1].isspace() and text[i + 1] != "/"
+        return i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace() and text[i + 1] != "/"
 
-    start, n = 0, len(text)
-    while n - start > size:
-        cut = text.rfind("\n", start, start + size)
-        while cut != -1 and not safe(cut):
-            cut = text.rfind("\n", start, cut)
-        if cut == -1:  # no safe cut in this window: take the next one after it
-            cut = text.find("\n", start + size)
-            while cut != -1 and not safe(cut):
-                cut = text.find("\n", cut + 1)
-            if cut == -1:
-                break
-        yield text[start : cut + 1]
-        start = cut + 1
-    yield text[start:]
+    return _cuts_at(text, size, "\n", safe, after=1)
 
 
 def space_cuts(text: str, size: int) -> Iterator[str]:
@@ -98,19 +85,26 @@ def space_cuts(text: str, size: int) -> Iterator[str]:
     prefix, no normaliser) starts a word. When no vocabulary piece holds a non-space followed by a
     space, no piece of the encoding crosses such a cut (see `_SentencePieceSegmenter.cut_rule`). A
     stretch of `size` characters with no such space is left whole."""
+    return _cuts_at(text, size, " ", lambda i: text[i - 1] != " ", after=0)
+
+
+def _cuts_at(text: str, size: int, mark: str, safe: Callable[[int], bool], after: int) -> Iterator[str]:
+    """`text` in consecutive pieces of at most about `size` characters, cut at a `mark` character
+    at index i > the piece's start where safe(i): before it (after=0) or after it (after=1); the
+    last such place in each window, else the first after it; the rest whole when there is none."""
     start, n = 0, len(text)
     while n - start > size:
-        cut = text.rfind(" ", start + 1, start + size)
-        while cut != -1 and text[cut - 1] == " ":
-            cut = text.rfind(" ", start + 1, cut)
-        if cut == -1:  # none in this window: take the next one after it
-            cut = text.find(" ", start + size)
-            while cut != -1 and text[cut - 1] == " ":
-                cut = text.find(" ", cut + 1)
+        cut = text.rfind(mark, start + 1, start + size)
+        while cut != -1 and not safe(cut):
+            cut = text.rfind(mark, start + 1, cut)
+        if cut == -1:  # no safe cut in this window: take the next one after it
+            cut = text.find(mark, start + size)
+            while cut != -1 and not safe(cut):
+                cut = text.find(mark, cut + 1)
             if cut == -1:
                 break
-        yield text[start:cut]
-        start = cut
+        yield text[start : cut + after]
+        start = cut + after
     yield text[start:]
 
 
