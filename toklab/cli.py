@@ -396,7 +396,9 @@ def report_command(
     folder = Path(directory)
     if not folder.is_dir():
         raise ToklabError(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist")
-    kind = next((k for k, marker in (("study", "study.json"), ("compare", "results.json"), ("pretrain", "run.json"), ("filter", "summary.json")) if (folder / marker).is_file()), None)
+    from toklab.outputs import folder_kind
+
+    kind = folder_kind(folder)
     if kind == "compare":
         from toklab.reports import read_report, to_json, write_report
 

@@ -16,22 +16,15 @@ from typing import Any
 
 from toklab.errors import ToklabError, one_line
 from toklab.html import bullet_list, escape, image, page, table
+from toklab.outputs import folder_kind
 
 PAGE = "report.html"
-# How each kind of folder is known, in the order `toklab report` tries them (a pretrain run also
-# holds a summary.json, so run.json is looked for before filter's summary.json).
-MARKERS = (("study", "study.json"), ("compare", "results.json"), ("pretrain", "run.json"), ("filter", "summary.json"))
+# The json files whose tables a page shows, per kind of folder (toklab.outputs.folder_kind).
 MAIN_JSON = {"study": ("table.json", "study.json"), "compare": ("results.json",), "pretrain": ("summary.json", "run.json"), "filter": ("summary.json",)}
 PROSE = ("summary", "notes")  # lists of sentences, shown as bullet lists
 MAX_ROWS = 200
 MAX_VALUE_CHARS = 300
 VIEW_CHARS = 2000  # of each document shown: a page of several whole documents, one span a byte, gets heavy
-
-
-def folder_kind(folder: str | os.PathLike) -> str | None:
-    """compare, filter, pretrain or study by the files the folder holds; None for anything else."""
-    folder = Path(folder)
-    return next((kind for kind, marker in MARKERS if (folder / marker).is_file()), None)
 
 
 def _flat(payload: dict[str, Any], prefix: str = "") -> list[dict[str, Any]]:

@@ -97,3 +97,14 @@ def plan_output(
         held += f" with other settings{differ}"
     ways = (["--resume to continue it"] if policy.resumable and not changed else []) + ["--overwrite to replace it"]
     raise ToklabError(f"{option} {folder} already holds {held}; pass {' or '.join(ways)}, or choose another {option}")
+
+
+# The file that marks each kind of toklab output folder, in the order `toklab report` tries them (a
+# pretrain run also holds a summary.json, so run.json is looked for before filter's summary.json).
+FOLDER_MARKERS = (("study", "study.json"), ("compare", "results.json"), ("pretrain", "run.json"), ("filter", "summary.json"))
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """compare, filter, pretrain or study by the files the folder holds; None for anything else."""
+    folder = Path(folder)
+    return next((kind for kind, marker in FOLDER_MARKERS if (folder / marker).is_file()), None)
