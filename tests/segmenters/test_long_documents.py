@@ -20,37 +20,13 @@ from toklab.segmenters import get_segmenter
 from toklab.segmenters.base import CUT_ANYWHERE, CUT_NEWLINE, CUT_SPACE, CUT_STREAM, Segmenter, newline_cuts, space_cuts
 from toklab.segmenters.bpe import PATTERNS, BPESegmenter, _hf_tokenizer
 
-LONG_CHARS = 1_200_000  # the long text: real documents joined with "\n"
-CUT = 50_000  # CUT_CHARS in these tests, so the long text comes in about 24 pieces
+CUT = 50_000  # CUT_CHARS under the small_cut fixture (tests/segmenters/conftest.py, with long_text)
 TIKTOKEN_NAMES = ("gpt2", "cl100k_base", "o200k_base")
-
-
-@pytest.fixture(scope="module")
-def long_text(shared_corpora) -> str:
-    """Real documents of the four shared corpora, in turn, joined with "\n"."""
-    streams = [iter(toklab.open_corpus(str(shared_corpora / name), val_fraction=0.0).documents()) for name in ("sotu", "email", "code", "udhr")]
-    docs: list[str] = []
-    size = 0
-    while size < LONG_CHARS and streams:
-        for stream in list(streams):
-            doc = next(stream, None)
-            if doc is None:
-                streams.remove(stream)
-                continue
-            docs.append(doc.text)
-            size += len(doc.text) + 1
-    return "\n".join(docs)
 
 
 @pytest.fixture(scope="module")
 def small_bpe(long_text) -> BPESegmenter:
     return BPESegmenter.train([long_text[:300_000]], 600)
-
-
-@pytest.fixture
-def small_cut(monkeypatch):
-    monkeypatch.setattr(base, "CUT_CHARS", CUT)
-    monkeypatch.setenv("TOKLAB_CUT_CHARS", str(CUT))
 
 
 def tiktoken_whole(name: str):

@@ -214,13 +214,14 @@ class EntropySegmenter(PieceSegmenter):
             tokens, kept = self._table.tokens(x_all[pos:cut], starts)
             yield data[pos:cut].decode("utf-8"), tokens[kept].astype(np.int64)
 
-    def _windows(self, data: bytes, size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    def _windows(self, data: bytes, size: int | None = None, capped: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
         """(start, end, patch starts of data[start:end]) for consecutive pieces of about `size` bytes
         (default CUT_CHARS), each ending where a patch starts, with the patches of the whole text:
         the entropies from a piece's first byte on are computed with the order-1 bytes before it, a
         patch start (before the length cap) depends only on its byte and the entropies at and just
         before it (the piece's first byte is a start already), and the cap only cuts inside a patch
-        whose two ends are known. A patch longer than a window widens the window."""
+        whose two ends are known. A patch longer than a window widens the window. capped=False leaves
+        out the max_len cap (a caller that caps causally itself: every piece starts at an uncapped start)."""
         size = base.CUT_CHARS if size is None else max(1, size)
         x_all = np.frombuffer(data, dtype=np.uint8)
         back = self.model.order - 1  # the context bytes of the piece's first byte
@@ -245,7 +246,7 @@ class EntropySegmenter(PieceSegmenter):
                 end = min(n, pos + 2 * (end - pos))
             mine = starts[pos - lo : cut - lo].copy()
             mine[0] = True  # the text's start, or a start found in the window before
-            if self.max_len is not None:
+            if capped and self.max_len is not None:
                 mine = cap_lengths(mine, x_all[pos:cut], self.max_len, self.split_utf8)
             yield pos, cut, mine
             pos = cut
