@@ -81,7 +81,7 @@ class CrammingFiltered:
         batch: list[Document] = []
 
         def kept(docs: list["Document"]) -> Iterator["Document"]:
-            tokens = [len(ids) for ids in self.segmenter.encode_batch([d.text for d in docs])]
+            tokens = self.segmenter.count_tokens([d.text for d in docs]).tolist()  # a long document piece by piece
             for doc, keep in zip(docs, at_most(tokens, [len(d.text) for d in docs], self.threshold)):
                 if keep:
                     yield doc

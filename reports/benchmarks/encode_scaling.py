@@ -2,8 +2,14 @@
 process pool around them does better.
 
 For each kind, one child process per core count (`taskset -c 0` for one core) encodes the same
-texts three ways, alternating, best of 3:
-- toklab: `encode_batch(texts, workers=cores)` (the library's own threads, or one process);
+texts five ways, alternating, best of 3:
+- toklab: `encode_batch(texts, workers=cores)` (the library's own threads, or one process), which
+  returns Python lists of ids;
+- arrays: `encode_arrays(texts, workers=cores)`, int64 arrays: built without Python lists by the
+  kinds that make their ids in numpy (`arrays_native`: bytes, entropy), converted from the lists
+  for the others;
+- count_tokens: `count_tokens(texts, workers=cores)`, what compare and filter call (arrays for the
+  array-native kinds, the lists for the others);
 - pool: a fork process pool of `cores` workers, each running `encode_batch(chunk, workers=1)` on
   contiguous chunks and sending back its lists of ids (what encode_batch must return);
 - pool, counts only: the same pool sending back only the number of tokens per text (what a
@@ -62,7 +68,10 @@ def child(mb: int, cores: int) -> None:
         seg = get_segmenter(spec, corpus)
         expected = seg.encode_batch(texts[:200], workers=1)
         assert pooled(seg, texts[:200], cores, _ids) == expected, spec
+        assert [a.tolist() for a in seg.encode_arrays(texts[:200], workers=cores)] == expected, spec
         ways = {"toklab": lambda: seg.encode_batch(texts, workers=cores),
+                "arrays": lambda: seg.encode_arrays(texts, workers=cores),
+                "count_tokens": lambda: seg.count_tokens(texts, workers=cores),
                 "pool": lambda: pooled(seg, texts, cores, _ids),
                 "pool_counts": lambda: pooled(seg, texts, cores, _counts)}
         best = {name: float("inf") for name in ways}
@@ -103,23 +112,28 @@ def main() -> None:
             print(line, flush=True)
     mb = next(iter(rows.values()))["mb"]
     lines = [
-        "# Encode scaling, 1 -> all cores: the library's own path against a process pool",
+        "# Encode scaling, 1 -> all cores: lists, arrays, counts, and a process pool",
         "",
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {platform.machine()}, {all_cores} cores, Python {platform.python_version()}, toklab {toklab.__version__}",
         f"- command: `python reports/benchmarks/encode_scaling.py --mb {args.mb}`",
         f"- text: {mb:.1f} MB from ../shared/corpora (sotu, email, code, udhr, equal shares; the texts of segmenter_encode.py); kinds trained on the default corpus",
-        "- method: one child process per core count (`taskset -c 0` for one core); the three ways alternate on the same texts, best of 3; the pool's ids are checked equal to encode_batch's",
+        "- method: one child process per core count (`taskset -c 0` for one core); the five ways alternate on the same texts, best of 3; "
+        "the arrays' and the pool's ids are checked equal to encode_batch's",
+        "- columns: MB/s on 1 core, on all cores, and the ratio, for encode_batch (lists), encode_arrays and the pool; MB/s on all cores for count_tokens and the pool's counts",
         "",
-        f"| kind | toklab MB/s, 1 core | toklab MB/s, {all_cores} | toklab scaling | pool MB/s, 1 | pool MB/s, {all_cores} | pool scaling | pool counts-only MB/s, {all_cores} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| kind | lists 1 | lists {all_cores} | lists scaling | arrays 1 | arrays {all_cores} | arrays scaling | count_tokens {all_cores} "
+        f"| pool 1 | pool {all_cores} | pool scaling | pool counts {all_cores} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for spec in KINDS:
         one, many = rows[spec, 1], rows[spec, all_cores]
-        lines.append(
-            f"| {spec} | {mb / one['toklab']:.2f} | {mb / many['toklab']:.2f} | {one['toklab'] / many['toklab']:.2f}x | "
-            f"{mb / one['pool']:.2f} | {mb / many['pool']:.2f} | {one['pool'] / many['pool']:.2f}x | {mb / many['pool_counts']:.2f} |"
-        )
+        cells = [spec]
+        for way in ("toklab", "arrays"):
+            cells += [f"{mb / one[way]:.2f}", f"{mb / many[way]:.2f}", f"{one[way] / many[way]:.2f}x"]
+        cells.append(f"{mb / many['count_tokens']:.2f}")
+        cells += [f"{mb / one['pool']:.2f}", f"{mb / many['pool']:.2f}", f"{one['pool'] / many['pool']:.2f}x", f"{mb / many['pool_counts']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

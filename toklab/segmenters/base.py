@@ -35,6 +35,7 @@ PIECE_GROUP = 8  # pieces of one long text encoded per batch call (the kind's th
 CUT_ANYWHERE = "anywhere"  # at any character boundary (the ids of a text are those of its characters)
 CUT_NEWLINE = "newline"  # after a newline by `newline_cuts`' rule (pre-tokenising kinds with a known pattern)
 CUT_SPACE = "space"  # before a space that follows a non-space, by `space_cuts` (SentencePiece words)
+CUT_WORD = "word"  # before a space that follows a letter or digit (str.isalnum): normalising SentencePiece models
 CUT_STREAM = "stream"  # the kind cuts a long text itself, carrying its state across (`_long_pieces`)
 
 
@@ -143,6 +144,10 @@ class Segmenter:
     # rule is not known to be exact for it: such a kind encodes every text whole). Kinds may make it
     # a property (it can depend on the instance, e.g. on a tiktoken pattern).
     cut_rule: ClassVar[str | None] = None
+    # Kinds that make their ids in numpy set this and override `_piece_arrays`: `encode_arrays` and
+    # `encode_pieces` (so count_tokens, compare and shard writing) then take those arrays as they
+    # are, and no Python list of ids is built (building one holds the GIL: it would not scale).
+    arrays_native: ClassVar[bool] = False
 
     def __init__(self, params: dict[str, Any] | None = None, corpus_fingerprint: str | None = None) -> None:
         self.params: dict[str, Any] = dict(params or {})
@@ -234,6 +239,8 @@ class Segmenter:
             yield from newline_cuts(text, size)
         elif rule == CUT_SPACE:
             yield from space_cuts(text, size)
+        elif rule == CUT_WORD:
+            yield from _cuts_at(text, size, " ", lambda i: text[i - 1].isalnum(), after=0)
         elif rule == CUT_STREAM:
             yield from (piece for piece, _ in self._long_pieces(text, size))
         else:
@@ -252,10 +259,11 @@ class Segmenter:
         (`encode_chunks`), so that consumers that count or write ids never hold its whole id list."""
         start = 0
         long = [i for i, t in enumerate(texts) if self._long(t)]
+        batch = self.encode_arrays if self.arrays_native else self.encode_batch
         for end in [*long, len(texts)]:
             if end > start:
                 short = texts[start:end]
-                for i, (text, ids) in enumerate(zip(short, self.encode_batch(short, workers=workers)), start):
+                for i, (text, ids) in enumerate(zip(short, batch(short, workers=workers)), start):
                     yield i, text, ids
             if end < len(texts):
                 for piece, ids in self._long_pieces(texts[end], workers=workers):
@@ -314,6 +322,21 @@ class Segmenter:
         out = self._encode_pieces(["" if self._long(t) else t for t in texts], workers)
         for i in long:
             out[i] = self._encode_cut(texts[i], workers)
+        return out
+
+    def encode_arrays(self, texts: Sequence[str], workers: int | None = None) -> list[np.ndarray]:
+        """The ids of each text as an int64 array (`encode_batch`'s ids). A kind that makes its ids
+        in numpy (`arrays_native`) builds no Python list: for it this is the fast path, and with
+        several workers its numpy work runs in threads that release the GIL."""
+        import numpy as np
+
+        if not self.arrays_native:
+            return [np.asarray(ids, dtype=np.int64) for ids in self.encode_batch(texts, workers)]
+        texts = list(texts)
+        out = self._piece_arrays(["" if self._long(t) else t for t in texts], workers)
+        for i, text in enumerate(texts):
+            if self._long(text):
+                out[i] = np.concatenate([ids for _, ids in self._long_pieces(text, workers=workers)])
         return out
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:

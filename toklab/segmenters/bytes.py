@@ -15,6 +15,7 @@ class ByteSegmenter(Segmenter):
     kind = "bytes"
     summary = "UTF-8 bytes: ids 0-255 are the byte values, 256 is <|endoftext|>"
     cut_rule = CUT_ANYWHERE  # a character's bytes do not depend on its neighbours
+    arrays_native = True  # the ids are the UTF-8 bytes: an array straight from the buffer
 
     @classmethod
     def check_spec(cls, arg: str | None, options: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import collections
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -25,7 +26,7 @@ import numpy as np
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
 from toklab.segmenters import base
-from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, check_vocab_size, reading, take_bytes
+from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, check_vocab_size, cpu_count, reading, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, cap_lengths, patch_starts, patch_starts_batch, utf8_continuation
@@ -199,9 +200,23 @@ class EntropySegmenter(PieceSegmenter):
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         return self._encode_batch_cut(texts, workers)
 
+    arrays_native = True  # the ids come out of numpy (`_encode_group`)
+
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
-        # Both entropy models score many documents per call (numpy, or torch batches), so no process pool.
-        return [ids for batch in _groups([t.encode("utf-8") for t in pieces]) for ids in self._encode_group(batch)]
+        return [ids.tolist() for ids in self._piece_arrays(pieces, workers)]
+
+    def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
+        # Both models score many documents per call, so no process pool. The n-gram model's work is
+        # numpy calls that release the GIL: its groups run in `workers` threads. The transformer's
+        # torch calls use every core already.
+        workers = cpu_count() if workers is None else max(1, workers)
+        if not hasattr(self.model, "flat_entropies"):
+            workers = 1
+        groups = list(_groups([t.encode("utf-8") for t in pieces], parts=workers))
+        if workers == 1 or len(groups) == 1:
+            return [ids for group in groups for ids in self._encode_group(group)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return [ids for done in pool.map(self._encode_group, groups) for ids in done]
 
     def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """A long text in pieces that end where a patch starts (`_windows`), with exactly the ids of
@@ -251,9 +266,9 @@ class EntropySegmenter(PieceSegmenter):
             yield pos, cut, mine
             pos = cut
 
-    def _encode_group(self, docs: list[bytes]) -> list[list[int]]:
-        """encode_batch of documents laid end to end: entropies, patch starts and ids in whole arrays;
-        the same ids as _ids_of(d, _starts(entropy, d)) document by document."""
+    def _encode_group(self, docs: list[bytes]) -> list[np.ndarray]:
+        """The ids (int64 arrays) of documents laid end to end: entropies, patch starts and ids in whole
+        arrays; the same ids as _ids_of(d, _starts(entropy, d)) document by document."""
         lengths = np.array([len(d) for d in docs], dtype=np.int64)
         offsets = np.cumsum(lengths) - lengths
         x = np.frombuffer(b"".join(docs), dtype=np.uint8)
@@ -266,9 +281,8 @@ class EntropySegmenter(PieceSegmenter):
         if self._table is None:
             self._table = _PatchTable(self._pieces[256:-1], self._ids)
         tokens, kept = self._table.tokens(x, starts)
-        bounds = np.concatenate([[0], np.cumsum(kept)])[np.append(offsets, len(x))].tolist()
-        flat = tokens[kept].tolist()
-        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        bounds = np.concatenate([[0], np.cumsum(kept)])[np.append(offsets, len(x))]
+        return np.split(tokens[kept].astype(np.int64), bounds[1:-1])
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share
@@ -393,14 +407,16 @@ def _cut(data: bytes, starts: np.ndarray) -> list[bytes]:
     return [data[s:e] for s, e in zip(positions, positions[1:] + [len(data)])]
 
 
-def _groups(docs: Sequence[bytes]) -> Iterable[list[bytes]]:
-    """Consecutive documents, about SCORE_CHUNK_BYTES at a time: bounds the memory one call needs."""
+def _groups(docs: Sequence[bytes], parts: int = 1) -> Iterable[list[bytes]]:
+    """Consecutive documents, about SCORE_CHUNK_BYTES at a time (bounds the memory one call needs),
+    or in about `parts` groups of equal bytes when that makes them smaller (one per thread)."""
+    target = min(SCORE_CHUNK_BYTES, -(-sum(len(d) for d in docs) // max(1, parts)))
     batch: list[bytes] = []
     size = 0
     for doc in docs:
         batch.append(doc)
         size += len(doc)
-        if size >= SCORE_CHUNK_BYTES:
+        if size >= target:
             yield batch
             batch, size = [], 0
     if batch:
@@ -410,14 +426,29 @@ def _groups(docs: Sequence[bytes]) -> Iterable[list[bytes]]:
 SHORT_PATCH = 7  # a patch of up to 7 bytes packs exactly into a uint64 key, with its length in the top byte
 KEY_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(SHORT_PATCH + 1)], dtype=np.uint64)
 SLOT_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+# A patch of 8 to 16 bytes is exactly its first 8 bytes, its last 8 (overlapping) and its length.
+MEDIUM_PATCH = 16
+MEDIUM_MULTIPLIER = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _words(x: np.ndarray) -> np.ndarray:
+    """The 8 bytes from each position of x as a little-endian uint64 (zeros past the end)."""
+    padded = np.concatenate([x, np.zeros(8, dtype=np.uint8)])
+    return np.ndarray(len(x), dtype="<u8", buffer=padded, strides=(1,))
 
 
 def _short_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The key of each x[begin : begin + length] (length <= SHORT_PATCH): its bytes little-endian, and
     the length times 2**56."""
-    padded = np.concatenate([x, np.zeros(8, dtype=np.uint8)])
-    words = np.ndarray(len(x), dtype="<u8", buffer=padded, strides=(1,))  # the 8 bytes from each position
-    return (words[begins] & KEY_MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56))
+    return (_words(x)[begins] & KEY_MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56))
+
+
+def _medium_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first 8 bytes, last 8 bytes, hash of both and the length) of each x[begin : begin + length],
+    8 <= length <= MEDIUM_PATCH: the two words and the length are the patch exactly."""
+    words = _words(x)
+    first, last = words[begins], words[begins + lengths - 8]
+    return first, last, (first * SLOT_MULTIPLIER) ^ (last * MEDIUM_MULTIPLIER) ^ lengths.astype(np.uint64)
 
 
 class _PatchTable:
@@ -442,6 +473,26 @@ class _PatchTable:
         self.sorted_keys, self.sorted_ids = self.keys[order], self.ids[order]
         self.long = {p: t for p, t in ids.items() if len(p) > SHORT_PATCH}
         self.longest = max(map(len, patches), default=0)
+        # Patches of up to MEDIUM_PATCH bytes are looked up by sorted hashes of their exact keys, the
+        # key checked on a hit; if two of them shared a hash (never seen), the dict does it all.
+        medium = [p for p in self.long if len(p) <= MEDIUM_PATCH]
+        data = np.frombuffer(b"".join(medium), dtype=np.uint8)
+        lengths = np.array([len(p) for p in medium], dtype=np.int64)
+        first, last, hashes = _medium_keys(data, np.cumsum(lengths) - lengths, lengths)
+        order = np.argsort(hashes)
+        self.medium = len(np.unique(hashes)) == len(hashes)
+        self.medium_hashes, self.medium_first, self.medium_last = hashes[order], first[order], last[order]
+        self.medium_lengths = lengths[order]
+        self.medium_ids = np.array([self.long[p] for p in medium], dtype=np.int64)[order]
+
+    def _medium_ids(self, x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The id of each x[begin : begin + length] (8 <= length <= MEDIUM_PATCH), -1 where it is none."""
+        first, last, hashes = _medium_keys(x, begins, lengths)
+        if not len(self.medium_hashes):
+            return np.full(len(begins), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.medium_hashes, hashes), len(self.medium_hashes) - 1)
+        same = (self.medium_hashes[at] == hashes) & (self.medium_first[at] == first) & (self.medium_last[at] == last) & (self.medium_lengths[at] == lengths)
+        return np.where(same, self.medium_ids[at], -1)
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * SLOT_MULTIPLIER) >> np.uint64(64 - self.bits)).astype(np.int64)
@@ -466,7 +517,12 @@ class _PatchTable:
         ids = self._ids_of_keys(_short_keys(x, positions[short], lengths[short]))
         hit = short[ids >= 0]
         begins, sizes, ids = positions[hit], lengths[hit], ids[ids >= 0]
-        long = np.flatnonzero((lengths > SHORT_PATCH) & (lengths <= self.longest))
+        if self.medium:
+            medium = np.flatnonzero((lengths > SHORT_PATCH) & (lengths <= min(MEDIUM_PATCH, self.longest)))
+            found = self._medium_ids(x, positions[medium], lengths[medium])
+            hit = medium[found >= 0]
+            begins, sizes, ids = np.concatenate([begins, positions[hit]]), np.concatenate([sizes, lengths[hit]]), np.concatenate([ids, found[found >= 0]])
+        long = np.flatnonzero((lengths > (MEDIUM_PATCH if self.medium else SHORT_PATCH)) & (lengths <= self.longest))
         if len(long) and self.long:
             data = x.tobytes()
             found = np.array([self.long.get(data[b : b + n], -1) for b, n in zip(positions[long].tolist(), lengths[long].tolist())], dtype=np.int64)
