@@ -14,6 +14,11 @@ The flagged-byte contract (what `toklab.gpt.blt` reads):
   on bytes 0..t of the same document (`starts(data[:k]) == starts(data)[:k]`). The `segmenter`
   patcher (boundaries of e.g. `bpe:4k`) is NOT strictly causal: see `SegmenterPatcher`.
   Every patcher says which it is in its `causal` attribute.
+* Long documents (over CUT_CHARS) are flagged in exact pieces (`Patcher.pieces`, CUT_STREAM): their
+  ids, joined, are the whole document's. static computes a piece's flags from its byte offset;
+  space cuts at patch starts (where its rule restarts); entropy uses its segmenter's own windows
+  when that segmenter streams; a segmenter's tokens come from its own exact pieces when it has a
+  cut rule. Otherwise a document is flagged whole (`PatchedBytes.cut_rule` None).
 
 Patcher specs (`load_patcher`): `static[:size=4.5]`, `space[:max_len=16]`, `entropy[:...]` (any
 spec of the `entropy` segmenter kind, trained and cached through `get_segmenter`), or any other
@@ -30,12 +35,13 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 from toklab.errors import ToklabError
+from toklab.segmenters import base
 from toklab.segmenters import options as opt
 from toklab.segmenters import registry
-from toklab.segmenters.base import EOT, MANIFEST, Segmenter, reading
+from toklab.segmenters.base import CUT_STREAM, EOT, MANIFEST, Segmenter, reading
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,6 +86,18 @@ class Patcher:
         return [self.starts(d) for d in docs]
 
     @property
+    def streams(self) -> bool:
+        """Whether `pieces` gives a long text's flags piece by piece (else it is patched whole)."""
+        return False
+
+    def pieces(self, text: str, size: int, workers: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(piece, its UTF-8 bytes as uint8, its flags) for consecutive pieces of `text` of about
+        `size` bytes, each a str (cut between characters), whose flags, joined, are exactly
+        `starts(text.encode())`: a long document's flags without holding them whole. Only when
+        `streams`."""
+        raise NotImplementedError(f"the {self.name} patcher patches a text whole")
+
+    @property
     def entropy_flops_per_byte(self) -> float | None:
         """Forward FLOPs per byte of the model the boundaries come from; None when there is none."""
         return None
@@ -115,6 +133,33 @@ class StaticPatcher(Patcher):
         starts = np.ones(n, dtype=bool)
         starts[1:] = block[1:] != block[:-1]
         return starts
+
+    def starts_at(self, n: int, offset: int) -> np.ndarray:
+        """The flags of the `n` bytes from byte `offset` of a document on: a patch starts at t when
+        floor(t / size) changes from t - 1, t counted from the document's start (so a piece's first
+        byte starts a patch only where the whole document's does)."""
+        import numpy as np
+
+        t = np.arange(offset - 1, offset + n, dtype=np.int64)  # one position before the piece too
+        block = (t * self._fraction.denominator) // self._fraction.numerator
+        starts = block[1:] != block[:-1]
+        if offset == 0 and n:
+            starts[0] = True
+        return starts
+
+    @property
+    def streams(self) -> bool:
+        return True
+
+    def pieces(self, text: str, size: int, workers: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """Pieces of about `size` bytes, each ended at the first character boundary from there on;
+        each piece's flags from its byte offset (`starts_at`)."""
+        import numpy as np
+
+        data = text.encode("utf-8")
+        x = np.frombuffer(data, dtype=np.uint8)
+        for pos, end in _char_pieces(x, size):
+            yield data[pos:end].decode("utf-8"), x[pos:end], self.starts_at(end - pos, pos)
 
     def params(self) -> dict[str, Any]:
         return {"size": self.size}
@@ -160,11 +205,63 @@ class SpacePatcher(Patcher):
         starts[1:] = spacelike[1:] & ~spacelike[:-1]
         return causal_cap(starts, x, self.max_len)
 
+    @property
+    def streams(self) -> bool:
+        return True
+
+    def pieces(self, text: str, size: int, workers: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """Pieces that each end right before a patch start of the whole document (the last one within
+        about `size` bytes of the piece's start; a window with none is doubled until it has one or
+        reaches the end), each with `starts` of its bytes alone. Why that is exact:
+
+        Let p be a patch start of the whole document, d = data. (1) The uncapped rule at t >= 1 reads
+        bytes t - 1 and t only, so the uncapped starts of d[p:] are the whole's from p + 1 on; at p,
+        d[p:] has its first start (position 0). (2) causal_cap walks each uncapped patch from its
+        first byte, `last` being the latest start; a new start at t depends on byte t and `last`
+        alone, and a patch of at most max_len - 3 bytes (the walk's shortcut) gets none. In the
+        whole, at p either an uncapped patch begins (its walk begins there) or the walk has just set
+        a capped start at p (`last` = p); either way what follows p depends only on bytes from p on
+        and on `last` = p, which is what the walk of d[p:] starts with. So starts(d[p:]) equals
+        starts(d)[p:]. (3) Both rules are causal (starts(d[:k]) == starts(d)[:k], cut inside a
+        character or not), so the flags of a window d[p:e] are those of d[p:] before e. Hence a piece
+        [p, q) with p and q starts of the whole has, computed alone, the whole's flags, capped starts
+        as good a cut as uncapped ones (a long run with no space is cut every max_len bytes). A start
+        is a character's first byte (uncapped ones are ASCII, capped ones are never continuation
+        bytes), so every piece is a str."""
+        import numpy as np
+
+        data = text.encode("utf-8")
+        x = np.frombuffer(data, dtype=np.uint8)
+        pos, n = 0, len(data)
+        while pos < n:
+            end = min(n, pos + size)
+            while True:
+                flags = self.starts(data[pos:end])
+                later = np.flatnonzero(flags[1:])
+                if end == n or len(later):
+                    break
+                end = min(n, pos + 2 * (end - pos))
+            cut = n if end == n else pos + 1 + int(later[-1])
+            yield data[pos:cut].decode("utf-8"), x[pos:cut], flags[: cut - pos]
+            pos = cut
+
     def params(self) -> dict[str, Any]:
         return {"max_len": self.max_len}
 
     def describe(self) -> str:
         return f"space (max {self.max_len} B)"
+
+
+def _char_pieces(x: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive pieces of `x` (UTF-8 bytes) of `size` bytes, each end moved on to
+    the next byte that is no continuation byte, so each piece is whole characters."""
+    pos, n = 0, len(x)
+    while pos < n:
+        end = min(n, pos + max(1, size))
+        while end < n and (int(x[end]) & 0xC0) == 0x80:
+            end += 1
+        yield pos, end
+        pos = end
 
 
 def _char_widths(x: np.ndarray) -> np.ndarray:
@@ -247,6 +344,27 @@ class EntropyPatcher(Patcher):
         return out
 
     @property
+    def streams(self) -> bool:
+        """When the entropy segmenter cuts a long text itself (its `cut_rule` is CUT_STREAM)."""
+        return getattr(self.segmenter, "cut_rule", None) == CUT_STREAM
+
+    def pieces(self, text: str, size: int, workers: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """The entropy segmenter's own windows (`EntropySegmenter._windows`: pieces that end where an
+        uncapped patch starts, with the whole text's patch starts), capped as `starts_batch` caps: by
+        the segmenter's own cap when it has no max_len or splits characters, else causally per piece,
+        exact because every piece starts at an uncapped start (see `SpacePatcher.pieces`)."""
+        import numpy as np
+
+        seg = self.segmenter
+        data = text.encode("utf-8")
+        x = np.frombuffer(data, dtype=np.uint8)
+        own_cap = seg.max_len is None or seg.split_utf8
+        for pos, cut, starts in seg._windows(data, size, capped=own_cap):
+            if not own_cap:
+                starts = causal_cap(starts, x[pos:cut], seg.max_len)
+            yield data[pos:cut].decode("utf-8"), x[pos:cut], starts
+
+    @property
     def entropy_flops_per_byte(self) -> float | None:
         """Forward FLOPs per byte of the entropy model: 0.0 for the n-gram model (table look-ups, no
         matrix multiplies); for the transformer, a third of gpt.flops' training figure for its shape
@@ -307,6 +425,29 @@ class SegmenterPatcher(Patcher):
                 starts[0] = True
             out.append(starts)
         return out
+
+    @property
+    def streams(self) -> bool:
+        """When the segmenter encodes a long text in exact pieces (its `cut_rule` is not None)."""
+        return self.segmenter.cut_rule is not None
+
+    def pieces(self, text: str, size: int, workers: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """The segmenter's own exact pieces (`_long_pieces`): their ids, joined, are the whole text's,
+        and each covers its piece's bytes, so a piece's token boundaries are the whole's there."""
+        import numpy as np
+
+        lengths = self.segmenter.token_byte_lengths()
+        for piece, ids in self.segmenter._long_pieces(text, size, workers):
+            data = piece.encode("utf-8")
+            sizes = lengths[np.asarray(ids, dtype=np.int64)]
+            sizes = sizes[sizes > 0]
+            if int(sizes.sum()) != len(data):
+                raise ToklabError(f"the tokens of {self.segmenter.spec} do not cover a piece of a long text exactly ({int(sizes.sum())} for {len(data)}), so they cannot be patches")
+            starts = np.zeros(len(data), dtype=bool)
+            starts[np.cumsum(sizes)[:-1]] = True
+            if len(data):
+                starts[0] = True
+            yield piece, np.frombuffer(data, dtype=np.uint8), starts
 
     def params(self) -> dict[str, Any]:
         return {"segmenter": self.segmenter.spec, "vocab_size": self.segmenter.vocab_size}
@@ -486,19 +627,47 @@ class PatchedBytes(Segmenter):
         return True
 
     def starts_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The flags of each text, computed on the whole text (never in pieces)."""
         return self.patcher.starts_batch([t.encode("utf-8") for t in texts])
+
+    @property
+    def cut_rule(self) -> str | None:  # type: ignore[override]
+        """A text longer than CUT_CHARS is flagged piece by piece (`Patcher.pieces`) when the patcher
+        can: static (flags from the byte offset), space (pieces cut at patch starts), entropy when its
+        segmenter streams (the n-gram model), a segmenter's tokens when that segmenter cuts; the
+        rest are flagged whole."""
+        return CUT_STREAM if self.patcher.streams else None
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
+        return self._encode_batch_cut(texts, workers)
+
+    arrays_native = True  # the ids are the bytes plus the flags: arrays straight from numpy
+
+    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
+        return [ids.tolist() for ids in self._piece_arrays(pieces, workers)]
+
+    def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
+        """The ids of each text (int64), its flags computed on the whole text."""
         import numpy as np
 
         out = []
-        for text, starts in zip(texts, self.starts_batch(texts)):
+        for text, starts in zip(pieces, self.starts_batch(pieces)):
             x = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-            out.append((x + FLAG * starts).tolist())
+            out.append(x + FLAG * starts)
         return out
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(piece, its flagged-byte ids) for a long text: the patcher's pieces, whose flags, joined,
+        are those of the whole text."""
+        if not self.patcher.streams:
+            yield from super()._long_pieces(text, size, workers)
+            return
+        size = base.CUT_CHARS if size is None else max(1, size)
+        for piece, x, starts in self.patcher.pieces(text, size, workers):
+            yield piece, x.astype("int64") + FLAG * starts
 
     def decode(self, ids: Sequence[int]) -> str:
         import numpy as np
@@ -525,26 +694,37 @@ class PatchedBytes(Segmenter):
 
     def patch_stats(self, texts: Sequence[str]) -> dict[str, Any]:
         """Patch lengths over `texts`: bytes_per_patch (total bytes / total patches, the same as the
-        mean patch length), median, 90th percentile and longest patch, with the counts."""
+        mean patch length), median, 90th percentile and longest patch, with the counts. A long text
+        is read piece by piece (a patch may run across pieces): only the count of each length is
+        kept, so the figures are those of all the lengths at once."""
         import numpy as np
 
         from toklab.segmenters.patching import patch_lengths
 
-        lengths = [patch_lengths(s) for s in self.starts_batch(texts)]
-        flat = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-        n_bytes = int(flat.sum())
-        empty = len(flat) == 0
-        return {
-            "documents": len(texts),
-            "bytes": n_bytes,
-            "patches": len(flat),
-            "bytes_per_patch": float("nan") if empty else n_bytes / len(flat),
-            "mean_patch_bytes": float("nan") if empty else float(flat.mean()),
-            "median_patch_bytes": float("nan") if empty else float(np.median(flat)),
-            "p90_patch_bytes": float("nan") if empty else float(np.percentile(flat, 90)),
-            "max_patch_bytes": 0 if empty else int(flat.max()),
-            "causal": self.causal,
-        }
+        counts: dict[int, int] = {}
+
+        def add(lengths: np.ndarray) -> None:
+            for value, count in zip(*(a.tolist() for a in np.unique(lengths, return_counts=True))):
+                counts[value] = counts.get(value, 0) + count
+
+        short = [t for t in texts if not self._long(t)]
+        for group in _text_groups(short):
+            for starts in self.starts_batch(group):
+                add(patch_lengths(starts))
+        for text in (t for t in texts if self._long(t)):
+            open_patch = 0  # bytes of the patch the last piece ended in
+            for _, _, starts in self.patcher.pieces(text, base.CUT_CHARS):
+                positions = np.flatnonzero(starts)
+                if not len(positions):
+                    open_patch += len(starts)
+                    continue
+                if open_patch + int(positions[0]):  # the patch that ran on from earlier pieces ends here
+                    add(np.array([open_patch + int(positions[0])]))
+                add(np.diff(positions))
+                open_patch = len(starts) - int(positions[-1])
+            if open_patch:
+                add(np.array([open_patch]))
+        return _length_figures(counts, len(texts), self.causal)
 
     # --- saving ------------------------------------------------------------------------------------
 
@@ -574,6 +754,64 @@ class PatchedBytes(Segmenter):
             if patcher.name != name:
                 raise ToklabError(f"cannot read {directory / INNER}: it holds a {patcher.name} patcher, the manifest says {name}")
         return cls(patcher, spec)
+
+
+def _text_groups(texts: Sequence[str], chars: int = 1 << 22) -> Iterator[list[str]]:
+    """Consecutive texts, about `chars` characters at a time (bounds the flags held at once)."""
+    group: list[str] = []
+    size = 0
+    for text in texts:
+        group.append(text)
+        size += len(text)
+        if size >= chars:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _length_figures(counts: dict[int, int], documents: int, causal: bool) -> dict[str, Any]:
+    """patch_stats' figures from the number of patches of each length: the mean, median and 90th
+    percentile as numpy computes them on the lengths themselves (np.median; np.percentile's linear
+    rule, its interpolation written out) without making the array of lengths."""
+    import numpy as np
+
+    values = sorted(counts)
+    tally = np.array([counts[v] for v in values], dtype=np.int64)
+    n = int(tally.sum())
+    n_bytes = sum(v * c for v, c in counts.items())
+    nan = float("nan")
+    if not n:
+        median = p90 = nan
+    else:
+        ends = np.cumsum(tally)
+
+        def kth(k: int) -> int:  # the k-th smallest length (from 0)
+            return values[int(np.searchsorted(ends, k, side="right"))]
+
+        median = float(np.median(np.array([kth((n - 1) // 2), kth(n // 2)], dtype=np.int64)))
+        virtual = (n - 1) * (np.float64(90) / 100)  # numpy's index for the linear method
+        below = int(np.floor(virtual))
+        if virtual >= n - 1:
+            p90 = float(kth(n - 1))
+        elif virtual < 0:
+            p90 = float(kth(0))
+        else:
+            a, b = np.int64(kth(below)), np.int64(kth(below + 1))
+            gamma = virtual - np.float64(below)
+            diff = b - a
+            p90 = float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
+    return {
+        "documents": documents,
+        "bytes": n_bytes,
+        "patches": n,
+        "bytes_per_patch": nan if not n else n_bytes / n,
+        "mean_patch_bytes": nan if not n else n_bytes / n,
+        "median_patch_bytes": median,
+        "p90_patch_bytes": p90,
+        "max_patch_bytes": values[-1] if n else 0,
+        "causal": causal,
+    }
 
 
 def load_patched(directory: str | Path) -> PatchedBytes:
