@@ -65,6 +65,39 @@ def shared_tiktoken() -> Path:
     return path
 
 
+# --- long documents: one long real text and a small CUT_CHARS, for every kind's tests ---
+
+LONG_CHARS = 1_200_000  # the long text: real documents joined with "\n"
+CUT = 50_000  # CUT_CHARS in these tests, so the long text comes in about 24 pieces
+
+
+@pytest.fixture(scope="module")
+def long_text(shared_corpora) -> str:
+    """Real documents of the four shared corpora, in turn, joined with "\n"."""
+    import toklab
+
+    streams = [iter(toklab.open_corpus(str(shared_corpora / name), val_fraction=0.0).documents()) for name in ("sotu", "email", "code", "udhr")]
+    docs: list[str] = []
+    size = 0
+    while size < LONG_CHARS and streams:
+        for stream in list(streams):
+            doc = next(stream, None)
+            if doc is None:
+                streams.remove(stream)
+                continue
+            docs.append(doc.text)
+            size += len(doc.text) + 1
+    return "\n".join(docs)
+
+
+@pytest.fixture
+def small_cut(monkeypatch):
+    import toklab.segmenters.base as base
+
+    monkeypatch.setattr(base, "CUT_CHARS", CUT)
+    monkeypatch.setenv("TOKLAB_CUT_CHARS", str(CUT))
+
+
 SLOW = {  # over about 5 s each here, and not building the default corpus (those are marked below)
     "test_patchers.py::test_entropy_flags_are_causal",
     "test_filter.py::test_a_real_kill_mid_run_then_resume_gives_byte_identical_shards",
@@ -103,7 +136,8 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
     "test_datatrove.py::test_a_real_kill_stops_the_tasks_and_resume_finishes_the_rest",
 }
 # equality with the old implementations kept as references (issue 19's speed work): CI runs them
-SLOW_MODULES = ("test_study.py::", "test_entropy_speed.py::", "test_zstd_dict_speed.py::", "test_long_documents.py::")
+SLOW_MODULES = ("test_study.py::", "test_entropy_speed.py::", "test_zstd_dict_speed.py::", "test_long_documents.py::",
+                "test_long_pretrained.py::")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

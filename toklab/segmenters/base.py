@@ -35,7 +35,7 @@ PIECE_GROUP = 8  # pieces of one long text encoded per batch call (the kind's th
 CUT_ANYWHERE = "anywhere"  # at any character boundary (the ids of a text are those of its characters)
 CUT_NEWLINE = "newline"  # after a newline by `newline_cuts`' rule (pre-tokenising kinds with a known pattern)
 CUT_SPACE = "space"  # before a space that follows a non-space, by `space_cuts` (SentencePiece words)
-CUT_WORD = "word"  # before a space that follows a letter or digit (str.isalnum): normalising SentencePiece models
+CUT_WORD = "word"  # before a space that follows a letter or digit (str.isalnum): spm models that normalise, hf Llama-style
 CUT_STREAM = "stream"  # the kind cuts a long text itself, carrying its state across (`_long_pieces`)
 
 
@@ -140,9 +140,10 @@ class Segmenter:
     # The columns `extra_measures` adds, declared here so that reports show them without naming kinds.
     report_groups: ClassVar[tuple[ReportGroup, ...]] = ()
     # Where a text can be cut with the ids of the pieces, joined, equal to the ids of the whole:
-    # CUT_ANYWHERE, CUT_NEWLINE, or None (the kind's ids depend on context a cut would change, or the
-    # rule is not known to be exact for it: such a kind encodes every text whole). Kinds may make it
-    # a property (it can depend on the instance, e.g. on a tiktoken pattern).
+    # CUT_ANYWHERE, CUT_NEWLINE, CUT_SPACE, CUT_WORD, CUT_STREAM, or None (the kind's ids depend on
+    # context a cut would change, or the rule is not known to be exact for it: such a kind encodes
+    # every text whole). Kinds may make it a property (it can depend on the instance, e.g. on a
+    # tiktoken pattern or a tokenizer's normaliser).
     cut_rule: ClassVar[str | None] = None
     # Kinds that make their ids in numpy set this and override `_piece_arrays`: `encode_arrays` and
     # `encode_pieces` (so count_tokens, compare and shard writing) then take those arrays as they

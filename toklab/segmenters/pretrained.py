@@ -15,7 +15,7 @@ import re
 import tempfile
 import types
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from toklab.errors import ToklabError, one_line
 from toklab.network import REACH_TIMEOUT_S, hub_offline_reason, reachable
 from toklab.segmenters.options import Option
-from toklab.segmenters.base import CUT_NEWLINE, Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
+from toklab.segmenters.base import CUT_NEWLINE, CUT_SPACE, CUT_WORD, Segmenter, SegmenterUnavailable, check_vocab_size, cpu_count, reading
 from toklab.segmenters.bpe import PATTERNS as BPE_PATTERNS, UNICODE_TO_BYTE
 
 DEFAULT_PAT = "cl100k_base"  # whose pattern a bare .tiktoken file is split with
@@ -405,6 +405,38 @@ PROBES = (
 
 
 
+# Cutting long texts (HFTokenizerSegmenter._cut_rule): normalisers that rewrite each character on
+# its own (composition, the one exception, never reaches across a space or newline: both are
+# starters that compose with nothing) and pre-tokenisers that only split, whitespace removed.
+CHARWISE_NORMALIZERS = frozenset({"BertNormalizer", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents"})
+WHITESPACE_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+SPLIT_PRE_TOKENIZERS = WHITESPACE_PRE_TOKENIZERS | {"Punctuation", "Digits"}
+META = "\u2581"  # SentencePiece's space
+
+
+def _parts(component: Any, key: str) -> list[dict[str, Any]] | None:
+    """The parts of a normaliser or pre-tokeniser (nested Sequences flattened; [] for none), or
+    None when it is not what a tokenizer.json holds."""
+    if component is None:
+        return []
+    if not isinstance(component, dict):
+        return None
+    if component.get("type") != "Sequence":
+        return [component]
+    out: list[dict[str, Any]] = []
+    for part in component.get(key) or []:
+        inner = _parts(part, key)
+        if inner is None:
+            return None
+        out += inner
+    return out
+
+
+def _is_replace_space(part: dict[str, Any]) -> bool:
+    """A Replace normaliser that writes each space as "▁" (SentencePiece-converted tokenizers)."""
+    return part.get("type") == "Replace" and part.get("pattern") == {"String": " "} and part.get("content") == META
+
+
 def _walk(component: Any, type_name: str) -> list[dict[str, Any]]:
     """The parts of a tokenizer.json component (possibly a Sequence) whose type is `type_name`."""
     if not isinstance(component, dict):
@@ -459,7 +491,8 @@ class HFTokenizerSegmenter(Segmenter):
             self._ordinary = tokenizer
         self._byte_level = self._is_byte_level()
         self._lossless: bool | None = None
-        self._cuttable = self._cut_safe()
+        self._continuation: Any = None  # set by _cut_rule when later pieces need another tokenizer
+        self._cut = self._cut_rule()
 
     # --- building --------------------------------------------------------------------------------
 
@@ -520,9 +553,9 @@ class HFTokenizerSegmenter(Segmenter):
 
     @property
     def cut_rule(self) -> str | None:  # type: ignore[override]
-        """newline_cuts' rule when the pre-tokens come from a pattern it is known exact for (see
-        `_cut_safe`); else none: the tokenizer's normaliser or pre-tokeniser may see across a cut."""
-        return CUT_NEWLINE if self._cuttable else None
+        """The rule its pipeline is known exact for (see `_cut_rule`); else none: the tokenizer's
+        normaliser, pre-tokeniser or model may see across a cut."""
+        return self._cut
 
     def encode(self, text: str) -> list[int]:
         if self._long(text):
@@ -531,6 +564,18 @@ class HFTokenizerSegmenter(Segmenter):
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         return self._encode_batch_cut(texts, workers)
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """The pieces after the first go through `_continuation` when there is one (a tokenizer
+        that prepends "▁" to every text would add one to each piece; see `_cut_rule`)."""
+        if self._continuation is None:
+            yield from super()._long_pieces(text, size, workers)
+            return
+        for n, group in enumerate(self._piece_groups(text, size)):
+            ids = [e.ids for e in self._continuation.encode_batch(group, add_special_tokens=False)]
+            if n == 0:
+                ids[0] = self._ordinary.encode(group[0], add_special_tokens=False).ids
+            yield from zip(group, (np.array(i, dtype=np.int64) for i in ids))
 
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         # Rust, on all cores. `tokenizers` takes no per-call thread count: RAYON_NUM_THREADS and
@@ -605,19 +650,97 @@ class HFTokenizerSegmenter(Segmenter):
             return all(all(c in UNICODE_TO_BYTE for c in token) for token in vocab if token not in self._specials and token not in plain)
         return False
 
-    def _cut_safe(self) -> bool:
-        """Whether a known split pattern alone decides the pre-tokens, so that newline_cuts' cuts end
-        one: no normaliser; ByteLevel with its own regex (GPT-2's), or a Split by a pattern of
-        `_cuttable_patterns` then ByteLevel without one; no prefix space; and no ordinary added
-        token (matched on the whole text before pre-tokenising) that holds a newline or strips
-        the whitespace beside it."""
+    def _cut_rule(self) -> str | None:
+        """Where a long text can be cut with the ids of the pieces, joined, those of the whole; None
+        (encoded whole) for any pipeline not argued here. Common to all: no truncation or padding
+        (either would act on each piece), and no ordinary added token that strips the whitespace
+        beside it (added tokens are matched on the whole text before anything else, so one must
+        not hold the character a cut is made at, as the rules below require).
+
+        - CUT_NEWLINE (base.newline_cuts), GPT-2 style: no normaliser, then ByteLevel with its own
+          regex (GPT-2's) or a Split by a pattern of `_cuttable_patterns` then ByteLevel without
+          one, no prefix space: that pattern alone decides the pre-tokens, and ends one at the cut.
+          No added token holds a newline.
+        - CUT_SPACE (base.space_cuts: before a space that follows a non-space), WordPiece/BERT
+          style: normalisers of CHARWISE_NORMALIZERS only (or none) and pre-tokenisers of
+          SPLIT_PRE_TOKENIZERS, one of them removing whitespace (BertPreTokenizer, Whitespace,
+          WhitespaceSplit); any model. Each normaliser rewrites character by character
+          (BertNormalizer: controls dropped, whitespace to " ", spaces around CJK, accents,
+          lowercase; Lowercase and StripAccents likewise; a final sigma's context ends at a space
+          too), except that NFC/NFKC compose and
+          every normal form reorders combining marks, both of which stop at a starter that
+          composes with nothing, as a space is: so the normalised whole is the normalised pieces
+          joined, with the space still a space. The whitespace pre-tokeniser removes that space
+          and ends a pre-token there; the others only split further (Punctuation, Digits match
+          no space). So the pre-tokens of the whole are those of the pieces, and the model runs
+          on each pre-token alone. No added token holds whitespace.
+        - CUT_SPACE, Metaspace with split=True (SentencePiece converted, e.g. by `transformers`):
+          normalisers as above, or a Replace of " " by "▁"; pre-tokeniser Metaspace("▁") alone,
+          any prepend_scheme, any model. Metaspace writes each space as "▁" and starts a
+          pre-token at every "▁"; the right piece starts with the space at the cut, so it starts
+          with "▁" and gets no prefix ("always" and "first" prepend only to text that does not
+          start with one), and its pre-tokens are the whole's from the cut on. No added token
+          holds whitespace or "▁".
+        - CUT_WORD (before a space that follows a letter or digit), the model on the whole
+          string: Metaspace("▁") with split=False and no normaliser, or no pre-tokeniser and a
+          Replace of " " by "▁" (Llama-2 style), optionally with a Prepend("▁") beside it. The
+          normalised pieces, joined, are the whole's normalised text, and the join is a letter
+          or digit followed by "▁" (after a real "▁" the join would be "▁▁", which a piece may
+          span). The model must then never reach across such a place: BPE (no dropout, no
+          ignore_merges: a piece that is a whole vocabulary entry would skip the merges; no
+          subword prefix or word suffix: they mark word ends) or Unigram, with "▁" in the
+          vocabulary (never part of a fused <unk> run) and no vocabulary entry holding a
+          non-"▁" followed by "▁" (so no merge and no lattice edge crosses the join). A Prepend
+          adds "▁" to every text it sees: each piece after the first is encoded by
+          `_continuation`, the same tokenizer without it (the first is encoded as is, as the
+          whole's start); it requires no ordinary added tokens at all (each text between them
+          gets its own "▁").
+        Anything else (Strip, Replace of other text, Precompiled charsmaps, which rewrite
+        grapheme clusters, Nmt, ByteLevel with a normaliser, Split by another pattern,
+        UnicodeScripts, CharDelimiterSplit, ...) keeps the tokenizer whole."""
         cfg = self._config
-        if cfg.get("normalizer") is not None:
-            return False
-        if any(t.get("lstrip") or t.get("rstrip") or "\n" in t.get("content", "") for t in self._added_plain.values()):
-            return False
-        pre = cfg.get("pre_tokenizer") or {}
-        parts = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+        added = list(self._added_plain.values())
+        if cfg.get("truncation") or cfg.get("padding") or any(t.get("lstrip") or t.get("rstrip") for t in added):
+            return None
+        norms = _parts(cfg.get("normalizer"), "normalizers")
+        pres = _parts(cfg.get("pre_tokenizer"), "pretokenizers")
+        if norms is None or pres is None:
+            return None
+        norm_types = [n.get("type") for n in norms]
+        pre_types = [p.get("type") for p in pres]
+        contents = [str(t.get("content", "")) for t in added]
+        if not norms and self._byte_level_pattern(pres) and not any("\n" in c for c in contents):
+            return CUT_NEWLINE
+        if any(ch.isspace() or ch == META for c in contents for ch in c):
+            return None
+        charwise = set(norm_types) <= CHARWISE_NORMALIZERS
+        if charwise and pre_types and set(pre_types) <= SPLIT_PRE_TOKENIZERS and set(pre_types) & WHITESPACE_PRE_TOKENIZERS:
+            return CUT_SPACE
+        if pre_types == ["Metaspace"] and pres[0].get("replacement") == META:
+            if pres[0].get("split", True):
+                if all(n.get("type") in CHARWISE_NORMALIZERS or _is_replace_space(n) for n in norms):
+                    return CUT_SPACE
+                return None
+            return CUT_WORD if not norms and self._model_stays_in_words() else None
+        replaces = [n for n in norms if _is_replace_space(n)]
+        prepends = [n for n in norms if n.get("type") == "Prepend" and n.get("prepend") == META]
+        if pre_types or len(replaces) != 1 or len(prepends) > 1 or len(norms) != 1 + len(prepends) or not self._model_stays_in_words():
+            return None
+        if prepends:
+            if added:
+                return None
+            from tokenizers import Tokenizer
+
+            plain = dict(cfg)
+            plain["added_tokens"] = []
+            plain["normalizer"] = replaces[0]
+            self._continuation = Tokenizer.from_str(json.dumps(plain))
+        return CUT_WORD
+
+    @staticmethod
+    def _byte_level_pattern(parts: list[dict[str, Any]]) -> bool:
+        """ByteLevel with GPT-2's regex, or a Split by a pattern of `_cuttable_patterns` then ByteLevel
+        without one; no prefix space."""
         if any(part.get("add_prefix_space") for part in parts):
             return False
         if [part.get("type") for part in parts] == ["ByteLevel"]:
@@ -627,6 +750,26 @@ class HFTokenizerSegmenter(Segmenter):
             pattern = (split.get("pattern") or {}).get("Regex")
             return pattern in _cuttable_patterns() and split.get("behavior") == "Isolated" and not split.get("invert") and not level.get("use_regex", True)
         return False
+
+    def _model_stays_in_words(self) -> bool:
+        """A model run on a whole string never joins a non-"▁" character to a following "▁" (see
+        `_cut_rule`, CUT_WORD)."""
+        model = self._config.get("model") or {}
+        kind = model.get("type")
+        if kind == "BPE":
+            if model.get("dropout") or model.get("ignore_merges") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+                return False
+            vocab = model.get("vocab")
+            tokens = list(vocab) if isinstance(vocab, dict) else None
+        elif kind == "Unigram":
+            vocab = model.get("vocab")
+            tokens = [entry[0] for entry in vocab] if isinstance(vocab, list) else None
+        else:
+            return False
+        if tokens is None or META not in tokens:
+            return False
+        crossing = re.compile(f"[^{META}]{META}")
+        return not any(crossing.search(str(token)) for token in tokens)
 
     def _structurally_lossless(self) -> bool:
         cfg = self._config

@@ -33,6 +33,7 @@ byte fallback is reported as lossy (`lossless` is False, `lossy_reasons` says wh
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from pathlib import Path
@@ -43,7 +44,7 @@ import sentencepiece as spm
 
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
-from toklab.segmenters.base import CUT_SPACE, EOT, Segmenter, check_vocab_size, cpu_count
+from toklab.segmenters.base import CUT_SPACE, CUT_WORD, EOT, Segmenter, check_vocab_size, cpu_count
 
 META = "\u2581"  # SentencePiece's stand-in for a space
 MODEL_FILE = "tokenizer.model"
@@ -101,12 +102,15 @@ def model_settings(model_proto: bytes) -> dict[str, Any]:
         "remove_extra_whitespaces": True,
         "escape_whitespaces": True,
         "denormalizer": False,
+        "treat_whitespace_as_suffix": False,
     }
     for number, value in _proto_fields(model_proto):
         if number == 2:  # trainer_spec
             for n, v in _proto_fields(value):
                 if n == 3:
                     settings["model_type"] = MODEL_TYPES.get(v, str(v))
+                elif n == 24:
+                    settings["treat_whitespace_as_suffix"] = bool(v)
                 elif n == 35:
                     settings["byte_fallback"] = bool(v)
         elif number == 3:  # normalizer_spec
@@ -128,6 +132,143 @@ def model_settings(model_proto: bytes) -> dict[str, Any]:
                 if n in (2, 6) and v:
                     settings["denormalizer"] = True
     return settings
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def without_dummy_prefix(model_proto: bytes) -> bytes:
+    """The same ModelProto with add_dummy_prefix off: NormalizerSpec (field 3) gets its field 3 set
+    to false again at its end (protobuf keeps a scalar field's last value); all else is copied."""
+    off = b"\x18\x00"  # field 3, varint, 0
+    out, i, n, found = bytearray(), 0, len(model_proto), False
+    while i < n:
+        start = i
+        key, i = _varint(model_proto, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(model_proto, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, body = _varint(model_proto, i)
+            i = body + length
+            if number == 3:
+                spec = model_proto[body:i] + off
+                out += _encode_varint(key) + _encode_varint(len(spec)) + spec
+                found = True
+                continue
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        out += model_proto[start:i]
+    if not found:
+        out += _encode_varint((3 << 3) | 2) + _encode_varint(len(off)) + off
+    return bytes(out)
+
+
+def precompiled_charsmap(model_proto: bytes) -> bytes:
+    """The normaliser's compiled rule table of a ModelProto (b"" when it has none: no rewriting)."""
+    for number, value in _proto_fields(model_proto):
+        if number == 3:
+            for n, v in _proto_fields(value):
+                if n == 2:
+                    return bytes(v)
+    return b""
+
+
+def charsmap_cuttable(blob: bytes) -> bool:
+    """Whether SentencePiece's normaliser, driven by the compiled rule table `blob`, maps a text cut
+    before a space that follows a letter or digit to the concatenation of the pieces' maps (the
+    argument is in `_SentencePieceSegmenter._cut_rule_of`): no rule's source holds a space, and
+    every rule whose source ends with a letter or digit (str.isalnum) writes a non-empty string
+    that ends with neither a space nor "▁". False when the table cannot be read.
+
+    The table is darts-clone's double array (a uint32 size, the units, then the NUL-terminated
+    outputs), built from a DAWG: shared suffix states make several keys end at one leaf, so this
+    reads units rather than keys. A node unit has bit 31 clear and its input byte in bits 0-7;
+    `offset` leads from it to its children (child for byte b at state ^ b) and, when bit 8 is
+    set, to the unit holding its output's offset (at state itself). Unused units carry labels too,
+    so the nodes are found by walking from the root."""
+    if len(blob) <= 4:
+        return False
+    size = int.from_bytes(blob[:4], "little")
+    if size % 4 or size == 0 or 4 + size > len(blob):
+        return False
+    units = np.frombuffer(blob, dtype="<u4", count=size // 4, offset=4).astype(np.int64)
+    outputs = blob[4 + size :]
+    offset = (units >> 10) << ((units & (1 << 9)) >> 6)
+    byte = units & 0xFF
+    label = units & ((1 << 31) | 0xFF)  # a value unit (bit 31) matches no byte
+    labels = np.arange(1, 256, dtype=np.int64)
+    reached = np.zeros(units.size, dtype=bool)
+    frontier = np.zeros(1, dtype=np.int64)  # unit 0 is the root
+    for _ in range(1024):  # each round goes one byte deeper; a longer rule is a damaged table
+        if frontier.size == 0:
+            break
+        child = np.unique(frontier ^ offset[frontier])[:, None] ^ labels[None, :]
+        ok = child < units.size
+        ok[ok] = label[child[ok]] == np.broadcast_to(labels, child.shape)[ok]
+        frontier = np.unique(child[ok])
+        frontier = frontier[~reached[frontier]]
+        reached[frontier] = True
+    else:
+        return False
+    nodes = np.nonzero(reached)[0]
+    if (byte[nodes] == 0x20).any():  # some rule's source holds a space
+        return False
+    states = nodes ^ offset[nodes]
+    leaves = nodes[((units[nodes] >> 8) & 1) == 1]
+    value_at = leaves ^ offset[leaves]
+    if (value_at >= units.size).any():
+        return False
+    values = units[value_at] & 0x7FFFFFFF
+    bad = []  # outputs that are empty or end with a space or "▁"
+    for value in np.unique(values).tolist():
+        end = outputs.find(b"\0", value)
+        try:
+            out = outputs[value:end].decode("utf-8") if end > value else ""
+        except UnicodeDecodeError:
+            out = ""
+        if not out or out[-1] in (" ", META):
+            bad.append(value)
+    order = np.argsort(states, kind="stable")
+    sorted_states = states[order]
+    root = int(offset[0])
+
+    def last_chars(node: int) -> set[int] | None:
+        """The code points a key ending at `node` may end with; None if one ends inside a character."""
+        found: set[int] = set()
+        paths = [(node, 0, 0)]  # (node, bits of the character read so far, continuation bytes read)
+        while paths:
+            unit, bits, conts = paths.pop()
+            b = int(byte[unit])
+            if b < 0x80 or b >= 0xC0:  # the character's first byte
+                need = 0 if b < 0x80 else 1 if b < 0xE0 else 2 if b < 0xF0 else 3
+                if need != conts:
+                    return None
+                found.add(((b & (0x7F >> (need + (need > 0)))) << (6 * conts)) | bits)
+                continue
+            state = unit ^ b  # the parents' state
+            if conts == 3 or state == root:
+                return None
+            lo, hi = np.searchsorted(sorted_states, [state, state + 1])
+            paths += [(int(nodes[order[i]]), bits | ((b & 0x3F) << (6 * conts)), conts + 1) for i in range(lo, hi)]
+        return found
+
+    for leaf in leaves[np.isin(values, bad)].tolist():
+        chars = last_chars(leaf)
+        if chars is None or any(c > 0x10FFFF or chr(c).isalnum() for c in chars):
+            return False
+    return True
+
+
+_charsmap_cuttable = functools.lru_cache(maxsize=8)(charsmap_cuttable)  # nmt_nfkc's takes ~0.3 s
 
 
 def _raise_unencodable(texts: Sequence[str]) -> None:
@@ -177,23 +318,82 @@ class _SentencePieceSegmenter(Segmenter):
         self._specials = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i)}
         # A real "▁" is written as its byte-fallback ids; only done for lossless models.
         self._meta_ids: list[int] | None = [byte_ids[b] for b in META.encode()] if not reasons else None
-        # A long text may be cut before a space that follows a non-space (base.space_cuts) when no
-        # piece the encoder can use crosses such a place: then every encoding passes through it.
+        self._cut_rule = self._cut_rule_of(settings, reasons)
+        # A dummy prefix without whitespace removal (Llama's, Mistral's models): the pieces after the
+        # first are encoded by the same model without it (see `_cut_rule_of`).
+        continued = self._cut_rule is not None and settings["add_dummy_prefix"] and not settings["remove_extra_whitespaces"]
+        self._continuation_proto = without_dummy_prefix(self._proto) if continued else None
+        self._continuation = spm.SentencePieceProcessor(model_proto=self._continuation_proto) if continued else None
+
+    def _cut_rule_of(self, settings: dict[str, Any], reasons: list[str]) -> str | None:
+        """Where a long text may be cut (see `cut_rule`). Both rules rest on the model: the pieces'
+        normalised texts, joined, are the whole text's, and the join is a place no piece crosses
+        (a non-"▁" character, then "▁"), so every segmentation of the whole passes through it and
+        the best is the best of each side (BPE: no merge reaches across; unigram: the lattice
+        splits there, up to Viterbi ties). Hence: unigram or BPE; spaces escaped as "▁"; no piece
+        the encoder can use holds a non-"▁" followed by "▁" (pieces across words, e.g. trained
+        with split_by_whitespace=false, keep a model whole); and "▁" is a piece of its own, so it
+        is never part of a run of unknown characters that the encoder fuses into one <unk>.
+
+        CUT_SPACE (base.space_cuts: before a space that follows a non-space) for a lossless model:
+        no normaliser, no dummy prefix, no whitespace removal, so a piece is normalised to itself.
+
+        CUT_WORD (before a space that follows a letter or digit) for any other model with no
+        treat_whitespace_as_suffix, add_dummy_prefix and remove_extra_whitespaces both on
+        (spm_train's defaults: T5, ALBERT), both off, or only the dummy prefix (Llama, Mistral:
+        see below), and no rule table or one that passes `charsmap_cuttable`. The normaliser reads the text left to right, taking the longest rule
+        source at each place (unmatched characters are copied); a rule holding no space cannot
+        reach across a cut at a space, so the whole text's rules are those of the pieces. Left of
+        the cut, the last rule ends at the letter or digit and writes something that ends with
+        neither a space nor "▁": so the left piece's text keeps its end (nothing for the
+        trailing-whitespace strip) and, in the whole text, the space at the cut follows a
+        non-space, so it is kept, as one "▁". The right piece starts with that space: its leading
+        spaces (and the characters the table maps to spaces) are dropped and the dummy prefix
+        "▁" added, which is exactly what the whole text writes there: that "▁", then, spaces
+        after a space being dropped, the same text. (With both options off, the space is a "▁" in
+        both.) A right piece of nothing but whitespace writes nothing, and the whole text strips
+        that trailing "▁". So the left normalises to text ending in a non-"▁" and the right to
+        text starting with "▁": the place no piece crosses. (User-defined pieces, matched as they
+        are before the table, hold no space either: checked with the pieces.) Before any other
+        character the left piece's text may end in "▁"s that its trailing-whitespace strip
+        removes while the whole keeps them: with a table that leaves a real "▁" as it is,
+        "a▁ b" is "▁a▁▁b" whole but "▁a" + "▁b" in pieces; hence letters and digits only.
+        With a dummy prefix and no whitespace removal, the whole text is "▁" then each character's
+        rule, spaces as "▁": the first piece is encoded as it is, the others by the same model with
+        add_dummy_prefix off (`without_dummy_prefix`), which writes exactly their part of the whole.
+        Whitespace removal without a dummy prefix (a piece's leading space would be dropped), a
+        dummy prefix placed after words, or a table that fails the check: encoded whole."""
+        sp = self._sp
+        if settings["model_type"] not in ("unigram", "bpe") or not settings["escape_whitespaces"] or settings["treat_whitespace_as_suffix"]:
+            return None
+        if settings["remove_extra_whitespaces"] and not settings["add_dummy_prefix"]:
+            return None
+        space = sp.piece_to_id(META)
+        if sp.id_to_piece(space) != META or sp.is_unknown(space) or sp.is_control(space) or sp.is_unused(space):
+            return None
         crossing = re.compile(f"[^{META}]{META}")
-        self._cuttable = not reasons and settings["escape_whitespaces"] and not any(
-            crossing.search(sp.id_to_piece(i)) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))
-        )
+        usable = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))]
+        if any(crossing.search(piece) or " " in piece for piece in usable):
+            return None
+        if not reasons:
+            return CUT_SPACE
+        charsmap = precompiled_charsmap(self._proto)
+        if charsmap and not _charsmap_cuttable(charsmap):
+            return None
+        return CUT_WORD
 
     # --- pickling: the processor is rebuilt from the proto ---------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_sp"]
+        del state["_sp"], state["_continuation"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        cont = self._continuation_proto
+        self._continuation = spm.SentencePieceProcessor(model_proto=cont) if cont is not None else None
 
     # --- the interface ------------------------------------------------------------------------
 
@@ -217,8 +417,10 @@ class _SentencePieceSegmenter(Segmenter):
 
     @property
     def cut_rule(self) -> str | None:  # type: ignore[override]
-        """space_cuts' rule for a lossless model none of whose pieces crosses its cuts; else none."""
-        return CUT_SPACE if self._cuttable else None
+        """CUT_SPACE for a lossless model none of whose pieces crosses its cuts, CUT_WORD for a
+        normalising one whose rule table and whitespace settings keep such cuts exact (see
+        `_cut_rule_of`); else none."""
+        return self._cut_rule
 
     def encode(self, text: str) -> list[int]:
         if self._long(text):
@@ -241,6 +443,23 @@ class _SentencePieceSegmenter(Segmenter):
 
     def encode_batch(self, texts: Sequence[str], workers: int | None = None) -> list[list[int]]:
         return self._encode_batch_cut(texts, workers)
+
+    def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """The pieces after the first go through `_continuation` when there is one (a model whose
+        dummy prefix would add a "▁" to each piece; see `_cut_rule_of`)."""
+        if self._continuation is None:
+            yield from super()._long_pieces(text, size, workers)
+            return
+        threads = cpu_count() if workers is None else max(1, int(workers))
+        for n, group in enumerate(self._piece_groups(text, size)):
+            try:
+                ids = self._continuation.encode(group, out_type=int, num_threads=threads)
+                if n == 0:
+                    ids[0] = self._sp.encode(group[0], out_type=int)
+            except RuntimeError:
+                _raise_unencodable(group)
+                raise
+            yield from zip(group, (np.array(i, dtype=np.int64) for i in ids))
 
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         """SentencePiece's own multithreaded batch encoding."""
