@@ -137,7 +137,7 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
 }
 # equality with the old implementations kept as references (issue 19's speed work): CI runs them
 SLOW_MODULES = ("test_study.py::", "test_entropy_speed.py::", "test_zstd_dict_speed.py::", "test_long_documents.py::",
-                "test_long_pretrained.py::")
+                "test_long_pretrained.py::", "test_long_entropy_transformer.py::")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

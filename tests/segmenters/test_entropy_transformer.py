@@ -18,6 +18,7 @@ from toklab.segmenters.entropy_transformer import (
     ByteTransformer,
     TransformerConfig,
     TransformerEntropyModel,
+    _windows,
 )
 
 TINY = dict(n_layer=1, n_head=2, d_model=32, context=32, steps=100, batch_size=16, lr=1e-2, seed=0, device="cpu")
@@ -29,6 +30,14 @@ VARIED = b"Entropy patches: a byte model predicts each next byte; new patch wher
 @pytest.fixture(scope="module")
 def model() -> TransformerEntropyModel:
     return TransformerEntropyModel.train([TEXT], **TINY)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # more threads split sums differently (~1e-6 apart)
+    yield
+    torch.set_num_threads(threads)
 
 
 def direct_log_probs(model: TransformerEntropyModel, data: bytes, start: int = 0, end: int | None = None) -> torch.Tensor:
@@ -106,7 +115,7 @@ def test_learns_a_repetitive_text(model: TransformerEntropyModel) -> None:
 
 def test_long_input_windows(model: TransformerEntropyModel) -> None:
     C, S = model.context, model.context // 2
-    data = (VARIED * 3)[: 7 * C + 5]  # not a multiple of the stride: the last window is aligned to the end
+    data = (VARIED * 3)[: 7 * C + 5]  # not a multiple of the stride: the last window is cut short
     n = len(data)
     e = model.entropies(data)
     s = model.surprisals(data)
@@ -114,13 +123,122 @@ def test_long_input_windows(model: TransformerEntropyModel) -> None:
     # the first window: the positions before `context`, read from the text's start
     np.testing.assert_allclose(e[:C], entropy_bits(direct_log_probs(model, data, 0, C)), atol=1e-4)
     for t in (C, C + 1, C + S - 1, C + S, 3 * C + 7, n - S - 1, n - 2, n - 1):
-        k = (t - C) // S + 1  # windows end at C + k S (the last at n) and own from the previous end
-        end = min(C + k * S, n)
-        start = end - C
-        assert t - start >= C // 2  # at least context/2 bytes to the left
+        start = ((t - C) // S + 1) * S  # windows start at k S and own from the previous one's end
+        end = min(start + C, n)  # the last one: [208, 229), cut short at the text's end
+        assert t - start >= C // 2 and t < end  # at least context/2 bytes to the left
         logp = direct_log_probs(model, data, start, end)
         assert e[t] == pytest.approx(entropy_bits(logp)[t - start], abs=1e-4)
         assert s[t] == pytest.approx(-logp[t - start, data[t]].item() / math.log(2), abs=1e-4)
+
+
+def test_windows_by_hand() -> None:
+    # rows: (start, length, first owned column, end of owned columns); context 32, stride 16
+    rows = _windows(np.array([70]), np.array([0, 70]), 32)
+    assert rows.tolist() == [[0, 32, 0, 32], [16, 32, 16, 32], [32, 32, 16, 32], [48, 22, 16, 22]]
+    # anchored at the start: a longer text has the same windows, the last not cut short
+    assert _windows(np.array([200]), np.array([0, 200]), 32)[:3].tolist() == rows[:3].tolist()
+    # odd context 5, stride 2: later windows own their last 2 columns; two texts side by side
+    rows = _windows(np.array([9, 3]), np.array([10, 19, 22]), 5)
+    assert rows.tolist() == [[10, 5, 0, 5], [12, 5, 3, 5], [14, 5, 3, 5], [19, 3, 0, 3]]
+    for n, context in ((1, 4), (64, 32), (65, 32), (1000, 32), (999, 7), (50, 2), (51, 3)):
+        rows = _windows(np.array([n]), np.array([0, n]), context)
+        owned = np.concatenate([np.arange(a + f, a + t) for a, _, f, t in rows.tolist()])
+        assert owned.tolist() == list(range(n))  # every position scored once, in order
+        assert (rows[:, 1] <= context).all() and (rows[1:, 2] >= context // 2).all()
+
+
+def test_strictly_causal(model: TransformerEntropyModel) -> None:
+    """The entropy at t is a function of data[:t]: a prefix scores like the start of the whole text,
+    and what follows t changes nothing up to t, across the window borders too."""
+    C, S = model.context, model.context // 2
+    data = (VARIED * 4)[: 6 * C + 3]
+    n = len(data)
+    entropy, surprisal = model.score(data)
+    for k in (1, 2, C - 1, C, C + 1, C + S - 1, C + S, C + S + 1, 2 * C, 3 * C + 7, n - S, n - 1, n):
+        e, s = model.score(data[:k])
+        np.testing.assert_allclose(e, entropy[:k], atol=1e-5, rtol=0, err_msg=str(k))
+        np.testing.assert_allclose(s, surprisal[:k], atol=1e-5, rtol=0, err_msg=str(k))
+        changed = model.entropies(data[:k] + b"#zq" * 50)  # entry k reads data[:k] only
+        m = min(k + 1, n)
+        np.testing.assert_allclose(changed[:m], entropy[:m], atol=1e-5, rtol=0, err_msg=str(k))
+
+
+def test_context_start_by_hand(model: TransformerEntropyModel) -> None:
+    assert model.context == 32  # windows start at 0, 16, 32, ...; window k > 0 scores [16 k + 16, 16 k + 32)
+    expected = {0: 0, 31: 0, 32: 15, 47: 15, 48: 31, 63: 31, 64: 47, 1000: 16 * 61 - 1}
+    assert {pos: model.context_start(pos) for pos in expected} == expected
+
+
+def test_score_from_equals_the_whole_pass(model: TransformerEntropyModel, one_thread) -> None:
+    """A part of a text, from the first byte its windows read, scores like the whole text there.
+    Past the first window the numbers are equal to the bit on this CPU (a tail window always runs
+    at the full context width, its head on its whole tail, so only the batch's size changes; before
+    that, a part ending one byte into a window differed by up to 2.4e-6). A text within its first
+    window runs at its own length, so its numbers may differ in the last bits from a longer text's."""
+    C = model.context
+    data = (VARIED + TEXT.encode()) * 2
+    entropy, surprisal = model.score(data)
+    for pos in (0, 1, C - 1, C, C + 1, 47, 48, 100, 333, len(data) - 1):
+        for end in (pos + 1, pos + 2, pos + C, pos + 5 * C + 3, len(data)):
+            end = min(end, len(data))
+            for lo in {model.context_start(pos), max(0, model.context_start(pos) - 5), 0}:
+                e, s = model.score_from(data[lo:end], lo, pos)
+                np.testing.assert_allclose(e, entropy[pos:end], atol=1e-5, rtol=0)
+                np.testing.assert_allclose(s, surprisal[pos:end], atol=1e-5, rtol=0)
+                assert np.array_equal(model.entropies_from(data[lo:end], lo, pos), e)
+                if pos >= C or end >= C:  # a part longer than the first window: to the bit
+                    assert np.array_equal(e, entropy[pos:end]) and np.array_equal(s, surprisal[pos:end]), (pos, end, lo)
+    assert [len(x) for x in model.score_from(data[40:50], 40, 50)] == [0, 0]
+    with pytest.raises(ValueError, match="from 15"):
+        model.score_from(data[16:100], 16, 40)  # position 40 reads data[15] (window 1's first input)
+
+
+@pytest.mark.parametrize("kind", ["ngram", "transformer"])
+def test_both_models_score_a_part_like_the_whole(kind, model: TransformerEntropyModel) -> None:
+    """The interface EntropySegmenter._windows uses: the first byte the scores from pos on read, and
+    the scores of a part from there (the n-gram model's to the bit)."""
+    from toklab.segmenters.entropy_models import NgramEntropyModel
+
+    m = model if kind == "transformer" else NgramEntropyModel.train([TEXT.encode(), VARIED], order=4)
+    data = (VARIED + TEXT.encode()[:500]) * 3
+    entropy, surprisal = m.score(data)
+    for pos in (0, 1, 2, 3, 4, 31, 32, 33, 48, 500, len(data) - 1):
+        lo = m.context_start(pos)
+        assert lo == (max(0, pos - 3) if kind == "ngram" else 0 if pos < 32 else (pos - 32) // 16 * 16 + 15)
+        for end in (pos + 1, pos + 40, len(data)):
+            end = min(end, len(data))
+            e, s = m.score_from(data[lo:end], lo, pos)
+            np.testing.assert_allclose(e, entropy[pos:end], rtol=0, atol=1e-5 if kind == "transformer" else 0)
+            np.testing.assert_allclose(s, surprisal[pos:end], rtol=0, atol=1e-5 if kind == "transformer" else 0)
+            np.testing.assert_array_equal(m.entropies_from(data[lo:end], lo, pos), e)
+    with pytest.raises(ValueError):
+        m.entropies_from(data[40:80], 40, 41)  # position 41 reads bytes before 40
+
+
+def test_segmenter_pieces_have_the_ids_of_the_whole_text(model: TransformerEntropyModel) -> None:
+    """The entropy segmenter cuts a text into pieces with this model too (quick; the long test is
+    test_long_entropy_transformer.py); the expected ids come from one whole pass of the model."""
+    from toklab.segmenters.base import CUT_STREAM
+    from toklab.segmenters.entropy import EntropySegmenter
+    from toklab.segmenters.patching import patch_starts
+
+    text = (SENTENCE * 3 + VARIED.decode() + " naïve ✓ 中文 ") * 90  # about 19 kB
+    data = text.encode()
+    entropy = model.entropies(data)
+    around = np.unique(entropy[np.abs(entropy - np.median(entropy)) < 0.5])
+    gap = int(np.argmax(np.diff(around)))
+    theta = float(around[gap] + around[gap + 1]) / 2  # no entropy within half the widest gap of it
+    assert np.abs(entropy - theta).min() > 1e-5
+    starts = patch_starts(entropy, np.frombuffer(data, dtype=np.uint8), theta)
+    bounds = np.append(np.flatnonzero(starts), len(data)).tolist()
+    patches = sorted({data[a:b] for a, b in zip(bounds, bounds[1:]) if b - a > 1})[:50]
+    seg = EntropySegmenter(model, theta, "global", patches)
+    assert seg.cut_rule == CUT_STREAM
+    expected = seg._ids_of(data, starts)
+    assert 200 < len(expected) < len(data) and max(expected) >= 256
+    pieces = list(seg._long_pieces(text, 1_500))
+    assert len(pieces) >= 10 and "".join(p for p, _ in pieces) == text
+    assert [int(i) for _, ids in pieces for i in ids] == expected
 
 
 def test_batch_equals_one_by_one(model: TransformerEntropyModel) -> None:
@@ -234,18 +352,13 @@ def test_uses_the_gpts_blocks(model: TransformerEntropyModel) -> None:
 
 # Computed once (CPU, one thread) with the model as it was before it shared gpt/model.py's parts,
 # and again after: the same. A change to the init, blocks, optimiser or schedule moves them.
+# When the windows became anchored at the text's start, the last window moved from [21, 37) to
+# [24, 37): position 36 and the bits moved (32-36 read 3 bytes less), the rest did not; the new
+# values agree with a float64 softmax of the module's logits over those windows to 2e-6.
 PINNED = dict(n_layer=2, n_head=2, d_model=16, context=16, steps=30, batch_size=8, lr=3e-2, seed=0, device="cpu")
 PINNED_TEXT = b"the cat sat on the mat; a byte model."  # 37 bytes: windows of 16, the tail-only path too
-PINNED_ENTROPIES = {0: 3.256838798522949, 5: 3.258178234100342, 20: 3.2568938732147217, 36: 3.267002820968628}
-PINNED_BITS = 178.33362770080566
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # more threads split sums differently (~1e-6 apart)
-    yield
-    torch.set_num_threads(threads)
+PINNED_ENTROPIES = {0: 3.256838798522949, 5: 3.258178234100342, 20: 3.2568938732147217, 36: 3.266396999359131}
+PINNED_BITS = 178.33482480049133
 
 
 def test_pinned_entropies(one_thread) -> None:

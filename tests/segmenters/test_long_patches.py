@@ -153,7 +153,7 @@ def test_entropy_long_text_ids_equal_the_whole(order, changes, entropy_models, l
 def test_entropy_that_does_not_stream_is_flagged_whole(entropy_models, long_text, small_cut):
     seg = entropy_variant(entropy_models[4], max_len=6)
 
-    class Whole:  # the model without its streaming entry point, as the transformer today
+    class Whole:  # the model without its streaming entry point, as a model without context_start
         def __init__(self, model):
             self.model = model
             self.order, self.kind = model.order, model.kind

@@ -189,10 +189,10 @@ class EntropySegmenter(PieceSegmenter):
 
     @property
     def cut_rule(self) -> str | None:  # type: ignore[override]
-        """The n-gram model's entropy at a byte depends only on the order-1 bytes before it, so a long
-        text is encoded in pieces carrying that context across (`_long_pieces`); the transformer's
-        windows are placed from the text's end, so its texts are encoded whole."""
-        return CUT_STREAM if hasattr(self.model, "flat_entropies") else None
+        """Both models' entropy at a byte depends only on a stretch of bytes before it that its position
+        decides (`model.context_start`: the n-gram model's order-1 bytes, the transformer's window), so a
+        long text is encoded in pieces carrying that context across (`_long_pieces`)."""
+        return CUT_STREAM if hasattr(self.model, "context_start") else None
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
@@ -232,34 +232,35 @@ class EntropySegmenter(PieceSegmenter):
     def _windows(self, data: bytes, size: int | None = None, capped: bool = True) -> Iterator[tuple[int, int, np.ndarray]]:
         """(start, end, patch starts of data[start:end]) for consecutive pieces of about `size` bytes
         (default CUT_CHARS), each ending where a patch starts, with the patches of the whole text:
-        the entropies from a piece's first byte on are computed with the order-1 bytes before it, a
-        patch start (before the length cap) depends only on its byte and the entropies at and just
-        before it (the piece's first byte is a start already), and the cap only cuts inside a patch
-        whose two ends are known. A patch longer than a window widens the window. capped=False leaves
-        out the max_len cap (a caller that caps causally itself: every piece starts at an uncapped start)."""
+        the entropies from a piece's first byte on are computed with the bytes before it that they
+        read (`model.context_start`: the n-gram model's order-1 bytes, the start of the transformer's
+        window), so they are the whole text's (the transformer's to float32 rounding: its windows may
+        run in other batches); a patch start (before the length cap) depends only on its byte and the
+        entropies at and just before it (the piece's first byte is a start already), and the cap only
+        cuts inside a patch whose two ends are known. A patch longer than a window widens the window.
+        capped=False leaves out the max_len cap (a caller that caps causally itself: every piece
+        starts at an uncapped start)."""
         size = base.CUT_CHARS if size is None else max(1, size)
         x_all = np.frombuffer(data, dtype=np.uint8)
-        back = self.model.order - 1  # the context bytes of the piece's first byte
         one = np.zeros(1, dtype=np.int64)
         pos, n = 0, len(data)
         while pos < n:
             end = min(n, pos + size)
+            lo = self.model.context_start(pos)  # the bytes the entropies from pos on read
             while True:
-                lo = max(0, pos - back)
-                x = x_all[lo:end]
-                entropy = self.model.flat_entropies(x, one, np.array([len(x)], dtype=np.int64))
-                starts = patch_starts_batch(entropy, x, one, self.theta, self.rule, relative=self.relative, split_utf8=self.split_utf8)
+                entropy = self.model.entropies_from(x_all[lo:end], lo, pos)  # those of data[pos:end]
+                starts = patch_starts_batch(entropy, x_all[pos:end], one, self.theta, self.rule, relative=self.relative, split_utf8=self.split_utf8)
                 if end == n:
                     cut = n
                     break
-                later = np.flatnonzero(starts[pos - lo + 1 :]) + pos + 1
+                later = np.flatnonzero(starts[1:]) + pos + 1
                 if self.split_utf8:  # pieces are text: end them at a character boundary
                     later = later[~utf8_continuation(x_all[later])]
                 if len(later):
                     cut = int(later[-1])
                     break
                 end = min(n, pos + 2 * (end - pos))
-            mine = starts[pos - lo : cut - lo].copy()
+            mine = starts[: cut - pos].copy()
             mine[0] = True  # the text's start, or a start found in the window before
             if capped and self.max_len is not None:
                 mine = cap_lengths(mine, x_all[pos:cut], self.max_len, self.split_utf8)
@@ -306,8 +307,8 @@ class EntropySegmenter(PieceSegmenter):
                 for p in pieces:
                     if len(p) == 1 or p in self._ids:
                         n_covered, covered_bytes = n_covered + 1, covered_bytes + len(p)
-                lo = max(0, pos - (self.model.order - 1))  # surprisals from pos on, with their context
-                bits += float(self.model.score_batch([x_all[lo:cut]])[0][1][pos - lo :].sum())
+                lo = self.model.context_start(pos)  # surprisals from pos on, with the bytes they read
+                bits += float(self.model.score_from(x_all[lo:cut], lo, pos)[1].sum())
         all_lengths = np.concatenate(lengths)
         n_bytes = sum(len(d) for d in docs)
         return {

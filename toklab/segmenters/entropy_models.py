@@ -285,6 +285,34 @@ class NgramEntropyModel:
             self._lookup = (index, np.concatenate(entropies))
         return self._lookup
 
+    # --- scoring a long text piece by piece (the transformer model has the same three methods) -----
+
+    def context_start(self, pos: int) -> int:
+        """The first byte that the scores from position `pos` on read: the order-1 bytes before it."""
+        return max(0, pos - (self.order - 1))
+
+    def entropies_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> np.ndarray:
+        """The entropies of data[pos:lo + len(x)] for x = data[lo:lo + len(x)], a part of a longer text
+        `data` with lo <= context_start(pos): exactly the whole text's there."""
+        x = _as_array(x)
+        if pos >= lo + len(x):
+            return np.zeros(0)
+        if not 0 <= lo <= self.context_start(pos):
+            raise ValueError(f"entropies_from: position {pos} needs the bytes from {self.context_start(pos)} on, not from {lo}")
+        x = x[self.context_start(pos) - lo :]  # x[0] reads as a document start: only positions with full context are kept
+        return self.flat_entropies(x, np.zeros(1, dtype=np.int64), np.array([len(x)], dtype=np.int64))[pos - self.context_start(pos) :]
+
+    def score_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """(entropy, surprisal) of data[pos:lo + len(x)], as `entropies_from`."""
+        x = _as_array(x)
+        if pos >= lo + len(x):
+            return np.zeros(0), np.zeros(0)
+        if not 0 <= lo <= self.context_start(pos):
+            raise ValueError(f"score_from: position {pos} needs the bytes from {self.context_start(pos)} on, not from {lo}")
+        first = self.context_start(pos)
+        entropy, surprisal = self.score_batch([x[first - lo :]])[0]
+        return entropy[pos - first :], surprisal[pos - first :]
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lookup": None}  # the lookup tables are rebuilt, not copied
 

@@ -13,13 +13,24 @@ Conventions:
   inference the model reads START_BYTE followed by data[:-1], so the prediction for data[0]
   is "the first byte of a document"; entry t is conditioned on data[:t] and nothing else.
 * Windowing. A text of n bytes is read as the n inputs START_BYTE + data[:-1]. Up to
-  `context` inputs run as one window. Longer texts run as windows of exactly `context`
-  inputs that advance by context/2: the first window scores its positions, every later
-  one scores only its last half (the final one is aligned to the end of the text), so
-  every position after the first window sees at least context/2 bytes to its left.
+  `context` inputs run as one window. Longer texts run as windows anchored at the text's
+  start: window k covers inputs [k*stride, k*stride + context), stride = context//2, the
+  final one cut short at the text's end. The first window scores its positions, every
+  later one only those after the end of the window before it (its last `stride` columns,
+  fewer in a final window cut short), so every position after the first window sees at
+  least context/2 bytes to its left. The window that scores t depends on t alone, so the
+  entropy at t is a function of data[:t] only (strictly causal, like the n-gram model):
+  a prefix scores like the start of the longer text, and a long text can be scored piece
+  by piece (`context_start`, `score_from`), as EntropySegmenter does for long documents.
   Windows from one or many texts are batched together, and the last layer runs only the
   positions a window scores (the others are still its keys).
 * Numbers are computed in float32 under torch.inference_mode and returned as float64.
+  float32 results can change in their last bits with the shapes they are computed in, so
+  `_run` gives every window after a text's first the same shapes (full width, in batches
+  of such windows only): a part of a long text scored piece by piece then equals the whole
+  pass to the bit on the CPU tested, with 1 and 2 threads (only the batch's size differs,
+  which a BLAS, or a GPU's kernels, may in principle still round by). A text within its first window runs at its own length, so a
+  short prefix agrees with the longer text's start to float32 rounding (about 1e-6).
 
 Objects are picklable: the weights travel as a CPU state_dict and are rebuilt on unpickling
 (on the original device when it is available there, otherwise on the CPU). torch uses every
@@ -290,31 +301,76 @@ class TransformerEntropyModel:
         lengths = np.array([len(d) for d in datas], dtype=np.int64)
         doc_offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = b"".join(datas)
-        entropy = np.zeros(len(flat), dtype=np.float64)
-        surprisal = np.zeros(len(flat), dtype=np.float64)
+        # inputs[doc_offsets[i] + t] is the byte before datas[i][t] (START_BYTE for t = 0)
+        inputs = np.frombuffer(flat, dtype=np.uint8).copy()
         if len(flat):
-            # inputs[doc_offsets[i] + t] is the byte before datas[i][t] (START_BYTE for t = 0)
-            inputs = np.frombuffer(flat, dtype=np.uint8).copy()
             inputs[1:] = inputs[:-1].copy()
             inputs[doc_offsets[:-1][lengths > 0]] = START_BYTE
-            targets = np.frombuffer(flat, dtype=np.uint8)
-            windows = _windows(lengths, doc_offsets, self.context)
-            for index, ent, sur in self._run(inputs, targets, windows):
-                entropy[index], surprisal[index] = ent, sur
+        entropy, surprisal = self._score_flat(inputs, np.frombuffer(flat, dtype=np.uint8), _windows(lengths, doc_offsets, self.context))
         bounds = list(zip(doc_offsets[:-1], doc_offsets[1:]))
         return [(entropy[a:b], surprisal[a:b]) for a, b in bounds]
 
+    # --- scoring a long text piece by piece --------------------------------------------------------
+
+    def context_start(self, pos: int) -> int:
+        """The first byte that the scores from position `pos` on read: the first input of the window
+        that scores `pos` (the byte before that window's first position), or 0 in the first window."""
+        return max(0, _window_start(pos, self.context) - 1)
+
+    def score_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """(entropy, surprisal) of data[pos:lo + len(x)] for x = data[lo:lo + len(x)], a part of a
+        longer text `data` with lo <= context_start(pos): the windows are the whole text's (the last
+        one cut short at x's end), so the numbers are the whole text's there, float32 rounding aside."""
+        x = np.frombuffer(_as_bytes(x), dtype=np.uint8) if not isinstance(x, np.ndarray) else x
+        end = lo + len(x)
+        if pos >= end:
+            return np.zeros(0), np.zeros(0)
+        if not 0 <= lo <= self.context_start(pos):
+            raise ValueError(f"score_from: position {pos} needs the bytes from {self.context_start(pos)} on, not from {lo}")
+        first = _window_start(pos, self.context)  # the whole text's window that scores pos
+        targets = x[first - lo :]
+        if first == 0:
+            inputs = np.concatenate([[START_BYTE], x[:-1]]).astype(np.uint8)
+            windows = _windows(np.array([end]), np.array([0, end]), self.context)
+        else:  # a window inside the text: its first input is data[first - 1], and it scores its tail only
+            inputs = x[first - 1 - lo : -1]
+            windows = _windows(np.array([end - first]), np.array([0, end - first]), self.context, owned_from=self.context - self.context // 2)
+        entropy, surprisal = self._score_flat(inputs, targets, windows)
+        return entropy[pos - first :], surprisal[pos - first :]
+
+    def entropies_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> np.ndarray:
+        """The entropies of `score_from`."""
+        return self.score_from(x, lo, pos)[0]
+
+    def _score_flat(self, inputs: np.ndarray, targets: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(entropy, surprisal) at every flat position the windows own (zero elsewhere)."""
+        entropy = np.zeros(len(targets), dtype=np.float64)
+        surprisal = np.zeros(len(targets), dtype=np.float64)
+        if len(targets):
+            for index, ent, sur in self._run(inputs, targets, windows):
+                entropy[index], surprisal[index] = ent, sur
+        return entropy, surprisal
+
     def _run(self, inputs: np.ndarray, targets: np.ndarray, windows: np.ndarray):
-        """Yield (flat positions, entropies, surprisals) for batches of windows (start, length, own_from, own_to)."""
-        # long windows first (less padding); among equals, those owning only a tail first
-        windows = windows[np.lexsort((-windows[:, 2], -windows[:, 1]))]
+        """Yield (flat positions, entropies, surprisals) for batches of windows (start, length, own_from, own_to).
+
+        A window that scores only its tail (a later window of a long text) runs at the full context
+        width (padded where the text ends), in a batch of such windows only, and its head runs on
+        all of that tail: its numbers come from operations of the same shapes, the batch's size
+        aside, whether the text is scored whole or piece by piece (`score_from`). Other windows
+        (a text's first) run at their own length among windows of any length."""
+        tail = windows[:, 2] > 0
+        widths = np.where(tail, self.context, windows[:, 1])
+        order = np.lexsort((-widths, ~tail))  # tail windows first; then long windows first (less padding)
+        windows, widths, n_tail = windows[order], widths[order], int(tail.sum())
         i = 0
         with torch.inference_mode():
             while i < len(windows):
-                width = int(windows[i, 1])
+                width = int(widths[i])
                 n = max(1, TOKENS_PER_BATCH.get(self.device.type, 4096) // width)
-                batch = windows[i:i + n]
-                i += n
+                j = min(i + n, n_tail if i < n_tail else len(windows))  # tail windows and others apart
+                batch = windows[i:j]
+                i = j
                 cols = np.arange(width)
                 index = batch[:, :1] + cols  # flat position of each input (past the end: padding)
                 owned = (cols >= batch[:, 2:3]) & (cols < batch[:, 3:4])
@@ -322,8 +378,12 @@ class TransformerEntropyModel:
                 idx = torch.from_numpy(inputs[padded].astype(np.int64)).to(self.device)
                 mask = torch.from_numpy(owned).to(self.device)
                 last = width - int(batch[:, 2].min())  # the final layer runs only these positions
-                h = self.model.hidden(idx, last)[mask[:, width - last:]]  # by window, then position
-                logp = F.log_softmax(self.model.lm_head(h).float(), dim=-1)
+                h = self.model.hidden(idx, last)
+                if batch[0, 2] > 0:  # the head on every tail position (owned or not): fixed shapes
+                    logits = self.model.lm_head(h)[mask[:, width - last:]]
+                else:
+                    logits = self.model.lm_head(h[mask[:, width - last:]])  # by window, then position
+                logp = F.log_softmax(logits.float(), dim=-1)
                 tgt = torch.from_numpy(targets[index[owned]].astype(np.int64)).to(self.device)
                 surprisal = -logp.gather(1, tgt[:, None]).squeeze(1) / LN2
                 logp = logp.clamp_min(-1e4)  # so that p = 0 adds 0, not 0 * -inf
@@ -423,24 +483,33 @@ def _read_stream(texts: Iterable[str], max_bytes: int) -> tuple[bytes, np.ndarra
     return b"".join(parts), np.array(starts, dtype=np.int64)
 
 
-def _windows(lengths: np.ndarray, doc_offsets: np.ndarray, context: int) -> np.ndarray:
+def _window_start(pos: int, context: int) -> int:
+    """The first input of the window that scores position `pos` of a text (_windows)."""
+    stride = context // 2
+    return 0 if pos < context else ((pos - context) // stride + 1) * stride
+
+
+def _windows(lengths: np.ndarray, doc_offsets: np.ndarray, context: int, owned_from: int = 0) -> np.ndarray:
     """(k, 4) rows of (flat start, length, first owned column, end of owned columns).
 
-    A text of up to `context` bytes is one window. A longer one is cut into windows of
-    `context` that advance by `context // 2`; each owns the columns not owned by the one
-    before it, which for all but the first are among its last `context // 2`.
+    A text of up to `context` bytes is one window. A longer one is cut into windows anchored at its
+    start: window k covers [k * stride, k * stride + context), stride = context // 2, the final one
+    cut short at the text's end, so where a window lies does not depend on the text's length. Each
+    owns the columns not owned by the one before it: all of the first window's (from `owned_from`,
+    which a text that continues one scored before sets to context - stride), then the last `stride`
+    columns of each later one (fewer in a final window cut short).
     """
     rows: list[np.ndarray] = []
     stride = context // 2
     for n, base in zip(lengths.tolist(), doc_offsets[:-1].tolist()):
-        if n == 0:
+        if n <= owned_from:
             continue
         if n <= context:
-            rows.append(np.array([[base, n, 0, n]], dtype=np.int64))
+            rows.append(np.array([[base, n, owned_from, n]], dtype=np.int64))
             continue
-        # window k > 0 ends at min(context + k * stride, n); it owns [previous end, its end)
-        ends = np.minimum(context + stride * np.arange(1 + -(-(n - context) // stride)), n)
-        starts = ends - context
-        own_from = np.concatenate([[0], ends[:-1] - starts[1:]])
-        rows.append(np.stack([base + starts, np.full_like(ends, context), own_from, np.full_like(ends, context)], axis=1))
+        starts = stride * np.arange(1 + -(-(n - context) // stride))  # the last one ends at or past n
+        ends = np.minimum(starts + context, n)
+        own_from = np.full_like(starts, context - stride)
+        own_from[0] = owned_from
+        rows.append(np.stack([base + starts, ends - starts, own_from, ends - starts], axis=1))
     return np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)

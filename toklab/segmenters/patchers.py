@@ -311,11 +311,13 @@ def causal_cap(starts: np.ndarray, x: np.ndarray, max_len: int) -> np.ndarray:
 class EntropyPatcher(Patcher):
     """The starts of a trained `entropy` segmenter (EntropySegmenter: its θ calibrated to `target`
     on held-out train text, or a fixed `theta`). The entropy at t is H(x_t | x_<t), so the flags are
-    causal with the n-gram model, and a `max_len=` cap is applied causally (`causal_cap`, which
-    gives the same cuts as the entropy segmenter's own on whole documents). With
-    `model=transformer`, texts longer than its context are read in windows placed from the text's
-    end, so an entropy (and so a flag) can change a little with the text's length though it still
-    sees only earlier bytes: that model is not tested as strictly causal."""
+    causal with either model, and a `max_len=` cap is applied causally (`causal_cap`, which gives the
+    same cuts as the entropy segmenter's own on whole documents). With `model=transformer`, texts
+    longer than its context are read in windows anchored at the text's start, so the window that
+    scores t, and the entropy there, depend on t and data[:t] only (tests/segmenters/
+    test_entropy_transformer.py: a prefix scores like the whole text's start); its float32 numbers
+    may differ in the last bits with the batch a window runs in (a text within its first window
+    runs at its own length), which could flip a flag only where an entropy lies that close to θ."""
 
     name = "entropy"
 
