@@ -212,6 +212,20 @@ def test_trained_segmenters_are_cached(tiny_corpus, bpe, isolated_cache):
     assert registry.training_key(parse_spec("bpe:2k"), other_split) != manifests[0].parent.name
 
 
+def test_only_a_kind_with_a_training_revision_changes_its_cache_key(tiny_corpus):
+    import hashlib
+
+    def old_key(kind: str, arg, options: dict) -> str:  # the key as it was before revisions existed
+        payload = json.dumps([kind, arg, options, tiny_corpus.fingerprint(), tiny_corpus.options.val_fraction], sort_keys=True)
+        return f"{kind}-{arg or ''}-" + hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+
+    for spec in ("bpe:2k", "entropy:target=4.5", "entropy:model=ngram,order=4"):
+        parsed = parse_spec(spec)
+        assert registry.training_key(parsed, tiny_corpus) == old_key(parsed.kind, parsed.arg, parsed.options), spec
+    transformer = parse_spec("entropy:model=transformer,target=4.5")
+    assert registry.training_key(transformer, tiny_corpus) != old_key("entropy", None, transformer.options)
+
+
 def test_save_load_round_trip(bpe, tmp_path):
     bpe.save(tmp_path / "bpe")
     loaded = load_segmenter(tmp_path / "bpe")

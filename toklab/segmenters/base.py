@@ -361,6 +361,13 @@ class Segmenter:
         nothing, and `train` / `from_spec` stay the last word."""
 
     @classmethod
+    def training_revision(cls, options: dict[str, str]) -> int:
+        """Raised by a kind when the same spec on the same corpus now trains a different segmenter, so
+        that the cache does not hand back one trained by older code; 0 (the default) leaves the
+        cache key as it has always been."""
+        return 0
+
+    @classmethod
     def spec_syntax(cls) -> str:
         """The spec's form, e.g. `bpe:SIZE[,key=value...]`, `entropy[:SIZE][,key=value...]`, `bytes`."""
         arg = cls.arg_syntax or ("SIZE" if cls.trainable else "")

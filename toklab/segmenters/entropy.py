@@ -327,6 +327,12 @@ class EntropySegmenter(PieceSegmenter):
         check_options(options)
 
     @classmethod
+    def training_revision(cls, options: dict[str, str]) -> int:
+        """1 for the transformer model: its windows were anchored at the text's end before, which
+        changed the entropies θ is calibrated on, so older cached ones are not reused."""
+        return 1 if check_options(options)["model"] == "transformer" else 0
+
+    @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options: str) -> "EntropySegmenter":
         opts = check_options(options)
         opt.vocab_size_range("entropy patch", vocab_size, cls.min_vocab_size, cls.max_vocab_size, cls.min_vocab_reason)

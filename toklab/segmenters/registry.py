@@ -179,8 +179,13 @@ def load_saved(cls: type[Segmenter], directory: Path, manifest: dict[str, Any]) 
 
 
 def training_key(spec: Spec, corpus: "Corpus") -> str:
-    """Cache key: kind, parameters, the training corpus fingerprint and the split."""
-    payload = json.dumps([spec.kind, spec.arg, spec.options, corpus.fingerprint(), corpus.options.val_fraction], sort_keys=True)
+    """Cache key: kind, parameters, the training corpus fingerprint and the split (and the kind's
+    `training_revision` for the spec, when it has one)."""
+    items: list[Any] = [spec.kind, spec.arg, spec.options, corpus.fingerprint(), corpus.options.val_fraction]
+    revision = segmenter_class(spec.kind).training_revision(spec.options)
+    if revision:
+        items.append({"revision": revision})
+    payload = json.dumps(items, sort_keys=True)
     return cache_key(f"{spec.kind}-{spec.arg or ''}", payload)
 
 
