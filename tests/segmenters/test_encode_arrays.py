@@ -82,6 +82,21 @@ def test_medium_lookup_and_the_dict_give_the_same_ids(segmenter, texts):
     assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
 
 
+def test_medium_patches_that_differ_in_one_byte_have_their_own_hashes():
+    # 8-byte patches are one word twice; a hash that multiplied and xor-ed the words gave these
+    # (they differ only in their last byte) the same hash, and the whole medium lookup fell back
+    # to the dict on the default corpus's vocabulary.
+    patches = [b"compare/", b"compare_", b"passing\n", b"passing ", b"12345678", b"123456789abcdef0"]
+    ids = {p: 256 + i for i, p in enumerate(patches)}
+    table = entropy_module._PatchTable(patches, ids)
+    assert table.medium
+    text = b"".join(patches) + b"compare!"
+    starts = np.zeros(len(text), dtype=bool)
+    starts[np.cumsum([0] + [len(p) for p in patches])] = True
+    tokens, kept = table.tokens(np.frombuffer(text, dtype=np.uint8), starts)
+    assert tokens[kept].tolist() == [256, 257, 258, 259, 260, 261, *b"compare!"]
+
+
 def test_threads_split_the_batch_and_keep_the_order(segmenter, texts, monkeypatch):
     monkeypatch.setattr(entropy_module, "SCORE_CHUNK_BYTES", 30_000)  # many groups
     groups = list(entropy_module._groups([t.encode() for t in texts], parts=2))

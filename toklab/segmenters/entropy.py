@@ -435,7 +435,7 @@ KEY_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(SHORT_PATCH + 1)], dtype
 SLOT_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 # A patch of 8 to 16 bytes is exactly its first 8 bytes, its last 8 (overlapping) and its length.
 MEDIUM_PATCH = 16
-MEDIUM_MULTIPLIER = np.uint64(0xC2B2AE3D27D4EB4F)
+MIX_MULTIPLIERS = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
 
 def _words(x: np.ndarray) -> np.ndarray:
@@ -455,7 +455,15 @@ def _medium_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> tupl
     8 <= length <= MEDIUM_PATCH: the two words and the length are the patch exactly."""
     words = _words(x)
     first, last = words[begins], words[begins + lengths - 8]
-    return first, last, (first * SLOT_MULTIPLIER) ^ (last * MEDIUM_MULTIPLIER) ^ lengths.astype(np.uint64)
+    return first, last, _mix(first ^ _mix(last + lengths.astype(np.uint64)))
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """A 64-bit finaliser (xor-shifts and odd multipliers): every input bit moves every output bit, so
+    keys that differ in one byte, wherever it is, get unrelated hashes."""
+    h = (h ^ (h >> np.uint64(30))) * MIX_MULTIPLIERS[0]
+    h = (h ^ (h >> np.uint64(27))) * MIX_MULTIPLIERS[1]
+    return h ^ (h >> np.uint64(31))
 
 
 class _PatchTable:
