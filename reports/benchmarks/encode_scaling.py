@@ -15,6 +15,10 @@ texts five ways, alternating, best of 3:
 - pool, counts only: the same pool sending back only the number of tokens per text (what a
   consumer that only counts needs: the cost of shipping ids back is gone).
 
+A second table measures the same calls in one process, workers=1 and workers=all alternating six
+times (the other core idle while one works): the ratio of the best times and of the medians, which
+shows how much two runs of the first table can differ on a shared machine.
+
     python reports/benchmarks/encode_scaling.py [--mb 8] [--out reports/benchmarks/encode_scaling.md]
 """
 
@@ -83,6 +87,34 @@ def child(mb: int, cores: int) -> None:
         print(json.dumps({"kind": spec, "cores": cores, "mb": n_bytes / 1e6, **best}), flush=True)
 
 
+def in_process(mb: int, cores: int) -> list[str]:
+    """Rows of the second table: each way with workers=1 and workers=cores in one process."""
+    import statistics
+
+    import toklab
+    from toklab.segmenters import get_segmenter
+
+    texts = texts_for(mb)
+    n_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    corpus = toklab.open_corpus("default")
+    rows = []
+    for spec in KINDS:
+        seg = get_segmenter(spec, corpus)
+        for name in ("encode_batch", "encode_arrays", "count_tokens"):
+            call = getattr(seg, name)
+            times: dict[int, list[float]] = {1: [], cores: []}
+            for _ in range(6):
+                for workers in times:
+                    start = time.perf_counter()
+                    call(texts, workers=workers)
+                    times[workers].append(time.perf_counter() - start)
+            one, many = times[1], times[cores]
+            rows.append(f"| {spec} | {name} | {n_mb / min(one):.2f} | {n_mb / min(many):.2f} | {min(one) / min(many):.2f}x | "
+                        f"{statistics.median(one) / statistics.median(many):.2f}x |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=8)
@@ -134,6 +166,14 @@ def main() -> None:
         cells.append(f"{mb / many['count_tokens']:.2f}")
         cells += [f"{mb / one['pool']:.2f}", f"{mb / many['pool']:.2f}", f"{one['pool'] / many['pool']:.2f}x", f"{mb / many['pool_counts']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Workers=1 against workers={all_cores} in one process, alternating, 6 times each:",
+        "",
+        f"| kind | call | MB/s, workers=1 (best) | MB/s, workers={all_cores} (best) | ratio of best | ratio of medians |",
+        "|---|---|---:|---:|---:|---:|",
+        *in_process(args.mb, all_cores),
+    ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

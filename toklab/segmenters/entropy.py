@@ -32,7 +32,7 @@ from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropy
 from toklab.segmenters.patching import RULES, calibrate, cap_lengths, patch_starts, patch_starts_batch, utf8_continuation
 
 DEFAULT_TARGET = 4.5
-SCORE_CHUNK_BYTES = 4 * 2**20  # documents scored together in one call
+SCORE_CHUNK_BYTES = 2**20  # documents scored together in one call (1 MiB: faster in cache than 4, and threads scale)
 MODELS = ("ngram", "transformer")
 TRANSFORMER_OPTIONS = ("steps", "context", "n_layer", "n_head", "d_model")
 MAX_PATCH_BYTES = 2**20  # max_len and target: a patch of a mebibyte is no longer a token
