@@ -4,6 +4,7 @@ whole) and after (the default: exact pieces of about 1 MiB); then encode time at
 
     TIKTOKEN_CACHE_DIR=/work/shared/tiktoken TOKLAB_CACHE_DIR=/tmp/longcache \\
         python reports/benchmarks/long_documents.py
+    KINDS=hf:wordpiece30k,spm:nfkc-unigram32k,entropy:model=transformer,patches:space,patches:entropy ...  (the kinds cut since the second round)
 
 Every case runs in a child process of its own (peak RSS = that child's ru_maxrss). The document is
 the shared corpora's text (sotu, email, code, udhr) joined with "\\n" and repeated to 50 MB, written
@@ -29,7 +30,14 @@ DOC_BYTES = 50_000_000
 FRACTION = 0.5
 SENTENCEPIECE = {"unigram:32k": WORK / "unigram32k", "spm-bpe:32k": WORK / "spmbpe32k"}  # the default corpus's, from the cache
 UNCUT = {"entropy:target=4.5": WORK / "entropy45", "zstd-dict:32k": WORK / "zstd32k"}  # kinds encoded whole: their peak
-KINDS = {"bytes": "bytes", "bpe:32k": str(BPE), "tiktoken:cl100k_base": "tiktoken:cl100k_base", **{k: str(v) for k, v in {**SENTENCEPIECE, **UNCUT}.items()}}
+# Cut since 2026-12-02 (second round): trained here in `prepare`, or patchers built in the child
+WORDPIECE = WORK / "wordpiece30k.json"  # a BERT-style tokenizer.json: BertNormalizer, BertPreTokenizer, WordPiece
+NFKC_SPM = WORK / "nfkc_unigram32k.model"  # spm_train's defaults: nmt_nfkc, dummy prefix, whitespace removal
+TRANSFORMER = WORK / "entropy_transformer"  # entropy:model=transformer (the spec's defaults, 300 steps), saved
+PATCHES = {"patches:space": "space", "patches:entropy": str(WORK / "entropy45")}  # BLT flagged bytes: pretrain only
+KINDS = {"bytes": "bytes", "bpe:32k": str(BPE), "tiktoken:cl100k_base": "tiktoken:cl100k_base", **{k: str(v) for k, v in {**SENTENCEPIECE, **UNCUT}.items()},
+         "hf:wordpiece30k": f"hf:{WORDPIECE}", "spm:nfkc-unigram32k": f"spm:{NFKC_SPM}", "entropy:model=transformer": str(TRANSFORMER), **PATCHES}
+LOSSY = {"hf:wordpiece30k", "spm:nfkc-unigram32k"}  # no byte-exact ids: pretrain refuses them, so compare and filter only
 if os.environ.get("KINDS"):  # e.g. KINDS=unigram:32k,spm-bpe:32k to run some
     KINDS = {k: KINDS[k] for k in os.environ["KINDS"].split(",")}
 BEFORE = str(10**12)
@@ -56,6 +64,28 @@ def prepare() -> None:
             from toklab.segmenters import get_segmenter
 
             get_segmenter(spec, toklab.open_corpus("default")).save(folder)
+    if not WORDPIECE.is_file():
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.train_from_iterator([text[:8_000_000]], trainers.WordPieceTrainer(vocab_size=30_000, special_tokens=["[UNK]"]))
+        tok.save(str(WORDPIECE))
+    if not NFKC_SPM.is_file():
+        import io
+
+        import sentencepiece as spm
+
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(text[:8_000_000].split("\n")), model_writer=model, vocab_size=32_000,
+                                       model_type="unigram", normalization_rule_name="nmt_nfkc", max_sentence_length=1 << 20, minloglevel=2)
+        NFKC_SPM.write_bytes(model.getvalue())
+    if not (TRANSFORMER / "toklab-segmenter.json").is_file():
+        from toklab.segmenters.entropy import EntropySegmenter
+
+        EntropySegmenter.train([text[:8_000_000]], 256, model="transformer", target="4.5").save(TRANSFORMER)
     doc = (text + "\n") * max(1, DOC_BYTES // len(text.encode()))
     doc += text[: DOC_BYTES - len(doc.encode())] if len(doc.encode()) < DOC_BYTES else ""
     long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", FRACTION) == "val")
@@ -78,7 +108,12 @@ def case(kind: str, stage: str) -> dict:
     from toklab.segmenters import get_segmenter
 
     spec = KINDS[kind]
-    seg = get_segmenter(spec)
+    if kind in PATCHES:  # BLT flagged bytes: not a registry kind; only pretrain's data uses them
+        from toklab.segmenters.patchers import load_patcher
+
+        seg = load_patcher(spec)
+    else:
+        seg = get_segmenter(spec)
     corpus = toklab.open_corpus(str(DOCS), val_fraction=FRACTION)
     base = rss_mib()
     start = time.perf_counter()
@@ -107,7 +142,12 @@ def scaling(kind: str) -> dict:
     """Encode time (encode_pieces, as the consumers use it) of the first 5/10/20/50 MB of the doc."""
     from toklab.segmenters import get_segmenter
 
-    seg = get_segmenter(KINDS[kind])
+    if kind in PATCHES:
+        from toklab.segmenters.patchers import load_patcher
+
+        seg = load_patcher(KINDS[kind])
+    else:
+        seg = get_segmenter(KINDS[kind])
     doc = json.loads(DOCS.open().readline())["text"]
     out = {}
     for mb in (5, 10, 20, 50):
@@ -170,6 +210,8 @@ def main() -> None:
         if stage not in stages:
             continue
         for kind in KINDS:
+            if (kind in PATCHES and stage != "pretrain") or (kind in LOSSY and stage == "pretrain"):
+                continue
             for label, cut in (("before", BEFORE), ("after", None)):
                 print(json.dumps({"mode": label, **child(["case", kind, stage], cut)}), flush=True)
     if "scaling" in stages:
