@@ -98,6 +98,20 @@ def small_cut(monkeypatch):
     monkeypatch.setenv("TOKLAB_CUT_CHARS", str(CUT))
 
 
+def long_corpus(tmp_path: Path, long_text: str, split: str, fraction: float = 0.5) -> tuple[Path, list[dict]]:
+    """A jsonl corpus: a few short documents and one long one that falls in `split`."""
+    import json
+
+    from toklab import split_of
+
+    long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", fraction) == split)
+    records = [{"id": f"short-{k}", "text": f"short document {k}\nwith two lines /{k}"} for k in range(12)]
+    records.insert(5, {"id": long_id, "text": long_text})
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path, records
+
+
 SLOW = {  # over about 5 s each here, and not building the default corpus (those are marked below)
     "test_patchers.py::test_entropy_flags_are_causal",
     "test_filter.py::test_a_real_kill_mid_run_then_resume_gives_byte_identical_shards",

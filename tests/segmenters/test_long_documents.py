@@ -14,6 +14,7 @@ import pytest
 
 import toklab
 import toklab.segmenters.base as base
+from conftest import long_corpus  # a jsonl corpus holding one long document
 from toklab import split_of
 from toklab.gpt.data import build_token_data, read_shard
 from toklab.segmenters import get_segmenter
@@ -392,16 +393,6 @@ def test_zstd_long_documents_go_through_pieces(zstd_models, long_text, small_cut
 
 
 # --- compare, filter and pretrain on a corpus holding one long document ---------------------------
-
-
-def long_corpus(tmp_path: Path, long_text: str, split: str, fraction: float = 0.5) -> tuple[Path, list[dict]]:
-    """A jsonl corpus: a few short documents and one long one that falls in `split`."""
-    long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", fraction) == split)
-    records = [{"id": f"short-{k}", "text": f"short document {k}\nwith two lines /{k}"} for k in range(12)]
-    records.insert(5, {"id": long_id, "text": long_text})
-    path = tmp_path / "long.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path, records
 
 
 def test_compare_counts_of_a_long_document_equal_the_library(long_text, tmp_path, small_cut, shared_tiktoken):

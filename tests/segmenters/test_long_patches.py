@@ -4,14 +4,13 @@ from `patcher.starts` on the whole text's bytes (which never goes through pieces
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import toklab
 import toklab.segmenters.base as base
+from conftest import long_corpus  # a jsonl corpus holding one long document
 from toklab import split_of
 from toklab.gpt.data import build_token_data, read_shard
 from toklab.segmenters.base import CUT_STREAM
@@ -241,16 +240,6 @@ def test_encode_pieces_of_a_long_document_give_the_whole_ids(entropy_models, lon
     assert len(got[1]) > 20 and len(got[0]) == len(got[2]) == 1
     for i, t in enumerate(texts):
         assert np.array_equal(np.concatenate(got[i]), whole_ids(patcher, t)), i
-
-
-def long_corpus(tmp_path: Path, long_text: str, split: str, fraction: float = 0.5) -> tuple[Path, list[dict]]:
-    """A jsonl corpus: a few short documents and one long one that falls in `split`."""
-    long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", fraction) == split)
-    records = [{"id": f"short-{k}", "text": f"short document {k}\nwith two lines /{k}"} for k in range(12)]
-    records.insert(5, {"id": long_id, "text": long_text})
-    path = tmp_path / "long.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path, records
 
 
 @pytest.mark.parametrize("which", ["static", "space"])

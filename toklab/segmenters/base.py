@@ -109,6 +109,23 @@ def _cuts_at(text: str, size: int, mark: str, safe: Callable[[int], bool], after
     yield text[start:]
 
 
+def size_groups(items: Sequence[Any], limit: int, parts: int = 1) -> Iterator[list[Any]]:
+    """Consecutive texts (str or bytes), about `limit` in total length at a time (bounds what one
+    call holds), or in about `parts` groups of equal length when that makes them smaller (one per
+    thread)."""
+    target = max(1, min(limit, -(-sum(len(item) for item in items) // max(1, parts))))
+    group: list[Any] = []
+    size = 0
+    for item in items:
+        group.append(item)
+        size += len(item)
+        if size >= target:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))

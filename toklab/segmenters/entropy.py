@@ -26,7 +26,7 @@ import numpy as np
 from toklab.errors import ToklabError
 from toklab.segmenters import options as opt
 from toklab.segmenters import base
-from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, check_vocab_size, cpu_count, reading, take_bytes
+from toklab.segmenters.base import CUT_STREAM, PieceSegmenter, check_vocab_size, cpu_count, reading, size_groups, take_bytes
 from toklab.segmenters.base import ReportColumn, ReportGroup
 from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropyModel
 from toklab.segmenters.patching import RULES, calibrate, cap_lengths, patch_starts, patch_starts_batch, utf8_continuation
@@ -415,19 +415,8 @@ def _cut(data: bytes, starts: np.ndarray) -> list[bytes]:
 
 
 def _groups(docs: Sequence[bytes], parts: int = 1) -> Iterable[list[bytes]]:
-    """Consecutive documents, about SCORE_CHUNK_BYTES at a time (bounds the memory one call needs),
-    or in about `parts` groups of equal bytes when that makes them smaller (one per thread)."""
-    target = min(SCORE_CHUNK_BYTES, -(-sum(len(d) for d in docs) // max(1, parts)))
-    batch: list[bytes] = []
-    size = 0
-    for doc in docs:
-        batch.append(doc)
-        size += len(doc)
-        if size >= target:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+    """Consecutive documents, about SCORE_CHUNK_BYTES at a time, or `parts` equal groups when smaller."""
+    return size_groups(docs, SCORE_CHUNK_BYTES, parts)
 
 
 SHORT_PATCH = 7  # a patch of up to 7 bytes packs exactly into a uint64 key, with its length in the top byte

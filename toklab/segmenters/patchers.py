@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 from toklab.errors import ToklabError
 from toklab.segmenters import base
@@ -710,7 +710,7 @@ class PatchedBytes(Segmenter):
                 counts[value] = counts.get(value, 0) + count
 
         short = [t for t in texts if not self._long(t)]
-        for group in _text_groups(short):
+        for group in base.size_groups(short, 1 << 22):  # bounds the flags held at once
             for starts in self.starts_batch(group):
                 add(patch_lengths(starts))
         for text in (t for t in texts if self._long(t)):
@@ -756,20 +756,6 @@ class PatchedBytes(Segmenter):
             if patcher.name != name:
                 raise ToklabError(f"cannot read {directory / INNER}: it holds a {patcher.name} patcher, the manifest says {name}")
         return cls(patcher, spec)
-
-
-def _text_groups(texts: Sequence[str], chars: int = 1 << 22) -> Iterator[list[str]]:
-    """Consecutive texts, about `chars` characters at a time (bounds the flags held at once)."""
-    group: list[str] = []
-    size = 0
-    for text in texts:
-        group.append(text)
-        size += len(text)
-        if size >= chars:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
 
 
 def _length_figures(counts: dict[int, int], documents: int, causal: bool) -> dict[str, Any]:
