@@ -4,7 +4,7 @@ whole) and after (the default: exact pieces of about 1 MiB); then encode time at
 
     TIKTOKEN_CACHE_DIR=/work/shared/tiktoken TOKLAB_CACHE_DIR=/tmp/longcache \\
         python reports/benchmarks/long_documents.py
-    KINDS=hf:wordpiece30k,spm:nfkc-unigram32k,entropy:model=transformer,patches:space,patches:entropy ...  (the kinds cut since the second round)
+    KINDS=hf:wordpiece30k,spm:nfkc-unigram16k,entropy:model=transformer,patches:space,patches:entropy ...  (the kinds cut since the second round)
 
 Every case runs in a child process of its own (peak RSS = that child's ru_maxrss). The document is
 the shared corpora's text (sotu, email, code, udhr) joined with "\\n" and repeated to 50 MB, written
@@ -32,12 +32,12 @@ SENTENCEPIECE = {"unigram:32k": WORK / "unigram32k", "spm-bpe:32k": WORK / "spmb
 UNCUT = {"entropy:target=4.5": WORK / "entropy45", "zstd-dict:32k": WORK / "zstd32k"}  # kinds encoded whole: their peak
 # Cut since 2026-12-02 (second round): trained here in `prepare`, or patchers built in the child
 WORDPIECE = WORK / "wordpiece30k.json"  # a BERT-style tokenizer.json: BertNormalizer, BertPreTokenizer, WordPiece
-NFKC_SPM = WORK / "nfkc_unigram32k.model"  # spm_train's defaults: nmt_nfkc, dummy prefix, whitespace removal
+NFKC_SPM = WORK / "nfkc_unigram16k.model"  # spm_train's defaults: nmt_nfkc, dummy prefix, whitespace removal
 TRANSFORMER = WORK / "entropy_transformer"  # entropy:model=transformer (the spec's defaults, 300 steps), saved
 PATCHES = {"patches:space": "space", "patches:entropy": str(WORK / "entropy45")}  # BLT flagged bytes: pretrain only
 KINDS = {"bytes": "bytes", "bpe:32k": str(BPE), "tiktoken:cl100k_base": "tiktoken:cl100k_base", **{k: str(v) for k, v in {**SENTENCEPIECE, **UNCUT}.items()},
-         "hf:wordpiece30k": f"hf:{WORDPIECE}", "spm:nfkc-unigram32k": f"spm:{NFKC_SPM}", "entropy:model=transformer": str(TRANSFORMER), **PATCHES}
-LOSSY = {"hf:wordpiece30k", "spm:nfkc-unigram32k"}  # no byte-exact ids: pretrain refuses them, so compare and filter only
+         "hf:wordpiece30k": f"hf:{WORDPIECE}", "spm:nfkc-unigram16k": f"spm:{NFKC_SPM}", "entropy:model=transformer": str(TRANSFORMER), **PATCHES}
+LOSSY = {"hf:wordpiece30k", "spm:nfkc-unigram16k"}  # no byte-exact ids: pretrain refuses them, so compare and filter only
 if os.environ.get("KINDS"):  # e.g. KINDS=unigram:32k,spm-bpe:32k to run some
     KINDS = {k: KINDS[k] for k in os.environ["KINDS"].split(",")}
 BEFORE = str(10**12)
@@ -79,13 +79,13 @@ def prepare() -> None:
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(text[:8_000_000].split("\n")), model_writer=model, vocab_size=32_000,
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(text[:8_000_000].split("\n")), model_writer=model, vocab_size=16_000,
                                        model_type="unigram", normalization_rule_name="nmt_nfkc", max_sentence_length=1 << 20, minloglevel=2)
         NFKC_SPM.write_bytes(model.getvalue())
     if not (TRANSFORMER / "toklab-segmenter.json").is_file():
         from toklab.segmenters.entropy import EntropySegmenter
 
-        EntropySegmenter.train([text[:8_000_000]], 256, model="transformer", target="4.5").save(TRANSFORMER)
+        EntropySegmenter.train([text[:8_000_000]], 4096, model="transformer", target="4.5").save(TRANSFORMER)
     doc = (text + "\n") * max(1, DOC_BYTES // len(text.encode()))
     doc += text[: DOC_BYTES - len(doc.encode())] if len(doc.encode()) < DOC_BYTES else ""
     long_id = next(f"long-{k}" for k in range(1000) if split_of(f"long-{k}", FRACTION) == "val")
