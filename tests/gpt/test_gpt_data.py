@@ -174,6 +174,7 @@ def test_second_build_comes_from_the_cache(corpus, monkeypatch):
         raise AssertionError("encoded again")
 
     monkeypatch.setattr(seg, "encode_batch", boom)
+    monkeypatch.setattr(seg, "encode_arrays", boom)  # bytes hands encode_pieces arrays
     again = build_token_data(corpus, seg)
     assert again.directory == first.directory and again.manifest == first.manifest
     with pytest.raises(AssertionError, match="encoded again"):
@@ -197,6 +198,7 @@ def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
         return [list(t.encode()) for t in texts]
 
     monkeypatch.setattr(seg, "encode_batch", fail_on_second)
+    monkeypatch.setattr(seg, "encode_arrays", fail_on_second)  # bytes hands encode_pieces arrays
     with pytest.raises(KeyboardInterrupt):
         build_token_data(corpus, seg, batch_docs=4, shard_tokens=50)
     assert set((cache_dir() / "tokens").glob("*")) == before
