@@ -109,11 +109,14 @@ def _cuts_at(text: str, size: int, mark: str, safe: Callable[[int], bool], after
     yield text[start:]
 
 
-def size_groups(items: Sequence[Any], limit: int, parts: int = 1) -> Iterator[list[Any]]:
+def size_groups(items: Iterable[Any], limit: int, parts: int = 1) -> Iterator[list[Any]]:
     """Consecutive texts (str or bytes), about `limit` in total length at a time (bounds what one
-    call holds), or in about `parts` groups of equal length when that makes them smaller (one per
-    thread)."""
-    target = max(1, min(limit, -(-sum(len(item) for item in items) // max(1, parts))))
+    call holds), or, for a sequence, in about `parts` groups of equal length when that makes them
+    smaller (one per thread). With parts=1 `items` may be a stream: it is read as it goes."""
+    target = max(1, limit)
+    if parts > 1:
+        items = list(items)
+        target = max(1, min(limit, -(-sum(len(item) for item in items) // parts)))
     group: list[Any] = []
     size = 0
     for item in items:
@@ -303,6 +306,18 @@ class Segmenter:
         for group in self._piece_groups(text, size):
             yield from zip(group, self._piece_arrays(group, workers))
 
+    def _long_pieces_continued(self, text: str, size: int | None, first: Callable[[list[str]], list[list[int]]],
+                               later: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, np.ndarray]]:
+        """`_long_pieces` for a kind that adds something at the start of every text it encodes (a
+        dummy prefix): the text's first piece through `first` (the kind as it is), every later one
+        through `later` (the kind without that addition), each piece encoded once."""
+        import numpy as np
+
+        for n, group in enumerate(self._piece_groups(text, size)):
+            head, rest = (group[:1], group[1:]) if n == 0 else ([], group)
+            ids = (first(head) if head else []) + (later(rest) if rest else [])
+            yield from zip(group, (np.array(i, dtype=np.int64) for i in ids))
+
     def _piece_groups(self, text: str, size: int | None = None) -> Iterator[list[str]]:
         """`exact_cuts` in lists of PIECE_GROUP pieces, each encoded in one batch call."""
         pieces = self.exact_cuts(text, size)
@@ -311,7 +326,9 @@ class Segmenter:
 
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         """The ids of each piece, encoded whole (no cutting): kinds that cut override it with their
-        library's call on short texts."""
+        library's call on short texts; an `arrays_native` kind's come from its arrays."""
+        if self.arrays_native:
+            return [ids.tolist() for ids in self._piece_arrays(pieces, workers)]
         return [self.encode(p) for p in pieces]
 
     def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from toklab.errors import ToklabError, one_line
+from toklab.segmenters.base import size_groups
 
 T = TypeVar("T")
 
@@ -124,15 +125,7 @@ class _Child:
             assert process.stdin is not None
             try:
                 _send(process.stdin, pickle.dumps((str(work), job), protocol=pickle.HIGHEST_PROTOCOL))
-                batch: list[str] = []
-                chars = 0
-                for text in texts:
-                    batch.append(text)
-                    chars += len(text)
-                    if chars >= BATCH_CHARS:
-                        _send(process.stdin, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
-                        batch, chars = [], 0
-                if batch:
+                for batch in size_groups(texts, BATCH_CHARS):
                     _send(process.stdin, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
                 _send(process.stdin, b"")
                 process.stdin.close()

@@ -202,9 +202,6 @@ class EntropySegmenter(PieceSegmenter):
 
     arrays_native = True  # the ids come out of numpy (`_encode_group`)
 
-    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
-        return [ids.tolist() for ids in self._piece_arrays(pieces, workers)]
-
     def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
         # Both models score many documents per call, so no process pool. The n-gram model's work is
         # numpy calls that release the GIL: its groups run in `workers` threads. The transformer's
@@ -433,16 +430,15 @@ def _words(x: np.ndarray) -> np.ndarray:
     return np.ndarray(len(x), dtype="<u8", buffer=padded, strides=(1,))
 
 
-def _short_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The key of each x[begin : begin + length] (length <= SHORT_PATCH): its bytes little-endian, and
-    the length times 2**56."""
-    return (_words(x)[begins] & KEY_MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56))
+def _short_keys(words: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The key of each x[begin : begin + length] (length <= SHORT_PATCH; words = _words(x)): its bytes
+    little-endian, and the length times 2**56."""
+    return (words[begins] & KEY_MASKS[lengths]) | (lengths.astype(np.uint64) << np.uint64(56))
 
 
-def _medium_keys(x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _medium_keys(words: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first 8 bytes, last 8 bytes, hash of both and the length) of each x[begin : begin + length],
-    8 <= length <= MEDIUM_PATCH: the two words and the length are the patch exactly."""
-    words = _words(x)
+    8 <= length <= MEDIUM_PATCH (words = _words(x)): the two words and the length are the patch exactly."""
     first, last = words[begins], words[begins + lengths - 8]
     return first, last, _mix(first ^ _mix(last + lengths.astype(np.uint64)))
 
@@ -464,7 +460,7 @@ class _PatchTable:
         short = [i for i, p in enumerate(patches) if len(p) <= SHORT_PATCH]
         data = np.frombuffer(b"".join(patches[i] for i in short), dtype=np.uint8)
         lengths = np.array([len(patches[i]) for i in short], dtype=np.int64)
-        self.keys = _short_keys(data, np.cumsum(lengths) - lengths, lengths)
+        self.keys = _short_keys(_words(data), np.cumsum(lengths) - lengths, lengths)
         self.ids = np.array([256 + i for i in short], dtype=np.int64)
         self.bits = max(10, int(len(short) * 8).bit_length())
         slots = self._slots(self.keys)
@@ -482,16 +478,17 @@ class _PatchTable:
         medium = [p for p in self.long if len(p) <= MEDIUM_PATCH]
         data = np.frombuffer(b"".join(medium), dtype=np.uint8)
         lengths = np.array([len(p) for p in medium], dtype=np.int64)
-        first, last, hashes = _medium_keys(data, np.cumsum(lengths) - lengths, lengths)
+        first, last, hashes = _medium_keys(_words(data), np.cumsum(lengths) - lengths, lengths)
         order = np.argsort(hashes)
         self.medium = len(np.unique(hashes)) == len(hashes)
         self.medium_hashes, self.medium_first, self.medium_last = hashes[order], first[order], last[order]
         self.medium_lengths = lengths[order]
         self.medium_ids = np.array([self.long[p] for p in medium], dtype=np.int64)[order]
 
-    def _medium_ids(self, x: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The id of each x[begin : begin + length] (8 <= length <= MEDIUM_PATCH), -1 where it is none."""
-        first, last, hashes = _medium_keys(x, begins, lengths)
+    def _medium_ids(self, words: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The id of each x[begin : begin + length] (8 <= length <= MEDIUM_PATCH; words = _words(x)),
+        -1 where it is none."""
+        first, last, hashes = _medium_keys(words, begins, lengths)
         if not len(self.medium_hashes):
             return np.full(len(begins), -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(self.medium_hashes, hashes), len(self.medium_hashes) - 1)
@@ -518,12 +515,13 @@ class _PatchTable:
         positions = np.flatnonzero(starts)
         lengths = np.diff(np.append(positions, len(x)))
         short = np.flatnonzero((lengths >= 2) & (lengths <= SHORT_PATCH))
-        ids = self._ids_of_keys(_short_keys(x, positions[short], lengths[short]))
+        words = _words(x)  # once for both lookups: a padded copy of x
+        ids = self._ids_of_keys(_short_keys(words, positions[short], lengths[short]))
         hit = short[ids >= 0]
         begins, sizes, ids = positions[hit], lengths[hit], ids[ids >= 0]
         if self.medium:
             medium = np.flatnonzero((lengths > SHORT_PATCH) & (lengths <= min(MEDIUM_PATCH, self.longest)))
-            found = self._medium_ids(x, positions[medium], lengths[medium])
+            found = self._medium_ids(words, positions[medium], lengths[medium])
             hit = medium[found >= 0]
             begins, sizes, ids = np.concatenate([begins, positions[hit]]), np.concatenate([sizes, lengths[hit]]), np.concatenate([ids, found[found >= 0]])
         long = np.flatnonzero((lengths > (MEDIUM_PATCH if self.medium else SHORT_PATCH)) & (lengths <= self.longest))

@@ -294,24 +294,28 @@ class NgramEntropyModel:
     def entropies_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> np.ndarray:
         """The entropies of data[pos:lo + len(x)] for x = data[lo:lo + len(x)], a part of a longer text
         `data` with lo <= context_start(pos): exactly the whole text's there."""
-        x = _as_array(x)
-        if pos >= lo + len(x):
-            return np.zeros(0)
-        if not 0 <= lo <= self.context_start(pos):
-            raise ValueError(f"entropies_from: position {pos} needs the bytes from {self.context_start(pos)} on, not from {lo}")
-        x = x[self.context_start(pos) - lo :]  # x[0] reads as a document start: only positions with full context are kept
-        return self.flat_entropies(x, np.zeros(1, dtype=np.int64), np.array([len(x)], dtype=np.int64))[pos - self.context_start(pos) :]
+        part, skip = self._from(x, lo, pos, "entropies_from")
+        return self.flat_entropies(part, np.zeros(1, dtype=np.int64), np.array([len(part)], dtype=np.int64))[skip:] if len(part) else np.zeros(0)
 
     def score_from(self, x: bytes | np.ndarray, lo: int, pos: int) -> tuple[np.ndarray, np.ndarray]:
         """(entropy, surprisal) of data[pos:lo + len(x)], as `entropies_from`."""
+        part, skip = self._from(x, lo, pos, "score_from")
+        if not len(part):
+            return np.zeros(0), np.zeros(0)
+        entropy, surprisal = self.score_batch([part])[0]
+        return entropy[skip:], surprisal[skip:]
+
+    def _from(self, x: bytes | np.ndarray, lo: int, pos: int, caller: str) -> tuple[np.ndarray, int]:
+        """(the bytes from context_start(pos) on, how many of them come before pos), or an empty part
+        when pos is past x. Its first byte reads as a document start: only positions with their full
+        context are kept."""
         x = _as_array(x)
         if pos >= lo + len(x):
-            return np.zeros(0), np.zeros(0)
-        if not 0 <= lo <= self.context_start(pos):
-            raise ValueError(f"score_from: position {pos} needs the bytes from {self.context_start(pos)} on, not from {lo}")
+            return x[:0], 0
         first = self.context_start(pos)
-        entropy, surprisal = self.score_batch([x[first - lo :]])[0]
-        return entropy[pos - first :], surprisal[pos - first :]
+        if not 0 <= lo <= first:
+            raise ValueError(f"{caller}: position {pos} needs the bytes from {first} on, not from {lo}")
+        return x[first - lo :], pos - first
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lookup": None}  # the lookup tables are rebuilt, not copied

@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from toklab.errors import ToklabError
 

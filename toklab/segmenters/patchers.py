@@ -648,9 +648,6 @@ class PatchedBytes(Segmenter):
 
     arrays_native = True  # the ids are the bytes plus the flags: arrays straight from numpy
 
-    def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
-        return [ids.tolist() for ids in self._piece_arrays(pieces, workers)]
-
     def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
         """The ids of each text (int64), its flags computed on the whole text."""
         import numpy as np
@@ -761,7 +758,7 @@ class PatchedBytes(Segmenter):
 def _length_figures(counts: dict[int, int], documents: int, causal: bool) -> dict[str, Any]:
     """patch_stats' figures from the number of patches of each length: the mean, median and 90th
     percentile as numpy computes them on the lengths themselves (np.median; np.percentile's linear
-    rule, its interpolation written out) without making the array of lengths."""
+    rule, on the two lengths it falls between) without making the array of lengths."""
     import numpy as np
 
     values = sorted(counts)
@@ -778,17 +775,10 @@ def _length_figures(counts: dict[int, int], documents: int, causal: bool) -> dic
             return values[int(np.searchsorted(ends, k, side="right"))]
 
         median = float(np.median(np.array([kth((n - 1) // 2), kth(n // 2)], dtype=np.int64)))
-        virtual = (n - 1) * (np.float64(90) / 100)  # numpy's index for the linear method
-        below = int(np.floor(virtual))
-        if virtual >= n - 1:
-            p90 = float(kth(n - 1))
-        elif virtual < 0:
-            p90 = float(kth(0))
-        else:
-            a, b = np.int64(kth(below)), np.int64(kth(below + 1))
-            gamma = virtual - np.float64(below)
-            diff = b - a
-            p90 = float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
+        virtual = (n - 1) * 0.9  # numpy's index for the linear method
+        below = int(virtual)
+        pair = np.array([kth(below), kth(min(below + 1, n - 1))], dtype=np.int64)
+        p90 = float(np.percentile(pair, 100 * (virtual - below)))
     return {
         "documents": documents,
         "bytes": n_bytes,

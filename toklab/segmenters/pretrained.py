@@ -571,11 +571,9 @@ class HFTokenizerSegmenter(Segmenter):
         if self._continuation is None:
             yield from super()._long_pieces(text, size, workers)
             return
-        for n, group in enumerate(self._piece_groups(text, size)):
-            ids = [e.ids for e in self._continuation.encode_batch(group, add_special_tokens=False)]
-            if n == 0:
-                ids[0] = self._ordinary.encode(group[0], add_special_tokens=False).ids
-            yield from zip(group, (np.array(i, dtype=np.int64) for i in ids))
+        continuation = self._continuation
+        later = lambda pieces: [e.ids for e in continuation.encode_batch(pieces, add_special_tokens=False)]  # noqa: E731
+        yield from self._long_pieces_continued(text, size, lambda pieces: self._encode_pieces(pieces, workers), later)
 
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         # Rust, on all cores. `tokenizers` takes no per-call thread count: RAYON_NUM_THREADS and

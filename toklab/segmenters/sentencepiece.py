@@ -451,15 +451,15 @@ class _SentencePieceSegmenter(Segmenter):
             yield from super()._long_pieces(text, size, workers)
             return
         threads = cpu_count() if workers is None else max(1, int(workers))
-        for n, group in enumerate(self._piece_groups(text, size)):
+
+        def later(pieces: list[str]) -> list[list[int]]:
             try:
-                ids = self._continuation.encode(group, out_type=int, num_threads=threads)
-                if n == 0:
-                    ids[0] = self._sp.encode(group[0], out_type=int)
+                return self._continuation.encode(pieces, out_type=int, num_threads=threads)
             except RuntimeError:
-                _raise_unencodable(group)
+                _raise_unencodable(pieces)
                 raise
-            yield from zip(group, (np.array(i, dtype=np.int64) for i in ids))
+
+        yield from self._long_pieces_continued(text, size, lambda pieces: self._encode_pieces(pieces, workers), later)
 
     def _encode_pieces(self, pieces: list[str], workers: int | None = None) -> list[list[int]]:
         """SentencePiece's own multithreaded batch encoding."""
