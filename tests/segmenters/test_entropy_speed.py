@@ -230,3 +230,14 @@ def test_model_pickles_without_its_lookup_tables(models):
     copy = pickle.loads(pickle.dumps(model))
     assert copy._lookup is None and len(pickle.dumps(model)) < 64 * 2**20
     assert np.array_equal(copy.entropies_batch([b"the same text"])[0], model.entropies_batch([b"the same text"])[0])
+
+
+def test_packed_contexts_put_the_nearest_byte_lowest_and_zeros_before_the_text():
+    x = np.arange(1, 21, dtype=np.uint8)  # bytes 1..20
+    # from position 2, three bytes of context: x[1], x[0], then nothing before the text (0)
+    assert entropy_models._packed(x, 2, 5, 3).tolist() == [0x000102, 0x010203, 0x020304]
+    assert entropy_models._packed(x, 0, 2, 2).tolist() == [0x0000, 0x0001]
+    # far from the start, the widest context (7 bytes) and none at all
+    assert entropy_models._packed(x, 12, 14, 7).tolist() == [0x060708090A0B0C, 0x0708090A0B0C0D]
+    assert entropy_models._packed(x, 12, 14, 0).tolist() == [0, 0]
+    assert entropy_models._packed(x, 19, 20, 1).tolist() == [19]

@@ -32,7 +32,7 @@ from toklab.segmenters.entropy_models import MAX_ORDER, SMOOTHINGS, NgramEntropy
 from toklab.segmenters.patching import RULES, calibrate, cap_lengths, patch_starts, patch_starts_batch, utf8_continuation
 
 DEFAULT_TARGET = 4.5
-SCORE_CHUNK_BYTES = 2**20  # documents scored together in one call (1 MiB: faster in cache than 4, and threads scale)
+SCORE_CHUNK_BYTES = 2**19  # documents scored together in one call (512 KiB: faster in cache than 4 MiB, and threads balance)
 MODELS = ("ngram", "transformer")
 TRANSFORMER_OPTIONS = ("steps", "context", "n_layer", "n_head", "d_model")
 MAX_PATCH_BYTES = 2**20  # max_len and target: a patch of a mebibyte is no longer a token
@@ -203,17 +203,22 @@ class EntropySegmenter(PieceSegmenter):
     arrays_native = True  # the ids come out of numpy (`_encode_group`)
 
     def _piece_arrays(self, pieces: list[str], workers: int | None = None) -> list[np.ndarray]:
-        # Both models score many documents per call, so no process pool. The n-gram model's work is
-        # numpy calls that release the GIL: its groups run in `workers` threads. The transformer's
-        # torch calls use every core already.
+        """Both models score many documents per call, so no process pool. The n-gram model's work is
+        numpy calls that release the GIL: its groups run in `workers` threads. The transformer's torch
+        calls use every core already. Groups are made by characters and encoded to UTF-8 in the
+        threads, so one thread's encode (which holds the GIL) overlaps the other's numpy. A document's
+        ids do not depend on its group."""
         workers = cpu_count() if workers is None else max(1, workers)
         if not hasattr(self.model, "flat_entropies"):
             workers = 1
-        groups = list(_groups([t.encode("utf-8") for t in pieces], parts=workers))
+        groups = list(size_groups(pieces, SCORE_CHUNK_BYTES, parts=workers))
         if workers == 1 or len(groups) == 1:
-            return [ids for group in groups for ids in self._encode_group(group)]
+            return [ids for group in groups for ids in self._encode_texts(group)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return [ids for done in pool.map(self._encode_group, groups) for ids in done]
+            return [ids for done in pool.map(self._encode_texts, groups) for ids in done]
+
+    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        return self._encode_group([t.encode("utf-8") for t in texts])
 
     def _long_pieces(self, text: str, size: int | None = None, workers: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """A long text in pieces that end where a patch starts (`_windows`), with exactly the ids of
@@ -279,8 +284,9 @@ class EntropySegmenter(PieceSegmenter):
         if self._table is None:
             self._table = _PatchTable(self._pieces[256:-1], self._ids)
         tokens, kept = self._table.tokens(x, starts)
-        bounds = np.concatenate([[0], np.cumsum(kept)])[np.append(offsets, len(x))]
-        return np.split(tokens[kept].astype(np.int64), bounds[1:-1])
+        # each document's first id: the kept bytes before its offset (a cumsum of the bools casts slowly)
+        bounds = np.searchsorted(np.flatnonzero(kept), offsets[1:])
+        return np.split(tokens[kept].astype(np.int64), bounds)
 
     def extra_measures(self, texts: Sequence[str]) -> dict[str, float]:
         """Raw patch lengths, the entropy model's own bits-per-byte (its cross-entropy), and the share
@@ -484,6 +490,11 @@ class _PatchTable:
         self.medium_hashes, self.medium_first, self.medium_last = hashes[order], first[order], last[order]
         self.medium_lengths = lengths[order]
         self.medium_ids = np.array([self.long[p] for p in medium], dtype=np.int64)[order]
+        # The dict's patches, hashed the same way: a text's patch goes to the dict only on a hash hit.
+        longer = list(self.long)
+        data = np.frombuffer(b"".join(longer), dtype=np.uint8)
+        lengths = np.array([len(p) for p in longer], dtype=np.int64)
+        self.long_hashes = np.sort(_medium_keys(_words(data), np.cumsum(lengths) - lengths, lengths)[2])
 
     def _medium_ids(self, words: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The id of each x[begin : begin + length] (8 <= length <= MEDIUM_PATCH; words = _words(x)),
@@ -525,7 +536,10 @@ class _PatchTable:
             hit = medium[found >= 0]
             begins, sizes, ids = np.concatenate([begins, positions[hit]]), np.concatenate([sizes, lengths[hit]]), np.concatenate([ids, found[found >= 0]])
         long = np.flatnonzero((lengths > (MEDIUM_PATCH if self.medium else SHORT_PATCH)) & (lengths <= self.longest))
-        if len(long) and self.long:
+        if len(long) and len(self.long_hashes):
+            hashes = _medium_keys(words, positions[long], lengths[long])[2]
+            at = np.minimum(np.searchsorted(self.long_hashes, hashes), len(self.long_hashes) - 1)
+            long = long[self.long_hashes[at] == hashes]  # the dict confirms (a hash may collide)
             data = x.tobytes()
             found = np.array([self.long.get(data[b : b + n], -1) for b, n in zip(positions[long].tolist(), lengths[long].tolist())], dtype=np.int64)
             hit = long[found >= 0]

@@ -49,10 +49,13 @@ def _contexts(x: np.ndarray, k: int) -> np.ndarray:
 def _packed(x: np.ndarray, lo: int, hi: int, k: int) -> np.ndarray:
     """For t in [lo, hi): the k bytes before t packed into an int64, the nearest byte lowest (bytes
     before the start of x count as 0)."""
-    ctx = np.zeros(hi - lo, dtype=np.int64)
-    for i in range(1, k + 1):
-        first = min(max(lo, i), hi)
-        ctx[first - lo :] |= x[first - i : hi - i].astype(np.int64) << (8 * (i - 1))
+    # The 8 bytes before t read big-endian put the nearest byte lowest; masked to k bytes (k <= 7).
+    # One cast of an overlapping view: several times faster than shifting byte by byte.
+    padded = np.zeros(hi - lo + 8, dtype=np.uint8)  # padded[j] is x[lo - 8 + j]
+    first = max(lo - 8, 0)
+    padded[first - (lo - 8) :] = x[first:hi]
+    ctx = np.ndarray(hi - lo, dtype=">i8", buffer=padded, strides=(1,)).astype(np.int64)
+    ctx &= (1 << (8 * k)) - 1
     return ctx
 
 
