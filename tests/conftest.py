@@ -120,7 +120,7 @@ SLOW = {  # over about 5 s each here, and not building the default corpus (those
     "test_bad_input_runs.py::test_overwrite_checks_everything_first_and_keeps_files_it_did_not_write",
     "test_bad_input_runs.py::test_study_overwrite_checks_the_budgets_first_and_keeps_other_files",
     "test_pretrain.py::test_seeds_train_separate_runs_and_give_a_t_interval",
-    "test_default_corpus.py::test_first_use_builds_it",
+    "test_default_corpus.py::test_first_use_builds_it_and_a_rebuild_is_deterministic",
     "test_default_corpus.py::test_docstrings_are_read_without_importing",
     "test_gpu_kit.py::test_a_failed_stage_is_recorded_and_the_next_one_runs",
     "test_gpt_model.py::test_gpt2_124m_param_count",

@@ -42,19 +42,18 @@ def test_second_build_is_a_cache_hit(default_corpus_build):
     assert again.content_hash == default_corpus_build.content_hash
 
 
-def test_rebuild_is_deterministic(default_corpus_build, tmp_path, monkeypatch):
+def test_first_use_builds_it_and_a_rebuild_is_deterministic(default_corpus_build, tmp_path, monkeypatch):
+    # one fresh build (about 12 s) checks both: opening the corpus in an empty cache builds it, and
+    # that build has the documents of the session's build made in another cache
     monkeypatch.setenv("TOKLAB_CACHE_DIR", str(tmp_path))
-    fresh = toklab.build_default_corpus()
-    assert fresh.rebuilt
-    assert fresh.path != default_corpus_build.path
-    assert (fresh.documents, fresh.bytes, fresh.content_hash) == (default_corpus_build.documents, default_corpus_build.bytes, default_corpus_build.content_hash)
-
-
-def test_first_use_builds_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("TOKLAB_CACHE_DIR", str(tmp_path))
+    assert read_manifest(tmp_path / "corpora" / "default") is None
     corpus = toklab.open_corpus("default", max_docs=5)
     assert len(list(corpus)) == 5
     assert read_manifest(tmp_path / "corpora" / "default") is not None
+    fresh = toklab.build_default_corpus()
+    assert not fresh.rebuilt  # open_corpus built it
+    assert fresh.path != default_corpus_build.path
+    assert (fresh.documents, fresh.bytes, fresh.content_hash) == (default_corpus_build.documents, default_corpus_build.bytes, default_corpus_build.content_hash)
 
 
 def test_documents_hold_the_real_source_text(default_corpus_build):
