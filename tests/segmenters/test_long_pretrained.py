@@ -1,4 +1,5 @@
-"""Long documents for hf tokenizers beyond ByteLevel (WordPiece/BERT style, Metaspace, Llama-2 style)
+"""Long documents for hf tokenizers beyond ByteLevel (WordPiece/BERT style, Metaspace, Llama-2 style,
+SentencePiece converted with a Precompiled normaliser as T5)
 and for SentencePiece models that normalise (nmt_nfkc, dummy prefix, whitespace removal): the ids
 of the pieces, joined, are the library's ids of the whole text. Every expected value comes from
 `tokenizers` or `sentencepiece` called on the whole text, never from toklab's cutting."""
@@ -230,7 +231,7 @@ def test_hf_pipelines_not_argued_are_encoded_whole(bert_config, metaspace_config
     whole_cases = {
         "strip": with_(bert_config, normalizer=seq("n", BERT_NORM, {"type": "Strip", "strip_left": True, "strip_right": True})),
         "precompiled": with_(bert_config, normalizer=precompiled),
-        "metaspace + precompiled (t5 style)": with_(metaspace_configs["unigram"], normalizer=seq("n", precompiled, REPLACE)),
+        "metaspace + precompiled, replace of ' ' by ▁": with_(metaspace_configs["unigram"], normalizer=seq("n", precompiled, REPLACE)),
         "nmt": with_(bert_config, normalizer={"type": "Nmt"}),
         "replace of other text": with_(bert_config, normalizer={"type": "Replace", "pattern": {"String": "a"}, "content": "b"}),
         "punctuation alone": with_(bert_config, pre_tokenizer={"type": "Punctuation", "behavior": "Isolated"}),
@@ -249,6 +250,20 @@ def test_hf_pipelines_not_argued_are_encoded_whole(bert_config, metaspace_config
         "no pre-tokeniser, no normaliser": with_(bpe, pre_tokenizer=None, normalizer=None),
         "wordpiece on the whole string": with_(bert_config, pre_tokenizer=None, normalizer=REPLACE),
     }
+    t5a, t5b = (t5_config(open(nfkc_models["unigram"], "rb").read(), shape) for shape in "AB")
+    runs_meta = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": META}
+    strip_right = {"type": "Strip", "strip_left": False, "strip_right": True}
+    whole_cases.update({
+        "t5 (B), stripping both ends, first": with_(t5b, normalizer=seq("n", precompiled, {**strip_right, "strip_left": True}, runs_meta),
+                                                    pre_tokenizer={**t5b["pre_tokenizer"], "prepend_scheme": "first"}),
+        "t5 (B), Precompiled last": with_(t5b, normalizer=seq("n", strip_right, runs_meta, precompiled)),
+        "t5 (B), runs to ' '": with_(t5b, normalizer=seq("n", precompiled, strip_right, {**runs_meta, "content": " "})),
+        "t5 (B), split=False": with_(t5b, pre_tokenizer={**t5b["pre_tokenizer"], "split": False}),
+        "t5 (B), truncation": with_(t5b, truncation={"direction": "Right", "max_length": 512, "strategy": "LongestFirst", "stride": 0}),
+        "t5 (A), Metaspace first": with_(t5a, pre_tokenizer=seq("p", *reversed(t5a["pre_tokenizer"]["pretokenizers"]))),
+        "t5 (A), an added token with a space": with_(t5a, added_tokens=[*t5a["added_tokens"], {**added, "content": "a b"}]),
+        "t5 (A), another replace": with_(t5a, normalizer=seq("n", precompiled, {**runs_meta, "content": "_"})),
+    })
     # a vocabulary entry that joins a letter to the next word's "▁" (pieces across words)
     vocab = dict(bpe["model"]["vocab"])
     vocab["e" + META] = len(vocab)
@@ -260,7 +275,8 @@ def test_hf_pipelines_not_argued_are_encoded_whole(bert_config, metaspace_config
         assert list(seg.exact_cuts(text, 100)) == [text], name
     # some of them would really go wrong: cut anyway, their ids differ from the whole's
     wrong = {"metaspace + prepend": CUT_SPACE, "llama-2, an entry across words": CUT_WORD, "punctuation alone": CUT_SPACE,
-             "metaspace split=False + nfkc": CUT_SPACE, "llama-2 with an ordinary added token": CUT_WORD}
+             "metaspace split=False + nfkc": CUT_SPACE, "llama-2 with an ordinary added token": CUT_WORD,
+             "t5 (B), stripping both ends, first": CUT_WORD}
     for name, rule in wrong.items():
         text = "one two\u3000 e zz three e four " * 40
         assert ids_of_chunks(forced(load(whole_cases[name], tmp_path), rule), text, 1) != whole_ids(whole_cases[name])(text), name
@@ -422,3 +438,104 @@ def test_spm_models_a_cut_could_change_are_encoded_whole(long_text, tmp_path, sm
     assert seg.cut_rule == CUT_WORD
     edge = edge_text(7)
     assert len(list(seg.exact_cuts(edge, EDGE))) > 20 and ids_of_chunks(seg, edge, EDGE) == spm_whole(str(path))(edge)
+
+
+# --- hf tokenizers converted from SentencePiece with a Precompiled normaliser (T5, mT5, ALBERT) ------
+
+
+def t5_config(proto: bytes, shape: str, scheme: str = "always", table: bool = True) -> dict:
+    """A tokenizer.json as `transformers` converts a SentencePiece unigram model: (A) older files,
+    Precompiled then runs of spaces to " ", WhitespaceSplit then Metaspace; (B) newer, Precompiled,
+    Strip(right), runs of spaces to "▁", then Metaspace alone. `table` False: no Precompiled step."""
+    import sentencepiece as spm
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=sp.unk_id(), byte_fallback=True))
+    first = [normalizers.Precompiled(precompiled_charsmap(proto))] if table else []
+    if shape == "A":
+        tok.normalizer = normalizers.Sequence([*first, normalizers.Replace(Regex(" {2,}"), " ")])
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme=scheme)])
+    else:
+        tok.normalizer = normalizers.Sequence([*first, normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), META)])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme)
+    return json.loads(tok.to_str())
+
+
+# NFKC rewrites (ligature, circled and full-width forms, half-width kana with a voicing mark), runs of
+# spaces and tabs, ideographic and no-break spaces, a Prepend letter and a Prepend sign before a letter
+# followed by a space, Thai SARA AM (a letter that extends a cluster), NEL (whitespace nmt_nfkc keeps)
+T5_PROBE = ("ﬁsh ①② ｆｕｌｌ   wide\t\ttab x\u0d4e end \x85\xa0\u0e33 thai ｶﾞ kana e\u0301 acute\u3000ideo  \u0600a b \t "
+            "x\x85\u0600a c q\u0d4e\u0d4e d " + META + " real ")
+
+T5_VARIANTS = {"A always": ("A", "always", True), "A first": ("A", "first", True), "B always": ("B", "always", True),
+               "B first": ("B", "first", True), "B never": ("B", "never", True), "A, no table": ("A", "first", False),
+               "B, no table": ("B", "always", False), "B, bpe": ("B", "first", True), "A, legacy json": ("A", "always", True)}
+
+
+@pytest.mark.parametrize("variant", list(T5_VARIANTS))
+def test_t5_style_precompiled_pieces_have_the_ids_of_the_whole(variant, nfkc_models, metaspace_configs, long_text, tmp_path, small_cut):
+    shape, scheme, table = T5_VARIANTS[variant]
+    config = t5_config(open(nfkc_models["unigram"], "rb").read(), shape, scheme, table)
+    if variant == "B, bpe":  # the same pipeline around a BPE model
+        config = with_(metaspace_configs["bpe"], normalizer=config["normalizer"], pre_tokenizer=config["pre_tokenizer"])
+    if variant == "A, legacy json":  # as tokenizers wrote Metaspace before prepend_scheme
+        config["pre_tokenizer"]["pretokenizers"][1] = {"type": "Metaspace", "replacement": META, "add_prefix_space": True}
+    seg, whole = load(config, tmp_path), whole_ids(config)
+    assert seg.cut_rule == CUT_WORD
+    for seed in (9, 10):
+        text = edge_text(seed, 10_000) + T5_PROBE * 20
+        assert len(list(seg.exact_cuts(text, EDGE))) > 20
+        assert ids_of_chunks(seg, text, EDGE) == whole(text), seed
+    text = T5_PROBE * 5  # every place CUT_WORD allows
+    assert len(list(seg.exact_cuts(text, 1))) > 40 and ids_of_chunks(seg, text, 1) == whole(text)
+    if variant in ("A first", "B always"):
+        expected = whole(long_text)
+        assert len(list(seg.exact_cuts(long_text))) > 10
+        assert seg.encode_batch(["a b", long_text]) == [whole("a b"), expected]
+        assert seg.count_tokens([long_text, " "]).tolist() == [len(expected), len(whole(" "))]
+
+
+def test_precompiled_rewrites_clusters_and_the_cuts_avoid_the_ones_a_space_or_letter_joins(long_text, tmp_path, small_cut, monkeypatch):
+    """tokenizers' Precompiled rewrites a short grapheme cluster whole, by the rule of the shortest
+    source it starts with: a Prepend letter takes the space after it along, and a no-break space
+    takes a Thai SARA AM along. base.CUT_WORD skips those places; without each exclusion a probe goes
+    wrong (a table with rules for those characters, nothing for NEL, which (B) strips at a piece's end)."""
+    import toklab.segmenters.base as base
+    from tokenizers import normalizers
+
+    tsv = tmp_path / "rules.tsv"
+    tsv.write_text("D4E\t41\nA0\t20\nE33\tE4D E32\n600\t\n65 301\t59\n65\t58\n")
+    proto = train_spm("unigram", long_text[:100_000], normalization_rule_tsv=str(tsv), vocab_size=1000)
+    table = normalizers.Precompiled(precompiled_charsmap(proto))
+    assert charsmap_cuttable(precompiled_charsmap(proto), whitespace=True)
+    assert table.normalize_str("\u0d4e b") == "Ab" and table.normalize_str("\u0d4e") + table.normalize_str(" b") == "A b"
+    assert table.normalize_str("\xa0\u0e33") == " " and table.normalize_str("e\u0301") == "X"
+    probes = {"\u0d4e": "word \u0d4e b ", "\u0e33": "x\x85\xa0\u0e33 c ", "\u0600": "y\x85\u0600a d "}
+    for shape in "AB":
+        config = t5_config(proto, shape)
+        seg, whole = load(config, tmp_path), whole_ids(config)
+        assert seg.cut_rule == CUT_WORD
+        text = "".join(probes.values()) * 30
+        assert ids_of_chunks(seg, text, 1) == whole(text), shape
+    for char, probe in probes.items():  # (B) goes wrong without each exclusion
+        with monkeypatch.context() as patch:
+            patch.setattr(base, "NO_CUT_AFTER", base.NO_CUT_AFTER - {char})
+            patch.setattr(base, "PREPEND", base.PREPEND - {char})
+            assert ids_of_chunks(seg, probe * 30, 1) != whole(probe * 30), char
+
+
+def test_a_table_that_writes_whitespace_after_a_letter_is_encoded_whole(long_text, tmp_path, small_cut):
+    """A rule from a letter to a tab passes spm's check (which looks for " " and "▁"), not hf's: (B)'s
+    Strip would remove the tab at a left piece's end, where the whole keeps it."""
+    tsv = tmp_path / "tab.tsv"
+    tsv.write_text("71\t9\n")
+    proto = train_spm("unigram", long_text[:100_000], normalization_rule_tsv=str(tsv), vocab_size=1000)
+    blob = precompiled_charsmap(proto)
+    assert charsmap_cuttable(blob) and not charsmap_cuttable(blob, whitespace=True)
+    config = t5_config(proto, "B")
+    seg = load(config, tmp_path)
+    assert seg.cut_rule is None
+    probe = "aq b " * 30
+    assert ids_of_chunks(forced(seg, CUT_WORD), probe, 1) != whole_ids(config)(probe)

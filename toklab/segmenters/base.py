@@ -37,6 +37,14 @@ CUT_NEWLINE = "newline"  # after a newline by `newline_cuts`' rule (pre-tokenisi
 CUT_SPACE = "space"  # before a space that follows a non-space, by `space_cuts` (SentencePiece words)
 CUT_WORD = "word"  # before a space that follows a letter or digit (str.isalnum): spm models that normalise, hf Llama-style
 CUT_STREAM = "stream"  # the kind cuts a long text itself, carrying its state across (`_long_pieces`)
+# CUT_WORD never cuts after a Prepend character (UAX #29 GB9b makes it and the space one grapheme cluster),
+# after a letter that extends a cluster (Grapheme_Cluster_Break Extend or SpacingMark), or two places after
+# a Prepend character: so the letter or digit before the space is a cluster of its own, as hf's Precompiled
+# normaliser needs (it may rewrite a short cluster whole: HFTokenizerSegmenter._cut_rule). Fewer cuts keep
+# every kind exact. The sets of Unicode 16, and U+11A3A (Prepend in some earlier versions).
+PREPEND = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\U000110bd\U000110cd\U000111c2\U000111c3"
+                    "\U000113d1\U0001193f\U00011941\U00011a3a\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89\U00011d46\U00011f02")
+NO_CUT_AFTER = PREPEND | frozenset("\u0e33\u0eb3\uff9e\uff9f")
 
 
 @dataclass(frozen=True)
@@ -261,7 +269,7 @@ class Segmenter:
         elif rule == CUT_SPACE:
             yield from space_cuts(text, size)
         elif rule == CUT_WORD:
-            yield from _cuts_at(text, size, " ", lambda i: text[i - 1].isalnum(), after=0)
+            yield from _cuts_at(text, size, " ", lambda i: text[i - 1].isalnum() and text[i - 1] not in NO_CUT_AFTER and (i < 2 or text[i - 2] not in PREPEND), after=0)
         elif rule == CUT_STREAM:
             yield from (piece for piece, _ in self._long_pieces(text, size))
         else:

@@ -432,6 +432,12 @@ def _parts(component: Any, key: str) -> list[dict[str, Any]] | None:
     return out
 
 
+def _is_replace_runs(part: dict[str, Any], content: str) -> bool:
+    """A Replace normaliser that writes each run of two or more spaces as `content` (SentencePiece
+    converted by `transformers`: " " before WhitespaceSplit, "▁" before Metaspace)."""
+    return part.get("type") == "Replace" and part.get("pattern") == {"Regex": " {2,}"} and part.get("content") == content
+
+
 def _is_replace_space(part: dict[str, Any]) -> bool:
     """A Replace normaliser that writes each space as "▁" (SentencePiece-converted tokenizers)."""
     return part.get("type") == "Replace" and part.get("pattern") == {"String": " "} and part.get("content") == META
@@ -693,8 +699,37 @@ class HFTokenizerSegmenter(Segmenter):
           `_continuation`, the same tokenizer without it (the first is encoded as is, as the
           whole's start); it requires no ordinary added tokens at all (each text between them
           gets its own "▁").
-        Anything else (Strip, Replace of other text, Precompiled charsmaps, which rewrite
-        grapheme clusters, Nmt, ByteLevel with a normaliser, Split by another pattern,
+        - CUT_WORD, SentencePiece converted by `transformers` (T5, mT5, ALBERT): a Precompiled
+          normaliser whose rule table passes `charsmap_cuttable(..., whitespace=True)`, or none,
+          then either (A, older files) Replace(" {2,}" by " ") with WhitespaceSplit then
+          Metaspace("▁"), or (B) Strip(right only) then Replace(" {2,}" by "▁") with
+          Metaspace("▁", split=True) alone; any prepend_scheme, any model. Precompiled rewrites
+          one extended grapheme cluster at a time: a cluster under 6 bytes as a whole, by the
+          rule of the shortest source it starts with, else character by character. Clusters
+          never look back past a space, so where a cut starts a cluster the normalised whole is
+          the normalised pieces joined. A space starts a cluster except after a Prepend
+          character ("\\u0d4e b" is "\\u0d4e " then "b"; a rule for U+0D4E would rewrite the
+          space with it), and base.CUT_WORD never cuts there. Nor does it cut after a letter
+          that extends a cluster or two after a Prepend character, so the letter or digit
+          before the cut is a cluster of its own (Hangul and Indic conjunct clusters are 6 bytes
+          or more: rewritten character by character); otherwise nmt_nfkc writes "\\xa0\\u0e33"
+          as " ", and after "\\x85" (whitespace it leaves) the whole keeps "\\x85" where (B)'s
+          left piece strips it. That last letter or digit is kept or written by a rule as
+          something non-empty that ends in no whitespace and no "▁"; no rule source holds a
+          space, so the space at the cut is kept: the left piece normalises to text ending in a
+          non-space, the right to text starting with " ". Replace(" {2,}") rewrites the same
+          runs (a run at the cut lies in the right piece). (A) WhitespaceSplit ends a
+          pre-token at that space and removes it; Metaspace then acts on each pre-token alone
+          ("first" prepends only at original offset 0, and the right piece's first pre-token
+          starts after its space). (B) Strip has nothing to remove at the left piece's end and
+          the whole strips what the right piece strips (a right piece of whitespace only strips
+          to "", to which Metaspace prepends nothing); the right piece starts with " " or "▁",
+          so Metaspace prepends nothing and starts a pre-token there, as in the whole. So the
+          pre-tokens of the whole are the pieces', and the model runs on each alone. (Added
+          tokens split the text first; each stretch is normalised alone, the one with the cut
+          as above.) Without Precompiled the same holds, each character kept.
+        Anything else (Strip, Replace of other text, Precompiled elsewhere or with a table that
+        fails the check, Nmt, ByteLevel with a normaliser, Split by another pattern,
         UnicodeScripts, CharDelimiterSplit, ...) keeps the tokenizer whole."""
         cfg = self._config
         added = list(self._added_plain.values())
@@ -714,6 +749,8 @@ class HFTokenizerSegmenter(Segmenter):
         charwise = set(norm_types) <= CHARWISE_NORMALIZERS
         if charwise and pre_types and set(pre_types) <= SPLIT_PRE_TOKENIZERS and set(pre_types) & WHITESPACE_PRE_TOKENIZERS:
             return CUT_SPACE
+        if self._sentencepiece_converted(norms, pres):
+            return CUT_WORD
         if pre_types == ["Metaspace"] and pres[0].get("replacement") == META:
             if pres[0].get("split", True):
                 if all(n.get("type") in CHARWISE_NORMALIZERS or _is_replace_space(n) for n in norms):
@@ -734,6 +771,31 @@ class HFTokenizerSegmenter(Segmenter):
             plain["normalizer"] = replaces[0]
             self._continuation = Tokenizer.from_str(json.dumps(plain))
         return CUT_WORD
+
+    @staticmethod
+    def _sentencepiece_converted(norms: list[dict[str, Any]], pres: list[dict[str, Any]]) -> bool:
+        """A T5/mT5/ALBERT-style pipeline with a rule table that passes the check, or none (see
+        `_cut_rule`, CUT_WORD for SentencePiece converted)."""
+        table = norms[0] if norms and norms[0].get("type") == "Precompiled" else None
+        rest = norms[1:] if table is not None else norms
+        pre_types = [p.get("type") for p in pres]
+        metaspace = pres[-1] if pres else {}
+        if metaspace.get("type") != "Metaspace" or metaspace.get("replacement") != META or metaspace.get("prepend_scheme") not in ("always", "first", "never"):
+            return False
+        strip = {"type": "Strip", "strip_left": False, "strip_right": True}
+        if pre_types == ["WhitespaceSplit", "Metaspace"]:  # (A) older files
+            shaped = len(rest) == 1 and _is_replace_runs(rest[0], " ")
+        else:  # (B)
+            shaped = pre_types == ["Metaspace"] and bool(metaspace.get("split", True)) and len(rest) == 2 and rest[0] == strip and _is_replace_runs(rest[1], META)
+        if not shaped or table is None:
+            return shaped
+        from toklab.segmenters.sentencepiece import _charsmap_cuttable  # cached: nmt_nfkc's takes ~0.3 s
+
+        try:
+            charsmap = base64.b64decode(table.get("precompiled_charsmap") or "", validate=True)
+        except ValueError:
+            return False
+        return _charsmap_cuttable(charsmap, whitespace=True)
 
     @staticmethod
     def _byte_level_pattern(parts: list[dict[str, Any]]) -> bool:

@@ -182,12 +182,14 @@ def precompiled_charsmap(model_proto: bytes) -> bytes:
     return b""
 
 
-def charsmap_cuttable(blob: bytes) -> bool:
+def charsmap_cuttable(blob: bytes, whitespace: bool = False) -> bool:
     """Whether SentencePiece's normaliser, driven by the compiled rule table `blob`, maps a text cut
     before a space that follows a letter or digit to the concatenation of the pieces' maps (the
     argument is in `_SentencePieceSegmenter._cut_rule_of`): no rule's source holds a space, and
     every rule whose source ends with a letter or digit (str.isalnum) writes a non-empty string
-    that ends with neither a space nor "▁". False when the table cannot be read.
+    that ends with neither a space nor "▁" (with `whitespace`, with no whitespace at all
+    (str.isspace) nor "▁": what hf's Strip would remove; see HFTokenizerSegmenter._cut_rule).
+    False when the table cannot be read.
 
     The table is darts-clone's double array (a uint32 size, the units, then the NUL-terminated
     outputs), built from a DAWG: shared suffix states make several keys end at one leaf, so this
@@ -235,7 +237,7 @@ def charsmap_cuttable(blob: bytes) -> bool:
             out = outputs[value:end].decode("utf-8") if end > value else ""
         except UnicodeDecodeError:
             out = ""
-        if not out or out[-1] in (" ", META):
+        if not out or out[-1] in (" ", META) or (whitespace and out[-1].isspace()):
             bad.append(value)
     order = np.argsort(states, kind="stable")
     sorted_states = states[order]
