@@ -5,6 +5,7 @@ whole) and after (the default: exact pieces of about 1 MiB); then encode time at
     TIKTOKEN_CACHE_DIR=/work/shared/tiktoken TOKLAB_CACHE_DIR=/tmp/longcache \\
         python reports/benchmarks/long_documents.py
     KINDS=hf:wordpiece30k,spm:nfkc-unigram16k,entropy:model=transformer,patches:space,patches:entropy ...  (the kinds cut since the second round)
+    STAGES=peak PEAK_MB=1,4 KINDS=entropy:model=transformer ...  (count_tokens' peak on the first 1 and 4 MB)
 
 Every case runs in a child process of its own (peak RSS = that child's ru_maxrss). The document is
 the shared corpora's text (sotu, email, code, udhr) joined with "\\n" and repeated to 50 MB, written
@@ -158,6 +159,29 @@ def scaling(kind: str) -> dict:
     return {"kind": kind, "scaling": out, "peak_rss_mib": rss_mib()}
 
 
+def prefix_file(mb: str) -> Path:
+    return WORK / f"prefix-{mb}mb.txt"
+
+
+def write_prefix(mb: str) -> None:
+    """The document's first `mb` MB (characters; the text is nearly all ASCII) as a text file."""
+    with DOCS.open() as f:
+        prefix_file(mb).write_text(json.loads(f.readline())["text"][: int(float(mb) * 1_000_000)], encoding="utf-8")
+
+
+def peak(kind: str, mb: str) -> dict:
+    """count_tokens of the document's first `mb` MB alone: peak RSS and time (the PEAK stage, for a
+    kind too slow for 50 MB here: its peak at two sizes shows whether it grows with the text)."""
+    from toklab.segmenters import get_segmenter
+
+    seg = get_segmenter(KINDS[kind])
+    text = prefix_file(mb).read_text(encoding="utf-8")  # not the 50 MB document: its parse would set the peak
+    base = rss_mib()
+    start = time.perf_counter()
+    tokens = int(seg.count_tokens([text])[0])
+    return {"kind": kind, "mb": float(mb), "seconds": round(time.perf_counter() - start, 1), "tokens": tokens, "rss_before_mib": base, "peak_rss_mib": rss_mib()}
+
+
 def one_pretoken() -> dict:
     """One pre-token with no place to cut (a run of letters): tiktoken (cl100k_base, and bpe:32k's
     fast path) and tokenizers (bpe:32k with fast=off) on 0.1 / 1 / 4 MB of it."""
@@ -199,7 +223,15 @@ def main() -> None:
             prepare()
             print(json.dumps({}))
             return
-        res = case(sys.argv[2], sys.argv[3]) if what == "case" else scaling(sys.argv[2]) if what == "scaling" else one_pretoken()
+        if what == "case":
+            res = case(sys.argv[2], sys.argv[3])
+        elif what == "peak":
+            res = peak(sys.argv[2], sys.argv[3])
+        elif what == "prefix":
+            write_prefix(sys.argv[2])
+            res = {}
+        else:
+            res = scaling(sys.argv[2]) if what == "scaling" else one_pretoken()
         print(json.dumps(res))
         return
     # This process stays small: Linux carries a process's peak RSS over fork and exec into the
@@ -220,6 +252,14 @@ def main() -> None:
                 print(json.dumps({"mode": label, **child(["scaling", kind], cut)}), flush=True)
     if "pretoken" in stages:
         print(json.dumps(child(["pretoken"])), flush=True)
+    if "peak" in stages:  # STAGES=peak PEAK_MB=1,4 KINDS=entropy:model=transformer: peaks at smaller sizes
+        sizes = os.environ.get("PEAK_MB", "1,4").split(",")
+        for mb in sizes:
+            child(["prefix", mb])
+        for kind in KINDS:
+            for mb in sizes:
+                for label, cut in (("before", BEFORE), ("after", None)):
+                    print(json.dumps({"mode": label, **child(["peak", kind, mb], cut)}), flush=True)
 
 
 if __name__ == "__main__":
