@@ -97,6 +97,13 @@ def space_cuts(text: str, size: int) -> Iterator[str]:
     return _cuts_at(text, size, " ", lambda i: text[i - 1] != " ", after=0)
 
 
+def _ends_word(text: str, i: int) -> bool:
+    """CUT_WORD's test for the space at i: the character before it is a letter or digit that is a
+    grapheme cluster of its own (see NO_CUT_AFTER)."""
+    before = text[i - 1]
+    return before.isalnum() and before not in NO_CUT_AFTER and (i < 2 or text[i - 2] not in PREPEND)
+
+
 def _cuts_at(text: str, size: int, mark: str, safe: Callable[[int], bool], after: int) -> Iterator[str]:
     """`text` in consecutive pieces of at most about `size` characters, cut at a `mark` character
     at index i > the piece's start where safe(i): before it (after=0) or after it (after=1); the
@@ -269,7 +276,7 @@ class Segmenter:
         elif rule == CUT_SPACE:
             yield from space_cuts(text, size)
         elif rule == CUT_WORD:
-            yield from _cuts_at(text, size, " ", lambda i: text[i - 1].isalnum() and text[i - 1] not in NO_CUT_AFTER and (i < 2 or text[i - 2] not in PREPEND), after=0)
+            yield from _cuts_at(text, size, " ", lambda i: _ends_word(text, i), after=0)
         elif rule == CUT_STREAM:
             yield from (piece for piece, _ in self._long_pieces(text, size))
         else:
