@@ -479,22 +479,20 @@ class _PatchTable:
         self.sorted_keys, self.sorted_ids = self.keys[order], self.ids[order]
         self.long = {p: t for p, t in ids.items() if len(p) > SHORT_PATCH}
         self.longest = max(map(len, patches), default=0)
-        # Patches of up to MEDIUM_PATCH bytes are looked up by sorted hashes of their exact keys, the
-        # key checked on a hit; if two of them shared a hash (never seen), the dict does it all.
-        medium = [p for p in self.long if len(p) <= MEDIUM_PATCH]
-        data = np.frombuffer(b"".join(medium), dtype=np.uint8)
-        lengths = np.array([len(p) for p in medium], dtype=np.int64)
-        first, last, hashes = _medium_keys(_words(data), np.cumsum(lengths) - lengths, lengths)
-        order = np.argsort(hashes)
-        self.medium = len(np.unique(hashes)) == len(hashes)
-        self.medium_hashes, self.medium_first, self.medium_last = hashes[order], first[order], last[order]
-        self.medium_lengths = lengths[order]
-        self.medium_ids = np.array([self.long[p] for p in medium], dtype=np.int64)[order]
-        # The dict's patches, hashed the same way: a text's patch goes to the dict only on a hash hit.
+        # Every dict patch hashed once (first 8 bytes, last 8, length): a text's patch goes to the dict
+        # only on a hash hit. Those of up to MEDIUM_PATCH bytes are looked up by their sorted hashes,
+        # the key checked on a hit; if two of them shared a hash (never seen), the dict does it all.
         longer = list(self.long)
         data = np.frombuffer(b"".join(longer), dtype=np.uint8)
         lengths = np.array([len(p) for p in longer], dtype=np.int64)
-        self.long_hashes = np.sort(_medium_keys(_words(data), np.cumsum(lengths) - lengths, lengths)[2])
+        first, last, hashes = _medium_keys(_words(data), np.cumsum(lengths) - lengths, lengths)
+        self.long_hashes = np.sort(hashes)
+        medium = np.flatnonzero(lengths <= MEDIUM_PATCH)
+        order = medium[np.argsort(hashes[medium])]
+        self.medium = len(np.unique(hashes[medium])) == len(medium)
+        self.medium_hashes, self.medium_first, self.medium_last = hashes[order], first[order], last[order]
+        self.medium_lengths = lengths[order]
+        self.medium_ids = np.array([self.long[longer[i]] for i in order.tolist()], dtype=np.int64)
 
     def _medium_ids(self, words: np.ndarray, begins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The id of each x[begin : begin + length] (8 <= length <= MEDIUM_PATCH; words = _words(x)),
